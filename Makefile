@@ -1,0 +1,36 @@
+# make run   - install what is missing, start the station on http://127.0.0.1:8080
+# make test  - install what is missing (Debian packages too), run every test
+# make bench - run the benchmarks and print their table
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Packages the station needs to run: a TrueType font with Vietnamese glyphs, PC/SC, and what pyscard builds with.
+DEBS_RUN := fonts-dejavu-core pcscd libpcsclite-dev swig
+# ...and what the tests need on top: a browser and the virtual smart card reader.
+DEBS_TEST := $(DEBS_RUN) chromium vsmartcard-vpcd
+
+.PHONY: run test bench debs-run debs-test clean
+
+run: debs-run $(STAMP)
+	$(BIN)/kiosk serve
+
+test: debs-test $(STAMP)
+	$(BIN)/pytest
+
+bench: debs-test $(STAMP)
+	$(BIN)/kiosk bench
+
+debs-run:
+	@scripts/ensure-debian-packages $(DEBS_RUN)
+
+debs-test:
+	@scripts/ensure-debian-packages $(DEBS_TEST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) var/ .pytest_cache

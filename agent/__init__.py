@@ -1,0 +1,1 @@
+"""Staff screens for post-office counters and mobile teams."""

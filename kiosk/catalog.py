@@ -1,0 +1,221 @@
+"""The procedure catalog: one TOML file per procedure, checked when the station starts.
+
+A definition that does not fit the schema stops start-up with a message naming the file and the field,
+e.g. ``dang-ky-khai-sinh.toml: pages[2].fields[0].type: 'dat' is not one of [...]``.
+"""
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+
+PROCEDURES_DIR = Path(__file__).parent / "procedures"
+
+CATEGORIES = {
+    "ho-tich": {"vi": "Hộ tịch", "en": "Civil status"},
+    "cu-tru": {"vi": "Cư trú", "en": "Residence"},
+    "tu-phap": {"vi": "Tư pháp", "en": "Justice"},
+    "giao-thong": {"vi": "Giao thông", "en": "Transport"},
+}
+
+FIELD_TYPES = ("text", "textarea", "date", "integer", "choice", "phone", "email", "id_number")
+
+# What the chip of a CCCD gives (DG13); a field names one of these to be filled from the card.
+PREFILL_SOURCES = (
+    "card.id_number", "card.full_name", "card.birth_date", "card.sex", "card.nationality",
+    "card.ethnicity", "card.religion", "card.place_of_origin", "card.residence", "card.identifying_marks",
+    "card.issue_date", "card.expiry_date", "card.father_name", "card.mother_name", "card.spouse_name",
+    "card.old_id_number",
+)
+
+_TEXT = {
+    "type": "object",
+    "required": ["vi", "en"],
+    "properties": {"vi": {"type": "string", "minLength": 1}, "en": {"type": "string", "minLength": 1}},
+    "additionalProperties": False,
+}
+_SLUG = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]*$"}
+
+SCHEMA = {
+    "type": "object",
+    "required": ["code", "version", "category", "name", "summary", "agency", "fee_vnd", "processing_days",
+                 "documents", "pages"],
+    "additionalProperties": False,
+    "properties": {
+        "code": {"type": "string", "pattern": r"^\d\.\d{6}$"},
+        "version": {"type": "string", "minLength": 1},
+        "category": {"enum": list(CATEGORIES)},
+        "name": _TEXT,
+        "summary": _TEXT,
+        "agency": _TEXT,
+        "legal_basis": {"type": "string"},
+        "fee_vnd": {"type": "integer", "minimum": 0},
+        "fee_note": _TEXT,
+        "processing_days": {"type": "integer", "minimum": 0},
+        "keywords": {"type": "array", "items": {"type": "string"}},
+        "documents": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["vi", "en", "required"],
+                "properties": {"vi": {"type": "string"}, "en": {"type": "string"}, "required": {"type": "boolean"}},
+                "additionalProperties": False,
+            },
+        },
+        "pages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["id", "fields"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": _SLUG,
+                    "title": _TEXT,
+                    "when": {
+                        "type": "object",
+                        "required": ["field", "equals"],
+                        "properties": {"field": _SLUG, "equals": {"type": "string"}},
+                        "additionalProperties": False,
+                    },
+                    "fields": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "type", "label"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": _SLUG,
+                                "type": {"enum": list(FIELD_TYPES)},
+                                "label": _TEXT,
+                                "hint": _TEXT,
+                                "required": {"type": "boolean"},
+                                "min_length": {"type": "integer", "minimum": 0},
+                                "max_length": {"type": "integer", "minimum": 1},
+                                "pattern": {"type": "string"},
+                                "pattern_message": _TEXT,
+                                "min": {"type": "integer"},
+                                "max": {"type": "integer"},
+                                "date": {"enum": ["past", "future", "any"]},
+                                "prefill": {"enum": list(PREFILL_SOURCES)},
+                                "options": {
+                                    "type": "array",
+                                    "minItems": 2,
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["value", "vi", "en"],
+                                        "properties": {"value": _SLUG, "vi": {"type": "string"},
+                                                       "en": {"type": "string"}},
+                                        "additionalProperties": False,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+class CatalogError(ValueError):
+    """A procedure definition that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Procedure:
+    slug: str
+    code: str
+    version: str
+    category: str
+    name: dict
+    summary: dict
+    agency: dict
+    fee_vnd: int
+    processing_days: int
+    documents: list
+    pages: list
+    keywords: tuple = ()
+    fee_note: dict | None = None
+    legal_basis: str = ""
+
+    def page(self, page_id: str) -> dict | None:
+        return next((p for p in self.pages if p["id"] == page_id), None)
+
+    def fields(self) -> list[dict]:
+        return [field for page in self.pages for field in page["fields"]]
+
+    def search_text(self) -> str:
+        return " ".join([self.name["vi"], self.name["en"], self.code, *self.keywords]).casefold()
+
+
+def _where(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _check_semantics(data: dict) -> None:
+    """What the schema cannot say: unique names, working patterns, conditions that point backwards."""
+    seen_pages, seen_fields = set(), {}
+    for p_index, page in enumerate(data["pages"]):
+        where = f"pages[{p_index}]"
+        if page["id"] in seen_pages:
+            raise CatalogError(f"{where}.id: '{page['id']}' is used by another page")
+        seen_pages.add(page["id"])
+        if "when" in page:
+            target = seen_fields.get(page["when"]["field"])
+            if target is None:
+                raise CatalogError(f"{where}.when.field: no earlier field is named '{page['when']['field']}'")
+            values = [o["value"] for o in target.get("options", [])]
+            if values and page["when"]["equals"] not in values:
+                raise CatalogError(f"{where}.when.equals: '{page['when']['equals']}' is not an option of "
+                                   f"'{target['name']}'")
+        for f_index, field in enumerate(page["fields"]):
+            fwhere = f"{where}.fields[{f_index}]"
+            if field["name"] in seen_fields:
+                raise CatalogError(f"{fwhere}.name: '{field['name']}' is used by another field")
+            seen_fields[field["name"]] = field
+            if field["type"] == "choice" and "options" not in field:
+                raise CatalogError(f"{fwhere}.options: a choice field needs options")
+            if "pattern" in field:
+                try:
+                    re.compile(field["pattern"])
+                except re.error as exc:
+                    raise CatalogError(f"{fwhere}.pattern: not a valid regular expression ({exc})") from None
+                if "pattern_message" not in field:
+                    raise CatalogError(f"{fwhere}.pattern_message: a pattern needs a message saying what to type")
+
+
+def load_procedure(path: Path) -> Procedure:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{path.name}: not valid TOML: {exc}") from None
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
+    if error is not None:
+        raise CatalogError(f"{path.name}: {_where(error.absolute_path)}: {error.message}")
+    try:
+        _check_semantics(data)
+    except CatalogError as exc:
+        raise CatalogError(f"{path.name}: {exc}") from None
+    data["keywords"] = tuple(data.get("keywords", ()))
+    return Procedure(slug=path.stem, **data)
+
+
+def load_catalog(folder: Path = PROCEDURES_DIR) -> dict[str, Procedure]:
+    """All procedures in ``folder`` by slug (the file name), in the order of their Vietnamese names."""
+    procedures = [load_procedure(path) for path in sorted(Path(folder).glob("*.toml"))]
+    if not procedures:
+        raise CatalogError(f"{folder}: no procedure definitions (*.toml) found")
+    codes = {}
+    for proc in procedures:
+        if proc.code in codes:
+            raise CatalogError(f"{proc.slug}.toml: code: '{proc.code}' is also used by {codes[proc.code]}.toml")
+        codes[proc.code] = proc.slug
+    return {p.slug: p for p in sorted(procedures, key=lambda p: p.name["vi"])}

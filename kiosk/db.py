@@ -1,0 +1,138 @@
+"""The station database: SQLite in WAL mode, fsync on every commit, schema by sqlite-utils migrations.
+
+One connection per request (opened on first use, closed at teardown), as in Flask's tutorial app.
+"""
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+from flask import current_app, g
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("dvc-kiosk")
+
+
+@migrations()
+def m001_dossiers(db: sqlite_utils.Database):
+    db.execute(
+        """
+        CREATE TABLE dossiers (
+            submission_id TEXT PRIMARY KEY,          -- UUID made here at submit: the sync idempotency key
+            tracking_code TEXT NOT NULL UNIQUE,
+            station_id TEXT NOT NULL,
+            channel TEXT NOT NULL,                   -- kiosk | counter | mobile
+            procedure_code TEXT NOT NULL,
+            procedure_slug TEXT NOT NULL,
+            procedure_version TEXT NOT NULL,
+            submitted_at TEXT NOT NULL,              -- UTC, ISO 8601
+            payload_sealed BLOB,                     -- answers, encrypted; NULL once purged
+            payload_sha256 TEXT NOT NULL,            -- of the canonical plaintext: the content hash for sync
+            supersedes TEXT REFERENCES dossiers(submission_id),
+            central_code TEXT,                       -- mã hồ sơ, once the central acknowledges
+            status TEXT NOT NULL DEFAULT 'queued'
+        )
+        """
+    )
+    # A submitted dossier is immutable: only the fields that sync and purge own may change.
+    db.execute(
+        """
+        CREATE TRIGGER dossiers_immutable BEFORE UPDATE OF
+            submission_id, tracking_code, station_id, channel, procedure_code, procedure_slug,
+            procedure_version, submitted_at, payload_sha256, supersedes
+        ON dossiers BEGIN SELECT RAISE(ABORT, 'submitted dossiers are immutable'); END
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE outbox (
+            submission_id TEXT PRIMARY KEY REFERENCES dossiers(submission_id),
+            state TEXT NOT NULL DEFAULT 'pending',   -- pending | sent | rejected
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT,
+            last_error TEXT,
+            enqueued_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX outbox_pending ON outbox(state, next_attempt_at)")
+    db.execute(
+        """
+        CREATE TABLE audit_events (
+            seq INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT,
+            detail TEXT NOT NULL DEFAULT '{}',
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )
+        """
+    )
+    # Append-only: the hash chain detects edits, these triggers stop the easy ones.
+    db.execute(
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+    )
+    db.execute("CREATE TABLE daily_sequence (day TEXT PRIMARY KEY, last INTEGER NOT NULL)")
+    db.execute(
+        """
+        CREATE TABLE drafts (
+            id TEXT PRIMARY KEY,
+            procedure_slug TEXT NOT NULL,
+            procedure_version TEXT NOT NULL,
+            answers_sealed BLOB NOT NULL,
+            created_at TEXT NOT NULL,
+            touched_at TEXT NOT NULL
+        )
+        """
+    )
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open the database with the settings every connection needs (they are per connection in SQLite)."""
+    conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before it returns, so a power cut after "submitted" loses nothing.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def migrate(path: str | Path) -> None:
+    conn = connect(path)
+    try:
+        migrations.apply(sqlite_utils.Database(conn))
+    finally:
+        conn.close()
+
+
+def get_db() -> sqlite3.Connection:
+    if "db" not in g:
+        g.db = connect(current_app.config["DATABASE"])
+    return g.db
+
+
+def close_db(_exc=None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection):
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so two submits never interleave."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    else:
+        conn.commit()
