@@ -43,6 +43,7 @@ def m001_dossiers(db: sqlite_utils.Database):
         ON dossiers BEGIN SELECT RAISE(ABORT, 'submitted dossiers are immutable'); END
         """
     )
+    db.execute("CREATE INDEX dossiers_tracking_compact ON dossiers(replace(tracking_code, '-', ''))")
     db.execute(
         """
         CREATE TABLE outbox (

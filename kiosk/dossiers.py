@@ -1,0 +1,93 @@
+"""Submitting a dossier: one SQLite transaction writes the dossier, its outbox row and an audit event.
+
+Once ``submit`` returns, the dossier survives a crash, a power cut (synchronous=FULL) or a week offline.
+The draft it came from is deleted in the same transaction, so submitting twice cannot make two dossiers.
+"""
+import hashlib
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from sync import outbox
+
+from . import audit, sealing, tracking_code
+from .catalog import Procedure
+from .db import write_transaction
+
+
+def canonical_json(document: dict) -> bytes:
+    """The bytes that are hashed for the sync content hash: sorted keys, no spaces, UTF-8."""
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    submission_id: str
+    tracking_code: str
+    submitted_at: datetime
+
+
+def next_tracking_code(conn: sqlite3.Connection, station_id: str, local_day: str) -> str:
+    conn.execute(
+        "INSERT INTO daily_sequence (day, last) VALUES (?, 1) "
+        "ON CONFLICT(day) DO UPDATE SET last = last + 1",
+        (local_day,),
+    )
+    (sequence,) = conn.execute("SELECT last FROM daily_sequence WHERE day = ?", (local_day,)).fetchone()
+    return tracking_code.make(station_id, local_day, sequence)
+
+
+def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str, procedure: Procedure,
+           answers: dict, draft_id: str | None = None, supersedes: str | None = None,
+           actor: str = "citizen") -> Submitted | None:
+    """Write the dossier. Returns None when ``draft_id`` names a draft that no longer exists, which is
+    what a second press of the submit button (or a replayed request) finds."""
+    now = datetime.now(timezone.utc)
+    local_day = now.astimezone(ZoneInfo(station["timezone"])).strftime("%y%m%d")
+    submission_id = str(uuid.uuid4())
+    with write_transaction(conn):
+        if draft_id is not None:
+            gone = conn.execute("DELETE FROM drafts WHERE id = ?", (draft_id,)).rowcount == 0
+            if gone:
+                return None
+        code = next_tracking_code(conn, station["id"], local_day)
+        document = {
+            "submission_id": submission_id,
+            "tracking_code": code,
+            "station_id": station["id"],
+            "channel": channel,
+            "procedure": {"code": procedure.code, "slug": procedure.slug, "version": procedure.version},
+            "submitted_at": now.isoformat(timespec="seconds"),
+            "answers": answers,
+            "supersedes": supersedes,
+        }
+        conn.execute(
+            "INSERT INTO dossiers (submission_id, tracking_code, station_id, channel, procedure_code, "
+            "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (submission_id, code, station["id"], channel, procedure.code, procedure.slug, procedure.version,
+             document["submitted_at"], sealing.seal(key, document, submission_id),
+             hashlib.sha256(canonical_json(document)).hexdigest(), supersedes),
+        )
+        outbox.enqueue(conn, submission_id, document["submitted_at"])
+        audit.append(conn, actor, "dossier.submitted", submission_id,
+                     {"tracking_code": code, "procedure": procedure.code, "channel": channel})
+    return Submitted(submission_id, code, now)
+
+
+def find_by_tracking_code(conn: sqlite3.Connection, text: str) -> sqlite3.Row | None:
+    code = tracking_code.compact(text)
+    return conn.execute(
+        "SELECT * FROM dossiers WHERE replace(tracking_code, '-', '') = ?", (code,)
+    ).fetchone()
+
+
+def open_payload(conn: sqlite3.Connection, key: bytes, submission_id: str) -> dict | None:
+    """The full dossier document, or None once it has been purged after acknowledgement."""
+    row = conn.execute("SELECT payload_sealed FROM dossiers WHERE submission_id = ?", (submission_id,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return sealing.open_sealed(key, row[0], submission_id)

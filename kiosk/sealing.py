@@ -1,0 +1,43 @@
+"""Personal data at rest: answers are sealed with AES-256-GCM under a key kept in the station's data folder.
+
+The sealed form is ``b"S1" + nonce(12) + ciphertext``; the associated data binds a blob to its row (a
+draft id or a submission id), so a blob copied onto another row does not open.
+"""
+import json
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_MAGIC = b"S1"
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The station's payload key; made on first start, readable by the station user only."""
+    path = Path(path)
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+    if len(key) != 32:
+        raise ValueError(f"{path}: the payload key must be 32 bytes")
+    return key
+
+
+def seal(key: bytes, data: dict, bound_to: str) -> bytes:
+    nonce = secrets.token_bytes(12)
+    plaintext = json.dumps(data, ensure_ascii=False, sort_keys=True).encode()
+    return _MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, bound_to.encode())
+
+
+def open_sealed(key: bytes, blob: bytes, bound_to: str) -> dict:
+    if blob[:2] != _MAGIC:
+        raise ValueError("not a sealed payload")
+    return json.loads(AESGCM(key).decrypt(blob[2:14], blob[14:], bound_to.encode()))
