@@ -1,0 +1,99 @@
+"""dvc-kiosk: one Flask app for citizen kiosks, post-office counters and mobile teams."""
+import logging
+import secrets
+import traceback
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from . import catalog, db, i18n, sealing
+from .config import data_dir, load_station
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+csrf = CSRFProtect()
+
+
+def _secret_key(folder: Path) -> bytes:
+    path = folder / "session.key"
+    if not path.exists():
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def create_app(config: dict | None = None, station_file: str | None = None) -> Flask:
+    """Build the app for one station: the station file (see kiosk.config.load_station), with ``config``
+    laid over it (tests pass a dict)."""
+    station = load_station(station_file, overrides=config)
+    folder = data_dir(station)
+    app = Flask(__name__, template_folder=str(TEMPLATES))
+    app.config.update(
+        STATION=station,
+        DATABASE=str(folder / "station.db"),
+        SECRET_KEY=_secret_key(folder),
+        PAYLOAD_KEY=sealing.load_or_create_key(folder / "payload.key"),
+        CATALOG=catalog.load_catalog(Path(station["paths"].get("procedures", catalog.PROCEDURES_DIR))),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        WTF_CSRF_TIME_LIMIT=None,  # the session's own idle limit ends old forms
+        MAX_CONTENT_LENGTH=256 * 1024,
+    )
+    db.migrate(app.config["DATABASE"])
+    app.teardown_appcontext(db.close_db)
+    csrf.init_app(app)
+
+    app.jinja_env.globals.update(t=i18n.t, pick=i18n.pick, lang=i18n.current_language,
+                                 station=station, htmx_version="2.0.11")
+    app.jinja_env.filters["money"] = lambda n: f"{n:,}".replace(",", ".")
+    zone = ZoneInfo(station["station"]["timezone"])
+    app.jinja_env.filters["local_date"] = lambda iso: datetime.fromisoformat(iso).astimezone(zone).strftime("%d/%m/%Y")
+
+    @app.context_processor
+    def layout():
+        # The same template serves the whole page and, for htmx, only what goes inside <main>.
+        partial = request.headers.get("HX-Request") == "true" and not request.headers.get("HX-History-Restore-Request")
+        return {"layout": "_main_only.html" if partial else "base.html"}
+
+    @app.after_request
+    def no_store(response):
+        # Pages may hold personal data: never cache them, on the station or in the browser.
+        if not request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        return response
+
+    @app.errorhandler(404)
+    def not_found(_e):
+        return render_template("error.html", title_key="not_found_title", text_key="not_found_text"), 404
+
+    @app.errorhandler(CSRFError)
+    def expired(_e):
+        return render_template("error.html", title_key="expired_title", text_key="expired_text"), 400
+
+    @app.errorhandler(413)
+    def too_large(_e):
+        return render_template("error.html", title_key="error_page_title", text_key="error_page_text"), 413
+
+    @app.errorhandler(Exception)
+    def server_error(exc):
+        from werkzeug.exceptions import HTTPException
+        if isinstance(exc, HTTPException):
+            return render_template("error.html", title_key="error_page_title",
+                                   text_key="error_page_text"), exc.code
+        # Log the type and place, never the request's form (it holds personal data).
+        # The traceback's frames say where; the exception's message may quote input, so it is left out.
+        logging.getLogger("kiosk").error("unhandled %s at %s %s\n%s", type(exc).__name__, request.method,
+                                         request.url_rule, "".join(traceback.format_tb(exc.__traceback__)))
+        return render_template("error.html", title_key="error_page_title", text_key="error_page_text"), 500
+
+    from . import citizen
+    app.register_blueprint(citizen.bp)
+    return app

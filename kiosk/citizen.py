@@ -1,0 +1,323 @@
+"""The citizen's path: choose a procedure, one question per page, check answers, consent, submit.
+
+Every page is a plain form post that works without JavaScript; with htmx (hx-boost on <body>) only the
+inside of <main> is fetched and swapped. State changes answer 303 (post/redirect/get); a page with
+errors answers 422 with the error summary.
+"""
+import io
+import unicodedata
+
+import qrcode
+import qrcode.image.svg
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from markupsafe import Markup
+
+from . import answers as answers_mod
+from . import dossiers, drafts, i18n, tracking_code
+from .catalog import CATEGORIES, Procedure
+from .db import get_db
+
+bp = Blueprint("citizen", __name__)
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+def _catalog() -> dict[str, Procedure]:
+    return current_app.config["CATALOG"]
+
+
+def _procedure(slug: str) -> Procedure:
+    proc = _catalog().get(slug)
+    if proc is None:
+        abort(404)
+    return proc
+
+
+def _idle_minutes() -> int:
+    return current_app.config["STATION"]["session"]["draft_idle_minutes"]
+
+
+def _draft(proc: Procedure) -> tuple[str, dict] | None:
+    """(draft id, answers) of this session's application for ``proc``, if there is one."""
+    ref = session.get("draft")
+    if not ref or ref.get("slug") != proc.slug:
+        return None
+    loaded = drafts.load(get_db(), current_app.config["PAYLOAD_KEY"], ref["id"], _idle_minutes())
+    if loaded is None or loaded[0] != proc.slug:
+        session.pop("draft", None)
+        return None
+    return ref["id"], loaded[1]
+
+
+def _is_active(page: dict, answers: dict) -> bool:
+    when = page.get("when")
+    return when is None or answers.get(when["field"]) == when["equals"]
+
+
+def _active_pages(proc: Procedure, answers: dict) -> list[dict]:
+    return [p for p in proc.pages if _is_active(p, answers)]
+
+
+def _is_answered(page: dict, answers: dict) -> bool:
+    return all(f["name"] in answers for f in page["fields"])
+
+
+def _first_unanswered(proc: Procedure, answers: dict) -> dict | None:
+    return next((p for p in _active_pages(proc, answers) if not _is_answered(p, answers)), None)
+
+
+def _active_answers(proc: Procedure, answers: dict) -> dict:
+    """Only the answers of pages that apply: a page switched off by a later change leaves nothing behind."""
+    return {f["name"]: answers.get(f["name"]) for p in _active_pages(proc, answers) for f in p["fields"]}
+
+
+def _error_text(error) -> str:
+    if isinstance(error, dict):
+        return i18n.pick(error)
+    key, params = error
+    return i18n.t(key, **params)
+
+
+def _tracking_url(code: str) -> str:
+    base = current_app.config["STATION"]["station"]["public_url"].rstrip("/")
+    return f"{base}{url_for('citizen.track_code', code=code)}"
+
+
+def _qr_svg(data: str) -> Markup:
+    image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=12, border=2)
+    out = io.BytesIO()
+    image.save(out)
+    svg = out.getvalue().decode()
+    return Markup(svg[svg.index("<svg"):])
+
+
+def _see_other(endpoint: str, **values):
+    return redirect(url_for(endpoint, **values), code=303)
+
+
+# --- choosing a procedure ------------------------------------------------------------------------------
+
+def _fold(text: str) -> str:
+    """Lower case without tone marks, so "khai sinh" finds "Khai sinh" and "thuong tru" finds "thường trú"."""
+    decomposed = unicodedata.normalize("NFD", text.casefold().replace("đ", "d"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _search(query: str, category: str) -> list[Procedure]:
+    words = _fold(answers_mod.normalise(query)).split()
+    found = []
+    for proc in _catalog().values():
+        if category and proc.category != category:
+            continue
+        haystack = _fold(proc.search_text() + " " + i18n.pick(proc.summary))
+        if all(word in haystack for word in words):
+            found.append(proc)
+    return found
+
+
+@bp.get("/")
+def index():
+    query = request.args.get("q", "")[:100]
+    category = request.args.get("category", "")
+    if category not in CATEGORIES:
+        category = ""
+    results = _search(query, category)
+    context = {"procedures": results, "query": answers_mod.normalise(query), "category": category,
+               "categories": CATEGORIES}
+    if request.headers.get("HX-Trigger") == "search":
+        return render_template("citizen/_procedure_list.html", **context)
+    return render_template("citizen/index.html", **context)
+
+
+@bp.get("/p/<slug>")
+def overview(slug):
+    proc = _procedure(slug)
+    return render_template("citizen/overview.html", proc=proc)
+
+
+@bp.post("/p/<slug>/start")
+def start(slug):
+    proc = _procedure(slug)
+    existing = _draft(proc)
+    if existing is None:
+        draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version)
+        session["draft"] = {"id": draft_id, "slug": proc.slug}
+    return _see_other("citizen.question", slug=slug, page_id=proc.pages[0]["id"])
+
+
+# --- one question per page -----------------------------------------------------------------------------
+
+def _render_question(proc, page, shown, errors, status=200, change=False, answers=None):
+    active = _active_pages(proc, answers or {})
+    step = next((i for i, p in enumerate(active) if p["id"] == page["id"]), 0) + 1
+    back = url_for("citizen.check", slug=proc.slug) if change else (
+        url_for("citizen.question", slug=proc.slug, page_id=active[step - 2]["id"]) if step > 1
+        else url_for("citizen.overview", slug=proc.slug))
+    return render_template("citizen/question.html", proc=proc, page=page, shown=shown, errors=errors,
+                           step=step, total=len(active), back=back, change=change), status
+
+
+@bp.route("/p/<slug>/q/<page_id>", methods=["GET", "POST"])
+def question(slug, page_id):
+    proc = _procedure(slug)
+    page = proc.page(page_id)
+    if page is None:
+        abort(404)
+    draft = _draft(proc)
+    if draft is None:
+        return _see_other("citizen.overview", slug=slug)
+    draft_id, answers = draft
+    change = request.values.get("change") == "1"
+    if not _is_active(page, answers):
+        return _see_other("citizen.check", slug=slug)
+
+    if request.method == "GET":
+        shown = {f["name"]: answers_mod.shown_from_value(f, answers.get(f["name"])) for f in page["fields"]}
+        return _render_question(proc, page, shown, {}, change=change, answers=answers)
+
+    readings = {f["name"]: answers_mod.read_field(f, request.form) for f in page["fields"]}
+    errors = {name: _error_text(r.error) for name, r in readings.items() if r.error is not None}
+    if errors:
+        shown = {name: r.shown for name, r in readings.items()}
+        return _render_question(proc, page, shown, errors, status=422, change=change, answers=answers)
+
+    answers.update({name: r.value for name, r in readings.items()})
+    if not drafts.save(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, answers):
+        session.pop("draft", None)
+        return _see_other("citizen.overview", slug=slug)
+
+    missing = _first_unanswered(proc, answers)
+    if change:
+        if missing is None:
+            return _see_other("citizen.check", slug=slug)
+        return redirect(url_for("citizen.question", slug=slug, page_id=missing["id"], change=1), code=303)
+    active = _active_pages(proc, answers)
+    later = active[[p["id"] for p in active].index(page["id"]) + 1:]
+    if later:
+        return _see_other("citizen.question", slug=slug, page_id=later[0]["id"])
+    return _see_other("citizen.check", slug=slug)
+
+
+# --- check, consent, submit ----------------------------------------------------------------------------
+
+def _summary_rows(proc: Procedure, answers: dict) -> list[dict]:
+    rows = []
+    for page in _active_pages(proc, answers):
+        for field in page["fields"]:
+            rows.append({
+                "label": i18n.pick(field["label"]),
+                "value": answers_mod.display(field, answers.get(field["name"]), i18n.current_language()),
+                "change_url": url_for("citizen.question", slug=proc.slug, page_id=page["id"], change=1),
+                "field": field["name"],
+            })
+    return rows
+
+
+@bp.get("/p/<slug>/check")
+def check(slug):
+    proc = _procedure(slug)
+    draft = _draft(proc)
+    if draft is None:
+        return _see_other("citizen.overview", slug=slug)
+    missing = _first_unanswered(proc, draft[1])
+    if missing is not None:
+        return _see_other("citizen.question", slug=slug, page_id=missing["id"])
+    return render_template("citizen/check.html", proc=proc, rows=_summary_rows(proc, draft[1]))
+
+
+@bp.route("/p/<slug>/submit", methods=["GET", "POST"])
+def consent(slug):
+    proc = _procedure(slug)
+    draft = _draft(proc)
+    if draft is None:
+        # A second press of "submit" after the first went through lands here: show what was submitted.
+        if request.method == "POST" and session.get("submitted", {}).get("slug") == slug:
+            return _see_other("citizen.done")
+        return _see_other("citizen.overview", slug=slug)
+    draft_id, answers = draft
+    missing = _first_unanswered(proc, answers)
+    if missing is not None:
+        return _see_other("citizen.question", slug=slug, page_id=missing["id"])
+    if request.method == "GET":
+        return render_template("citizen/consent.html", proc=proc, errors={})
+    if request.form.get("consent") != "yes":
+        return render_template("citizen/consent.html", proc=proc,
+                               errors={"consent": i18n.t("error_consent")}), 422
+
+    station = current_app.config["STATION"]
+    submitted = dossiers.submit(
+        get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
+        channel=station["station"]["kind"], procedure=proc, answers=_active_answers(proc, answers),
+        draft_id=draft_id,
+    )
+    session.pop("draft", None)
+    if submitted is not None:
+        session["submitted"] = {"slug": slug, "code": submitted.tracking_code}
+    return _see_other("citizen.done")
+
+
+@bp.get("/done")
+def done():
+    submitted = session.get("submitted")
+    if not submitted or submitted.get("slug") not in _catalog():
+        return _see_other("citizen.index")
+    proc = _catalog()[submitted["slug"]]
+    code = submitted["code"]
+    return render_template("citizen/done.html", proc=proc, code=code, qr=_qr_svg(_tracking_url(code)))
+
+
+@bp.post("/end")
+def end():
+    """The citizen is finished (or walked away): forget everything of this session on the station."""
+    ref = session.get("draft")
+    if ref:
+        drafts.delete(get_db(), ref["id"])
+    lang = session.get("lang")
+    session.clear()
+    if lang == "en":
+        session["lang"] = lang
+    response = _see_other("citizen.index")
+    response.headers["Clear-Site-Data"] = '"storage"'
+    return response
+
+
+# --- language, tracking --------------------------------------------------------------------------------
+
+@bp.get("/lang/<code>")
+def set_language(code):
+    if code in i18n.LANGUAGES:
+        session["lang"] = code
+    target = request.args.get("next", "/")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+    return redirect(target, code=303)
+
+
+@bp.get("/track")
+def track():
+    text = request.args.get("code")
+    if text is None:
+        return render_template("citizen/track.html", code="", dossier=None, errors={})
+    text = answers_mod.normalise(text)[:40]
+    error = None
+    if not text:
+        error = i18n.t("track_required")
+    elif not tracking_code.is_valid(text):
+        error = i18n.t("track_invalid")
+    else:
+        dossier = dossiers.find_by_tracking_code(get_db(), text)
+        if dossier is None:
+            error = i18n.t("track_not_found")
+        else:
+            return _see_other("citizen.track_code", code=dossier["tracking_code"])
+    return render_template("citizen/track.html", code=text, dossier=None, errors={"code": error}), 422
+
+
+@bp.get("/track/<code>")
+def track_code(code):
+    dossier = dossiers.find_by_tracking_code(get_db(), code) if tracking_code.is_valid(code) else None
+    if dossier is None:
+        abort(404)
+    proc = _catalog().get(dossier["procedure_slug"])
+    return render_template("citizen/track.html", code=dossier["tracking_code"], dossier=dossier, proc=proc,
+                           errors={})

@@ -1,0 +1,75 @@
+"""The `kiosk` command: one entry point for every station task."""
+import logging
+import sys
+
+import click
+
+from .catalog import CatalogError
+from .config import ConfigError, load_station
+
+station_option = click.option(
+    "--station", "station_file", type=click.Path(dir_okay=False), default=None,
+    help="Station file (TOML). Default: $KIOSK_STATION, else ./station.toml if present, else built-in defaults.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """dvc-kiosk: citizen kiosk, post-office counter and mobile-team station for online public services."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _load(station_file, overrides=None):
+    try:
+        return load_station(station_file, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@station_option
+@click.option("--host", default=None, help="Address to listen on (default: server.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: server.port, 8080).")
+@click.option("--threads", type=int, default=8, show_default=True, help="Worker threads.")
+def serve(station_file, host, port, threads):
+    """Serve the station's web app with waitress."""
+    import waitress
+
+    from . import create_app
+
+    overrides = {"server": {k: v for k, v in (("host", host), ("port", port)) if v is not None}}
+    config = _load(station_file, overrides)
+    try:
+        app = create_app(overrides, station_file)
+    except (ConfigError, CatalogError) as exc:
+        raise click.ClickException(str(exc)) from None
+    server = config["server"]
+    click.echo(f"dvc-kiosk ({config['station']['kind']} {config['station']['id']}) on "
+               f"http://{server['host']}:{server['port']}/")
+    waitress.serve(app, host=server["host"], port=server["port"], threads=threads, ident="dvc-kiosk")
+
+
+@main.command()
+@station_option
+def check(station_file):
+    """Check the station file and every procedure definition; exit 1 with the first problem."""
+    from .catalog import load_catalog
+
+    config = _load(station_file)
+    try:
+        catalog = load_catalog()
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"station {config['station']['id']} ({config['station']['kind']}) from {config['source']}: ok")
+    for proc in catalog.values():
+        click.echo(f"  {proc.code}  {proc.slug}  v{proc.version}  {len(proc.pages)} pages")
+
+
+@main.command()
+@click.option("--clients", type=int, default=8, show_default=True, help="Concurrent clients.")
+@click.option("--rounds", type=int, default=6, show_default=True, help="Applications each client completes.")
+def bench(clients, rounds):
+    """Run the benchmarks and print a table of p50/p95/p99 response times."""
+    from .bench import run_all
+
+    sys.exit(run_all(clients=clients, rounds=rounds))

@@ -1,0 +1,30 @@
+"""Vietnamese first, English on request: the interface's words live in messages.toml, one key each.
+
+Two languages and one file need no gettext toolchain or compile step; a test checks that every key has
+both languages and that every key used in a template exists.
+"""
+import tomllib
+from pathlib import Path
+
+from flask import session
+
+LANGUAGES = ("vi", "en")
+MESSAGES: dict[str, dict[str, str]] = tomllib.loads((Path(__file__).parent / "messages.toml").read_text("utf-8"))
+
+
+def current_language() -> str:
+    lang = session.get("lang")
+    return lang if lang in LANGUAGES else "vi"
+
+
+def t(key: str, **values) -> str:
+    """The message ``key`` in the current language, with ``{name}`` placeholders filled."""
+    text = MESSAGES[key][current_language()]
+    return text.format(**values) if values else text
+
+
+def pick(text: dict | None) -> str:
+    """One language out of a {vi, en} pair from a procedure definition."""
+    if not text:
+        return ""
+    return text.get(current_language()) or text["vi"]

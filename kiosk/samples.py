@@ -1,0 +1,41 @@
+"""Valid example answers for each field type, as a citizen would type them into the form.
+
+Used by the benchmarks and the tests to walk through any procedure in the catalog without knowing it.
+"""
+import re
+from datetime import date, timedelta
+
+_TEXT_CANDIDATES = ("Nguyễn Văn An", "08:15", "AB123456", "001099012345", "12")
+
+
+def form_for_field(field: dict, today: date | None = None) -> dict[str, str]:
+    today = today or date.today()
+    name, kind = field["name"], field["type"]
+    if kind == "date":
+        day = today + timedelta(days=30) if field.get("date") == "future" else date(1990, 3, 15)
+        return {f"{name}__day": str(day.day), f"{name}__month": str(day.month), f"{name}__year": str(day.year)}
+    if kind == "choice":
+        return {name: field["options"][0]["value"]}
+    if kind == "integer":
+        return {name: str(max(field.get("min", 1), 1))}
+    if kind == "phone":
+        return {name: "0912 345 678"}
+    if kind == "email":
+        return {name: "an.nguyen@example.com"}
+    if kind == "id_number":
+        return {name: "001099012345"}
+    if kind == "textarea":
+        return {name: "Số 12, đường Lê Lợi, phường Bến Thành, Thành phố Hồ Chí Minh"}
+    if "pattern" in field:
+        for candidate in _TEXT_CANDIDATES:
+            if re.fullmatch(field["pattern"], candidate):
+                return {name: candidate}
+        raise ValueError(f"no sample text fits the pattern of field {name!r}")
+    return {name: _TEXT_CANDIDATES[0]}
+
+
+def form_for_page(page: dict, today: date | None = None) -> dict[str, str]:
+    form: dict[str, str] = {}
+    for field in page["fields"]:
+        form.update(form_for_field(field, today))
+    return form

@@ -1,0 +1,116 @@
+"""Fixtures: a fresh station (temporary data folder and database) per test, as in Flask's tutorial app,
+plus a real `kiosk serve` process for browser, crash and benchmark tests."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kiosk import create_app
+from kiosk.catalog import load_catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app({"paths": {"data": str(tmp_path / "var")}})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog()
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveStation:
+    """`kiosk serve` in its own process, on a free port, with its own data folder."""
+
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.station_file = self.data_dir / "station.toml"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.station_file.write_text(
+            f'[station]\nid = "T01"\nkind = "kiosk"\npublic_url = "{self.url}"\n'
+            f'[server]\nport = {self.port}\n[paths]\ndata = "{self.data_dir / "var"}"\n'
+        )
+        self.process = None
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "var" / "station.db"
+
+    def start(self, timeout=20.0):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kiosk", "serve", "--station", str(self.station_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.data_dir,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kiosk serve exited: {self.process.stderr.read().decode()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("kiosk serve did not start in time")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def live_station(tmp_path):
+    station = LiveStation(tmp_path / "live").start()
+    yield station
+    station.stop()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args():
+    """Debian's Chromium, headless, with nothing that reaches outside this machine."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    return {
+        "executable_path": CHROMIUM,
+        "headless": True,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    }
