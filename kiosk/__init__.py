@@ -1,12 +1,13 @@
 """dvc-kiosk: one Flask app for citizen kiosks, post-office counters and mobile teams."""
 import logging
 import secrets
+import time
 import traceback
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from flask import Flask, render_template, request
+from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from . import catalog, db, i18n, sealing
@@ -35,7 +36,7 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         DATABASE=str(folder / "station.db"),
         SECRET_KEY=_secret_key(folder),
         PAYLOAD_KEY=sealing.load_or_create_key(folder / "payload.key"),
-        CATALOG=catalog.load_catalog(Path(station["paths"].get("procedures", catalog.PROCEDURES_DIR))),
+        CATALOG=catalog.load_catalog(station["paths"].get("procedures")),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         WTF_CSRF_TIME_LIMIT=None,  # the session's own idle limit ends old forms
@@ -57,8 +58,14 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         partial = request.headers.get("HX-Request") == "true" and not request.headers.get("HX-History-Restore-Request")
         return {"layout": "_main_only.html" if partial else "base.html"}
 
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
     @app.after_request
     def no_store(response):
+        if "started" in g:  # how long the app took, for benchmarks and browser dev tools
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - g.started) * 1000:.2f}"
         # Pages may hold personal data: never cache them, on the station or in the browser.
         if not request.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"

@@ -208,8 +208,10 @@ def load_procedure(path: Path) -> Procedure:
     return Procedure(slug=path.stem, **data)
 
 
-def load_catalog(folder: Path = PROCEDURES_DIR) -> dict[str, Procedure]:
-    """All procedures in ``folder`` by slug (the file name), in the order of their Vietnamese names."""
+def load_catalog(folder: str | Path | None = None) -> dict[str, Procedure]:
+    """All procedures in ``folder`` (default: the shipped catalog) by slug (the file name), in the order
+    of their Vietnamese names."""
+    folder = Path(folder or PROCEDURES_DIR)
     procedures = [load_procedure(path) for path in sorted(Path(folder).glob("*.toml"))]
     if not procedures:
         raise CatalogError(f"{folder}: no procedure definitions (*.toml) found")

@@ -57,7 +57,7 @@ def check(station_file):
 
     config = _load(station_file)
     try:
-        catalog = load_catalog()
+        catalog = load_catalog(config["paths"].get("procedures"))
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"station {config['station']['id']} ({config['station']['kind']}) from {config['source']}: ok")

@@ -17,6 +17,9 @@ from . import audit, sealing, tracking_code
 from .catalog import Procedure
 from .db import write_transaction
 
+# Where a dossier is: queued here, then the central's states as the status feed reports them.
+STATUSES = ("queued", "received", "processing", "needs_documents", "done", "returned_by_post", "rejected")
+
 
 def canonical_json(document: dict) -> bytes:
     """The bytes that are hashed for the sync content hash: sorted keys, no spaces, UTF-8."""

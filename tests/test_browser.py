@@ -1,0 +1,109 @@
+"""Whole applications clicked through in headless Chromium (Debian's), with and without JavaScript."""
+import re
+import sqlite3
+from urllib.parse import urlsplit
+
+import pytest
+
+from kiosk.samples import form_for_page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _fill_current_page(page, proc):
+    page_id = urlsplit(page.url).path.rsplit("/", 1)[1]
+    for name, value in form_for_page(proc.page(page_id)).items():
+        target = page.locator(f"input[type=radio][name='{name}'][value='{value}']")
+        if target.count():
+            target.check()
+        else:
+            page.locator(f"[name='{name}']").fill(value)
+
+
+def _apply(page, base_url, proc, search):
+    page.goto(base_url + "/")
+    page.get_by_label("Tìm thủ tục").fill(search)
+    page.get_by_role("button", name="Tìm").click()
+    page.get_by_role("link", name=proc.name["vi"]).click()
+    page.get_by_role("button", name="Bắt đầu").click()
+    for _ in range(len(proc.pages)):
+        page.wait_for_url(re.compile(r"/(q/[^/]+|check)$"))
+        if page.url.endswith("/check"):
+            break
+        heading = page.locator("h1")
+        heading.wait_for()
+        _fill_current_page(page, proc)
+        before = page.url
+        page.get_by_role("button", name="Tiếp tục").click()
+        page.wait_for_function("url => location.href !== url", arg=before)
+    assert page.url.endswith(f"/p/{proc.slug}/check")
+    assert page.locator("h1").inner_text() == "Kiểm tra lại thông tin trước khi nộp"
+    page.get_by_role("link", name="Tiếp tục").click()
+    page.get_by_label("Tôi cam đoan và đồng ý").check()
+    page.get_by_role("button", name="Nộp hồ sơ").click()
+    page.wait_for_url(re.compile(r"/done$"))
+    code = page.locator("[data-tracking-code]").inner_text()
+    assert page.locator(".qr svg").is_visible()
+    return code
+
+
+def _requests_stay_local(page, base_url):
+    seen = []
+    page.on("request", lambda request: seen.append(request))
+    return seen
+
+
+def test_whole_application_with_javascript(live_station, page, catalog):
+    proc = catalog["dang-ky-khai-tu"]
+    requests = _requests_stay_local(page, live_station.url)
+    code = _apply(page, live_station.url, proc, "khai tu")
+    assert re.fullmatch(r"T01-\d{6}-\d{4}-[0-9A-Z]", code)
+    assert all(r.url.startswith(live_station.url + "/") for r in requests), [r.url for r in requests]
+    # htmx did the navigation: boosted requests carried its header and fetched only <main>.
+    assert sum(1 for r in requests if r.headers.get("hx-request") == "true") >= len(proc.pages)
+    with sqlite3.connect(live_station.database) as conn:
+        assert conn.execute("SELECT tracking_code FROM dossiers").fetchall() == [(code,)]
+    # Finishing ends the session: back at the start, nothing of the application remains.
+    page.get_by_role("button", name="Xong, xoá thông tin của tôi").click()
+    page.wait_for_url(live_station.url + "/")
+    stored = page.evaluate("({...localStorage, ...sessionStorage})")
+    # htmx keeps only the path of the page now shown; no snapshot of earlier pages (history cache off).
+    assert stored in ({}, {"htmx-current-path-for-history": "/"})
+    page.goto(f"{live_station.url}/p/{proc.slug}/check")
+    assert page.url.endswith(f"/p/{proc.slug}")
+
+
+def test_whole_application_without_javascript(live_station, browser, catalog):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        requests = _requests_stay_local(page, live_station.url)
+        proc = catalog["dang-ky-khai-sinh"]
+        code = _apply(page, live_station.url, proc, "khai sinh")
+        assert not any(r.headers.get("hx-request") for r in requests)
+        with sqlite3.connect(live_station.database) as conn:
+            assert conn.execute("SELECT tracking_code FROM dossiers").fetchall() == [(code,)]
+    finally:
+        context.close()
+
+
+def test_error_summary_takes_focus_and_links_to_the_field(live_station, page, catalog):
+    proc = catalog["dang-ky-khai-tu"]
+    page.goto(f"{live_station.url}/p/{proc.slug}")
+    page.get_by_role("button", name="Bắt đầu").click()
+    page.wait_for_url(re.compile(r"/q/"))
+    page.get_by_role("button", name="Tiếp tục").click()
+    summary = page.locator(".error-summary")
+    summary.wait_for()
+    assert page.title().startswith("Lỗi:")
+    page.wait_for_function("document.activeElement && document.activeElement.classList.contains('error-summary')")
+    first_field = proc.pages[0]["fields"][0]["name"]
+    summary.locator("a").first.click()
+    assert page.evaluate("document.activeElement.id") == first_field or page.url.endswith(f"#{first_field}")
+
+
+def test_language_switch_in_the_browser(live_station, page):
+    page.goto(live_station.url + "/")
+    page.get_by_role("link", name="Switch to English").click()
+    page.wait_for_selector("text=Which service do you need?")
+    assert page.locator("html").get_attribute("lang") == "en"

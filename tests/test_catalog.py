@@ -1,0 +1,81 @@
+"""Procedure definitions are data, checked at start-up with a message naming the file and the field."""
+import re
+import shutil
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from kiosk import create_app, dossiers, i18n
+from kiosk.catalog import PROCEDURES_DIR, CatalogError, load_catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ships_at_least_six_real_procedures(catalog):
+    assert len(catalog) >= 6
+    for proc in catalog.values():
+        assert re.fullmatch(r"\d\.\d{6}", proc.code)
+        assert proc.name["vi"] != proc.name["en"]
+        assert proc.documents and proc.pages
+        assert unicodedata.normalize("NFC", proc.name["vi"]) == proc.name["vi"]
+
+
+def _broken(tmp_path, transform) -> Path:
+    folder = tmp_path / "procedures"
+    shutil.copytree(PROCEDURES_DIR, folder)
+    target = folder / "dang-ky-khai-tu.toml"
+    target.write_text(transform(target.read_text("utf-8")), "utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("transform,message", [
+    (lambda s: s.replace('type = "date"', 'type = "dat"', 1), r"dang-ky-khai-tu\.toml: pages\[\d+\]\.fields\[0\]\.type: 'dat' is not one of"),
+    (lambda s: re.sub(r"(?m)^fee_vnd = .*$", 'fee_vnd = "free"', s), r"dang-ky-khai-tu\.toml: fee_vnd: 'free' is not of type 'integer'"),
+    (lambda s: re.sub(r"(?m)^code = .*$", "", s, count=1), r"dang-ky-khai-tu\.toml: \(top level\): 'code' is a required property"),
+    (lambda s: s.replace("[[pages]]", "[[pages]]\nwhen = { field = \"nope\", equals = \"x\" }", 1), r"dang-ky-khai-tu\.toml: pages\[0\]\.when\.field: no earlier field is named 'nope'"),
+    (lambda s: s + "\n[[pages]]\nid = 'x'\n[[pages.fields]]\nname = 'y'\ntype = 'text'\nlabel = {vi='a', en='b'}\npattern = '('\npattern_message = {vi='a', en='b'}\n", r"pattern: not a valid regular expression"),
+    (lambda s: s + "\n[[pages]\n", r"dang-ky-khai-tu\.toml: not valid TOML"),
+])
+def test_malformed_definition_names_file_and_field(tmp_path, transform, message):
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(_broken(tmp_path, transform))
+
+
+def test_duplicate_code_is_refused(tmp_path):
+    folder = _broken(tmp_path, lambda s: s)
+    shutil.copy(folder / "dang-ky-khai-tu.toml", folder / "zz-copy.toml")
+    with pytest.raises(CatalogError, match=r"zz-copy\.toml: code: .* also used by dang-ky-khai-tu\.toml"):
+        load_catalog(folder)
+
+
+def test_a_broken_catalog_stops_start_up(tmp_path):
+    folder = _broken(tmp_path, lambda s: s.replace('type = "date"', 'type = "dat"', 1))
+    with pytest.raises(CatalogError, match="dang-ky-khai-tu.toml"):
+        create_app({"paths": {"data": str(tmp_path / "var"), "procedures": str(folder)}})
+
+
+def test_kiosk_check_reports_the_broken_file(tmp_path):
+    from click.testing import CliRunner
+
+    from kiosk.cli import main
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 0 and "1.001193" in result.output
+    folder = _broken(tmp_path, lambda s: s.replace('type = "date"', 'type = "dat"', 1))
+    station = tmp_path / "station.toml"
+    station.write_text(f'[paths]\nprocedures = "{folder}"\n')
+    result = CliRunner().invoke(main, ["check", "--station", str(station)])
+    assert result.exit_code == 1 and "dang-ky-khai-tu.toml: pages[" in result.output
+
+
+def test_every_message_has_both_languages_and_every_used_key_exists():
+    for key, text in i18n.MESSAGES.items():
+        assert set(text) == {"vi", "en"}, key
+        assert unicodedata.normalize("NFC", text["vi"]) == text["vi"], key
+    used = set()
+    for path in list((ROOT / "templates").rglob("*.html")) + list((ROOT / "kiosk").glob("*.py")):
+        used |= set(re.findall(r"""\bt\(\s*['"]([a-z0-9_]+)['"]\s*[,)]""", path.read_text("utf-8")))
+    assert used, "no message keys found"
+    assert used - set(i18n.MESSAGES) == set()
+    # Status labels are looked up by name on the tracking page.
+    assert {f"status_{s}" for s in dossiers.STATUSES} <= set(i18n.MESSAGES)
