@@ -3,6 +3,7 @@
 One connection per request (opened on first use, closed at teardown), as in Flask's tutorial app.
 """
 import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -126,14 +127,21 @@ def close_db(_exc=None) -> None:
         db.close()
 
 
+# SQLite lets one writer in at a time and makes the others poll with growing sleeps (up to 100 ms).
+# Threads of this process queue on a lock instead, which hands the database over without sleeping;
+# other processes (the sync worker) still meet SQLite's own busy timeout.
+_writer = threading.Lock()
+
+
 @contextmanager
 def write_transaction(conn: sqlite3.Connection):
-    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so two submits never interleave."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.rollback()
-        raise
-    else:
-        conn.commit()
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so two writers never interleave."""
+    with _writer:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()

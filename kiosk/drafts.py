@@ -1,29 +1,40 @@
 """Drafts: the answers of an application in progress, sealed, kept only while the citizen is active.
 
-A draft that has been idle longer than the station's limit is deleted the next time any draft is read,
-so an abandoned application does not stay on the station.
+A draft idle longer than the station's limit can no longer be opened, and is deleted by the next sweep
+(at most a minute later, on any request that reads a draft), so an abandoned application does not stay
+on the station.
 """
 import secrets
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 
 from . import sealing
+from .db import write_transaction
+
+SWEEP_EVERY_S = 60
+_last_sweep = 0.0
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _cutoff(idle_minutes: int) -> str:
+    return (_now() - timedelta(minutes=idle_minutes)).isoformat()
+
+
 def purge_idle(conn: sqlite3.Connection, idle_minutes: int) -> int:
-    cutoff = (_now() - timedelta(minutes=idle_minutes)).isoformat()
-    with conn:
-        return conn.execute("DELETE FROM drafts WHERE touched_at < ?", (cutoff,)).rowcount
+    global _last_sweep
+    _last_sweep = time.monotonic()
+    with write_transaction(conn):
+        return conn.execute("DELETE FROM drafts WHERE touched_at < ?", (_cutoff(idle_minutes),)).rowcount
 
 
 def create(conn: sqlite3.Connection, key: bytes, slug: str, version: str, answers: dict | None = None) -> str:
     draft_id = secrets.token_urlsafe(18)
     now = _now().isoformat()
-    with conn:
+    with write_transaction(conn):
         conn.execute(
             "INSERT INTO drafts (id, procedure_slug, procedure_version, answers_sealed, created_at, touched_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -34,15 +45,17 @@ def create(conn: sqlite3.Connection, key: bytes, slug: str, version: str, answer
 
 def load(conn: sqlite3.Connection, key: bytes, draft_id: str, idle_minutes: int) -> tuple[str, dict] | None:
     """(procedure slug, answers), or None when the draft is gone or has been idle too long."""
-    purge_idle(conn, idle_minutes)
-    row = conn.execute("SELECT procedure_slug, answers_sealed FROM drafts WHERE id = ?", (draft_id,)).fetchone()
+    if time.monotonic() - _last_sweep > SWEEP_EVERY_S:
+        purge_idle(conn, idle_minutes)
+    row = conn.execute("SELECT procedure_slug, answers_sealed FROM drafts WHERE id = ? AND touched_at >= ?",
+                       (draft_id, _cutoff(idle_minutes))).fetchone()
     if row is None:
         return None
     return row[0], sealing.open_sealed(key, row[1], draft_id)
 
 
 def save(conn: sqlite3.Connection, key: bytes, draft_id: str, answers: dict) -> bool:
-    with conn:
+    with write_transaction(conn):
         return conn.execute(
             "UPDATE drafts SET answers_sealed = ?, touched_at = ? WHERE id = ?",
             (sealing.seal(key, answers, draft_id), _now().isoformat(), draft_id),
@@ -50,5 +63,5 @@ def save(conn: sqlite3.Connection, key: bytes, draft_id: str, answers: dict) -> 
 
 
 def delete(conn: sqlite3.Connection, draft_id: str) -> None:
-    with conn:
+    with write_transaction(conn):
         conn.execute("DELETE FROM drafts WHERE id = ?", (draft_id,))

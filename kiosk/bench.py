@@ -1,0 +1,120 @@
+"""`kiosk bench`: response times of a real station under concurrent citizens, printed as a table.
+
+A station is started as its own process (waitress, the same as `kiosk serve`) on a temporary database;
+each client is its own process walking whole applications over HTTP. Two numbers per step: what the
+client saw (request to last byte, on loopback) and what the app spent (its Server-Timing header).
+"""
+import multiprocessing
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .catalog import load_catalog
+from .http_citizen import HttpCitizen
+
+STEPS = ("start page", "overview", "start", "question (GET)", "question (POST)", "check answers", "consent",
+         "submit", "confirmation", "end")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def _start_station(folder: Path, port: int) -> subprocess.Popen:
+    station_file = folder / "station.toml"
+    station_file.write_text(f'[station]\nid = "B01"\n[server]\nport = {port}\n[paths]\ndata = "{folder / "var"}"\n')
+    process = subprocess.Popen([sys.executable, "-m", "kiosk", "serve", "--station", str(station_file)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    import socket
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the station did not start")
+
+
+def _client(args):
+    port, rounds, seed = args
+    procs = list(load_catalog().values())
+    rng = random.Random(seed)
+    citizen = HttpCitizen("127.0.0.1", port)
+    try:
+        for _ in range(rounds):
+            citizen.apply(rng.choice(procs))
+    finally:
+        citizen.close()
+    return citizen.timings
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_wizard(clients: int = 8, rounds: int = 6) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
+        port = _free_port()
+        station = _start_station(Path(tmp), port)
+        try:
+            _client((port, 1, -1))  # warm up: templates compiled, database created
+            with multiprocessing.get_context("fork").Pool(clients) as pool:
+                results = pool.map(_client, [(port, rounds, seed) for seed in range(clients)])
+        finally:
+            station.terminate()
+            station.wait(10)
+    rows = []
+    for step in STEPS:
+        client_ms = [c for timings in results for s, c, _ in timings if s == step]
+        app_ms = [a for timings in results for s, _, a in timings if s == step and a is not None]
+        if client_ms:
+            rows.append({"name": f"wizard: {step}", "n": len(client_ms),
+                         "p50_ms": percentile(client_ms, 50), "p95_ms": percentile(client_ms, 95),
+                         "p99_ms": percentile(client_ms, 99),
+                         "app_p95_ms": percentile(app_ms, 95) if app_ms else None})
+    return rows
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def _cell(value) -> str:
+    return "" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"machine: {_machine()}")
+    print()
+    print("| benchmark | n | p50 ms | p95 ms | p99 ms | app p95 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['name']} | {row['n']} | {_cell(row.get('p50_ms'))} | {_cell(row.get('p95_ms'))} | "
+              f"{_cell(row.get('p99_ms'))} | {_cell(row.get('app_p95_ms'))} |")
+
+
+def run_all(clients: int = 8, rounds: int = 6) -> int:
+    rows = bench_wizard(clients, rounds)
+    print(f"{clients} concurrent clients, {rounds} whole applications each, over loopback HTTP")
+    print_table(rows)
+    return 0
