@@ -84,6 +84,15 @@ def read_field(field: dict, form) -> Reading:
         if not low <= number <= high:
             return Reading(None, shown, ("error_integer_range", {"min": low, "max": high}))
         return Reading(number, str(number))
+    if kind == "year":
+        if not (text.isascii() and text.isdigit() and len(text) == 4):
+            return Reading(None, shown, ("error_year", {}))
+        year, this_year, rule = int(text), date.today().year, field.get("date", "any")
+        low = this_year if rule == "future" else 1900
+        high = this_year if rule == "past" else 2100
+        if not low <= year <= high:
+            return Reading(None, shown, ("error_integer_range", {"min": low, "max": high}))
+        return Reading(year, text)
     if kind == "phone":
         digits = re.sub(r"[\s.\-()]", "", text)
         if digits.startswith("+84"):

@@ -19,7 +19,7 @@ CATEGORIES = {
     "giao-thong": {"vi": "Giao thông", "en": "Transport"},
 }
 
-FIELD_TYPES = ("text", "textarea", "date", "integer", "choice", "phone", "email", "id_number")
+FIELD_TYPES = ("text", "textarea", "date", "year", "integer", "choice", "phone", "email", "id_number")
 
 # What the chip of a CCCD gives (DG13); a field names one of these to be filled from the card.
 PREFILL_SOURCES = (

@@ -16,6 +16,8 @@ def form_for_field(field: dict, today: date | None = None) -> dict[str, str]:
         return {f"{name}__day": str(day.day), f"{name}__month": str(day.month), f"{name}__year": str(day.year)}
     if kind == "choice":
         return {name: field["options"][0]["value"]}
+    if kind == "year":
+        return {name: str(today.year + 1 if field.get("date") == "future" else 1990)}
     if kind == "integer":
         return {name: str(max(field.get("min", 1), 1))}
     if kind == "phone":

@@ -286,3 +286,36 @@ def test_audit_chain_detects_an_edited_event(app, client, catalog):
     conn.execute("DROP TRIGGER audit_no_update")  # what someone with the file in hand could do
     conn.execute("UPDATE audit_events SET actor = 'someone' WHERE seq = 2")
     assert audit.verify(conn) == ["event 2: content changed after it was written"]
+
+
+def test_every_page_serves_full_and_htmx_partial(client, catalog):
+    proc = catalog["dang-ky-khai-tu"]
+    visited = answer_all(client, proc)
+    paths = ["/", f"/p/{proc.slug}", *visited, f"/p/{proc.slug}/check", f"/p/{proc.slug}/submit", "/track"]
+    pages = {}
+    for path in paths:
+        full, partial = client.get(path), client.get(path, headers=HX)
+        assert full.status_code == partial.status_code == 200, path
+        assert full.text.startswith("<!doctype html>") and "<html" not in partial.text, path
+        assert partial.text.lstrip().startswith("<title>"), path
+        pages[path] = partial.text
+    submit(client, proc)
+    done = client.get("/done", headers=HX)
+    assert "<html" not in done.text and "data-tracking-code" in done.text
+    code = re.search(r"data-tracking-code>([^<]+)<", done.text).group(1)
+    track = client.get(f"/track/{code}", headers=HX)
+    assert track.status_code == 200 and "<html" not in track.text
+
+
+def test_year_fields_refuse_the_future(client, catalog):
+    proc = catalog["dang-ky-khai-sinh"]
+    page = next(p for p in proc.pages if any(f["type"] == "year" for f in p["fields"]))
+    start(client, proc.slug)
+    from datetime import date
+
+    from kiosk.samples import form_for_page
+    form = form_for_page(page)
+    year_field = next(f["name"] for f in page["fields"] if f["type"] == "year")
+    form[year_field] = str(date.today().year + 1)
+    response = answer(client, f"/p/{proc.slug}/q/{page['id']}", form)
+    assert response.status_code == 422 and f"Hãy nhập số từ 1900 đến {date.today().year}" in response.text
