@@ -5,6 +5,7 @@ inside of <main> is fetched and swapped. State changes answer 303 (post/redirect
 errors answers 422 with the error summary.
 """
 import io
+import time
 import unicodedata
 
 import qrcode
@@ -266,17 +267,36 @@ def done():
     return render_template("citizen/done.html", proc=proc, code=code, qr=_qr_svg(_tracking_url(code)))
 
 
-@bp.post("/end")
-def end():
-    """The citizen is finished (or walked away): forget everything of this session on the station."""
+def wipe_session() -> None:
+    """Forget everything of this citizen's session on the station: the draft and the session itself.
+    The next citizen starts in Vietnamese."""
     ref = session.get("draft")
     if ref:
         drafts.delete(get_db(), ref["id"])
-    lang = session.get("lang")
     session.clear()
-    if lang == "en":
-        session["lang"] = lang
+
+
+@bp.before_app_request
+def end_idle_session():
+    """Without JavaScript (or with the browser closed) nobody sees the warning: the server ends a session
+    that has been idle past the warning's end, whatever the next request is."""
+    if request.endpoint == "static":
+        return
+    limits = current_app.config["STATION"]["session"]
+    now = int(time.time())
+    seen = session.get("seen")
+    if seen is not None and now - seen > limits["idle_seconds"] + limits["warning_seconds"] + 10:
+        wipe_session()
+    if session or request.method == "POST":
+        session["seen"] = now
+
+
+@bp.post("/end")
+def end():
+    """The citizen is finished, or walked away and the idle warning ran out."""
+    wipe_session()
     response = _see_other("citizen.index")
+    # Browser storage too (htmx keeps the current path there); page history holds only no-store pages.
     response.headers["Clear-Site-Data"] = '"storage"'
     return response
 

@@ -20,7 +20,7 @@ DEFAULTS = {
     "server": {"host": "127.0.0.1", "port": 8080},
     "paths": {"data": "var"},
     "central": {"url": "http://127.0.0.1:8090"},
-    "session": {"draft_idle_minutes": 20},
+    "session": {"idle_seconds": 120, "warning_seconds": 30, "draft_idle_minutes": 20},
     "devices": {"card_reader": "auto", "printer": "auto"},
 }
 
@@ -73,6 +73,11 @@ def check_station(config: dict) -> None:
         raise ConfigError(f"{source}: station.id must be 2-6 capital letters or digits (it starts every tracking code)")
     if station.get("kind") not in STATION_KINDS:
         raise ConfigError(f"{source}: station.kind must be one of {', '.join(STATION_KINDS)}")
+    session = config["session"]
+    if not isinstance(session.get("warning_seconds"), int) or session["warning_seconds"] < 20:
+        raise ConfigError(f"{source}: session.warning_seconds must be at least 20 (time to answer the warning)")
+    if not isinstance(session.get("idle_seconds"), int) or session["idle_seconds"] < 10:
+        raise ConfigError(f"{source}: session.idle_seconds must be at least 10")
     port = config["server"].get("port")
     if not isinstance(port, int) or not 0 <= port < 65536:
         raise ConfigError(f"{source}: server.port must be a port number")

@@ -1,6 +1,8 @@
 // Progressive enhancement only: every page works without this file.
 (function () {
   "use strict";
+  var body = document.body;
+
   // After htmx swaps a page in, put focus where a screen reader user expects it: on the error
   // summary if there is one, else on the main heading.
   document.addEventListener("htmx:afterSettle", function (event) {
@@ -12,6 +14,7 @@
       window.scrollTo(0, 0);
     }
   });
+
   // One press submits once: a second press while the first is on its way does nothing.
   document.addEventListener("submit", function (event) {
     var button = event.target.querySelector("[data-submit-once]");
@@ -19,4 +22,55 @@
     if (button.dataset.sent) { event.preventDefault(); return; }
     button.dataset.sent = "1";
   }, true);
+
+  // A page brought back from the back-forward cache may show the last citizen's answers: fetch it again
+  // (the server answers with nothing personal once the session has ended).
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) window.location.reload();
+  });
+
+  // Inactivity: after idle-seconds without a touch or key, a warning counts down warning-seconds;
+  // "I am still here" starts over, running out ends the session like the "finish" button.
+  var dialog = document.getElementById("idle-warning");
+  var endForm = document.getElementById("end-session");
+  var idleSeconds = parseInt(body.dataset.idleSeconds, 10);
+  var warningSeconds = parseInt(body.dataset.warningSeconds, 10);
+  if (!dialog || !endForm || !(idleSeconds > 0) || !(warningSeconds > 0)) return;
+  var countdown = dialog.querySelector("[data-idle-countdown]");
+  var idleTimer = null, tickTimer = null, remaining = 0;
+
+  function endSession() {
+    window.clearTimeout(idleTimer);
+    window.clearInterval(tickTimer);
+    try { window.localStorage.clear(); window.sessionStorage.clear(); } catch (e) { /* storage off */ }
+    endForm.submit();
+  }
+  function tick() {
+    remaining -= 1;
+    countdown.textContent = String(Math.max(remaining, 0));
+    if (remaining <= 0) endSession();
+  }
+  function warn() {
+    remaining = warningSeconds;
+    countdown.textContent = String(remaining);
+    if (typeof dialog.showModal === "function") dialog.showModal(); else dialog.setAttribute("open", "");
+    dialog.querySelector("[data-idle-continue]").focus();
+    tickTimer = window.setInterval(tick, 1000);
+  }
+  function restart() {
+    window.clearTimeout(idleTimer);
+    window.clearInterval(tickTimer);
+    if (dialog.open) dialog.close();
+    idleTimer = window.setTimeout(warn, idleSeconds * 1000);
+  }
+  ["pointerdown", "keydown", "input", "wheel"].forEach(function (name) {
+    document.addEventListener(name, function () { if (!dialog.open) restart(); }, { passive: true, capture: true });
+  });
+  dialog.querySelector("[data-idle-continue]").addEventListener("click", function () {
+    restart();
+    // Tell the server too, so its own idle limit starts over.
+    if (window.htmx) window.htmx.ajax("GET", window.location.pathname + window.location.search, { target: "#main", swap: "none" });
+  });
+  dialog.addEventListener("cancel", function (event) { event.preventDefault(); restart(); });
+  restart();
 })();
