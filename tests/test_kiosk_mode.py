@@ -77,3 +77,55 @@ def test_idle_warning_can_be_extended_then_wipes_everything(live_station, page, 
         assert "Lê Thị Hồng Nhung" not in page.content()
     page.goto(f"{live_station.url}/p/{proc.slug}/q/{first['id']}")
     assert "Lê Thị Hồng Nhung" not in page.content()
+
+
+@pytest.mark.browser
+def test_tone_marks_go_where_vietnamese_puts_them(live_station, page):
+    page.goto(live_station.url + "/")
+    cases = [("nguyên", "nga", "nguyễn"), ("thương", "huyen", "thường"), ("hoa", "huyen", "hoà"),
+             ("mua", "sac", "múa"), ("ngoai", "huyen", "ngoài"), ("toan", "sac", "toán"), ("quy", "sac", "quý"),
+             ("gia", "sac", "giá"), ("gi", "huyen", "gì"), ("Nguyễn", "sac", "Nguyến"), ("mưa", "nang", "mựa"),
+             ("Lê", "nang", "Lệ"), ("khoe", "hoi", "khoẻ"), ("123", "sac", "123")]
+    for word, tone, expected in cases:
+        assert page.evaluate("([w, t]) => window.dvcKeyboard.applyTone(w, t)", [word, tone]) == expected, word
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_on_screen_keyboard_types_vietnamese_and_never_hides_the_field(live_station, page, catalog):
+    proc = catalog["dang-ky-khai-tu"]
+    page.set_viewport_size({"width": 1080, "height": 1200})
+    page.goto(f"{live_station.url}/p/{proc.slug}")
+    page.get_by_role("button", name="Bắt đầu").click()
+    page.wait_for_url(re.compile(r"/q/"))
+    text_field = next(f for f in proc.pages[0]["fields"] if f["type"] == "text")
+    field = page.locator(f"[name='{text_field['name']}']")
+    field.click()
+    keyboard = page.locator("#osk")
+    assert keyboard.is_visible()
+    for key in ["shift", "n", "g", "u", "y", "ê", "n", "tone:nga", "space", "shift", "a", "n"]:
+        keyboard.locator(f"[data-key='{key}']").click()
+    assert field.input_value() == "Nguyễn An"
+    assert page.evaluate("document.activeElement.name") == text_field["name"]
+    keyboard.locator("[data-key='back']").click()
+    assert field.input_value() == "Nguyễn A"
+    field_box, board_box = field.bounding_box(), keyboard.bounding_box()
+    assert field_box["y"] + field_box["height"] <= board_box["y"]
+
+    # A date field gets the number pad, and stays above it even low on a short screen.
+    page.set_viewport_size({"width": 1080, "height": 700})
+    date_page = next(p for p in proc.pages if p["fields"][0]["type"] == "date" and "when" not in p)
+    page.goto(f"{live_station.url}/p/{proc.slug}/q/{date_page['id']}")
+    if "/q/" not in page.url:
+        pytest.skip("date page not reachable without earlier answers")
+    year = page.locator(f"[name='{date_page['fields'][0]['name']}__year']")
+    year.click()
+    assert keyboard.get_attribute("data-mode") == "numbers"
+    assert keyboard.locator("[data-key='q']").count() == 0
+    for key in "1990":
+        keyboard.locator(f"[data-key='{key}']").click()
+    assert year.input_value() == "1990"
+    year_box, board_box = year.bounding_box(), keyboard.bounding_box()
+    assert year_box["y"] + year_box["height"] <= board_box["y"]
+    keyboard.locator("[data-key='done']").click()
+    assert not keyboard.is_visible()
