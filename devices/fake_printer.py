@@ -10,6 +10,7 @@ data of a bit image is not taken for a status query (a real printer parses the s
 """
 import socket
 import threading
+import time
 
 STATES = ("ok", "paper_low", "paper_out", "cover_open", "offline", "silent")
 DLE, ESC, GS = 0x10, 0x1B, 0x1D
@@ -44,11 +45,12 @@ class FakeNetworkPrinter:
             printer.data  # every byte received
     """
 
-    def __init__(self, state: str = "ok", *, after_job: str | None = None):
+    def __init__(self, state: str = "ok", *, after_job: str | None = None, answer_delay_s: float = 0.0):
         if state not in STATES or (after_job is not None and after_job not in STATES):
             raise ValueError(f"state must be one of {', '.join(STATES)}")
         self.state = state
         self.after_job = after_job  # the state to fall into once a job has been cut (paper ran out...)
+        self.answer_delay_s = answer_delay_s  # a slow printer: each status answer comes this late
         self.jobs = 0  # cut commands seen
         self.status_queries: list[int] = []
         self.connections = 0
@@ -197,6 +199,8 @@ class FakeNetworkPrinter:
         self.status_queries.append(n)
         if self.state == "silent":
             return
+        if self.answer_delay_s:
+            time.sleep(self.answer_delay_s)
         try:
             conn.sendall(bytes([status_byte(n, self.state)]))
         except OSError:

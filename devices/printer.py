@@ -9,6 +9,7 @@ printer that is switched off or never answers costs the web request a few second
 """
 import logging
 import socket
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -27,9 +28,13 @@ log = logging.getLogger(__name__)
 
 CONNECTIONS = ("auto", "network", "usb", "serial", "file", "none")
 DEFAULT_TIMEOUT_S = 2.5
+# A whole job (status, receipt, status) is abandoned after this long even if the printer keeps taking
+# data slowly; a receipt needs 1-2 s on a network or USB printer, longer on a slow serial line.
+DEFAULT_JOB_TIMEOUT_S = 20.0
 # Bit images are sent in bands of this many dot rows: small enough for the input buffer of cheap
 # printers, large enough that a receipt is a handful of commands.
 BAND_ROWS = 256
+MIN_WIDTH_PX = 384  # 58 mm paper
 
 
 class Status(Enum):
@@ -93,6 +98,7 @@ class PrinterSettings:
     profile: str = "default"
     paper_mm: int = 80
     timeout_s: float = DEFAULT_TIMEOUT_S
+    job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
     check_status: bool = True
 
     @property
@@ -156,6 +162,7 @@ def printer_settings(config: Mapping) -> PrinterSettings:
         profile=str(section.get("profile", "default")),
         paper_mm=_int(section, "paper_mm", 80, source),
         timeout_s=_seconds(section, "timeout_s", DEFAULT_TIMEOUT_S, source),
+        job_timeout_s=_seconds(section, "job_timeout_s", DEFAULT_JOB_TIMEOUT_S, source),
         check_status=bool(section.get("check_status", True)),
     )
     required = {"network": "host", "usb": "usb_vendor", "serial": "serial_device", "file": "file_path"}
@@ -169,10 +176,16 @@ def printer_settings(config: Mapping) -> PrinterSettings:
         raise ConfigError(f"{source}: printer.paper_mm must be 58 or 80")
     if not 0 < settings.timeout_s <= 30:
         raise ConfigError(f"{source}: printer.timeout_s must be between 0 and 30 seconds")
+    if not settings.timeout_s <= settings.job_timeout_s <= 600:
+        raise ConfigError(f"{source}: printer.job_timeout_s must be between printer.timeout_s and 600 seconds")
     try:
-        get_profile_class(settings.profile)
+        profile = get_profile_class(settings.profile)
     except KeyError:
         raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" is not a python-escpos profile") from None
+    if not profile.profile_data.get("features", {}).get("bitImageRaster", False):
+        raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" cannot print raster images (GS v 0)")
+    if settings.width_px < MIN_WIDTH_PX:
+        raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" is {settings.width_px} dots wide; receipts need {MIN_WIDTH_PX}")
     return settings
 
 
@@ -229,13 +242,47 @@ def _open(settings: PrinterSettings) -> Escpos | None:
         # A 3-byte status query after a large job would otherwise wait for a delayed ACK (Nagle).
         printer.device.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if settings.connection == "serial":
-        printer.device.write_timeout = settings.timeout_s  # hardware flow control could block a write forever
+        # Without a write timeout, hardware flow control could block forever; with one too short, a band of
+        # the image (BAND_ROWS rows) could not get through a slow line: allow twice its time on the wire.
+        band_bytes = BAND_ROWS * settings.width_px // 8
+        printer.device.write_timeout = settings.timeout_s + 2 * band_bytes * 10 / settings.serial_baudrate
     return printer
+
+
+def _bound_by(printer: Escpos, settings: PrinterSettings, deadline: float) -> None:
+    """Make every read and write of ``printer`` give up at ``deadline`` (a ``time.monotonic()`` value):
+    each one is already bounded by ``timeout_s``, but a printer that takes data slowly could make a job
+    of many bounded steps long. Network and USB steps are cut to the time left; serial and file steps
+    are checked before they start."""
+    raw, read = printer._raw, printer._read
+
+    def time_left() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the print job took longer than {settings.job_timeout_s} s")
+        if settings.connection == "network":
+            printer.device.settimeout(min(settings.timeout_s, left))
+        elif settings.connection == "usb":
+            printer.timeout = max(1, int(min(settings.timeout_s, left) * 1000))
+        return left
+
+    def bounded_raw(msg: bytes) -> None:
+        time_left()
+        raw(msg)
+
+    def bounded_read() -> bytes:
+        time_left()
+        return read()
+
+    printer._raw, printer._read = bounded_raw, bounded_read
 
 
 @contextmanager
 def _connected(settings: PrinterSettings) -> Iterator[Escpos | None]:
+    deadline = time.monotonic() + settings.job_timeout_s
     printer = _open(settings)
+    if printer is not None:
+        _bound_by(printer, settings, deadline)
     try:
         yield printer
     finally:
@@ -388,20 +435,34 @@ def print_image(config: Mapping, image, label: str = "image") -> PrintOutcome:
     return _printed(after)
 
 
+def _usable_payment(config: Mapping, payment: PaymentAccount | Mapping | None) -> PaymentAccount | None:
+    """The account for the payment QR: the one given, else the station's; ``None`` if it is unusable,
+    because a wrong bank number must not keep receipts from printing (it is logged instead)."""
+    try:
+        if payment is None:
+            return payment_account(config)
+        if isinstance(payment, Mapping):
+            return payment_account({"payment": payment})
+        payment.payload(1000, "check")
+        return payment
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.error("payment account unusable, receipt printed without the payment QR: %s", exc)
+        return None
+
+
 def print_receipt(config: Mapping, receipt: Receipt, payment: PaymentAccount | Mapping | None = None) -> PrintOutcome:
     """Print the receipt for a submitted dossier. Never raises for device trouble.
 
     ``payment`` defaults to the station's ``[payment]`` account; the fee's VietQR is printed only when
-    there is one and the fee is not 0. The outcome's messages say what the citizen should do.
+    there is one and the fee is not 0 (an unusable account is logged and left out). The outcome's
+    messages say what the citizen should do.
     """
     try:
         settings = printer_settings(config)
-        if payment is None:
-            payment = payment_account(config)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         log.error("%s", exc)
         return _failed(Status.CONFIG_ERROR, sent=False)
     if settings.connection == "none":
         return _failed(Status.NO_PRINTER, sent=False)
-    image = render_receipt_image(receipt, settings.width_px, payment)
+    image = render_receipt_image(receipt, settings.width_px, _usable_payment(config, payment))
     return print_image(config, image, label=f"receipt {receipt.tracking_code}")

@@ -150,7 +150,7 @@ class _Layout:
         self.width = width
         self.margin = max(6, width // 48)
         self.inner = width - 2 * self.margin
-        self.base = max(20, min(30, round(width / 19)))
+        self.base = max(20, min(26, round(width / 22)))
         self.small = round(self.base * 0.8)
         self.blocks: list[Image.Image] = []
 
@@ -259,7 +259,7 @@ def render_receipt_image(receipt: Receipt, width_px: int, payment: PaymentAccoun
     page.text(receipt.station_name, page.base, "bold", "center")
     page.text(receipt.agency, page.small, align="center")
     page.rule()
-    page.text("GIẤY TIẾP NHẬN HỒ SƠ VÀ HẸN TRẢ KẾT QUẢ", round(page.base * 1.1), "bold", "center")
+    page.text("GIẤY TIẾP NHẬN HỒ SƠ\nVÀ HẸN TRẢ KẾT QUẢ", round(page.base * 1.1), "bold", "center")
     page.text("Dossier receipt and result appointment", page.small, align="center")
     page.rule()
 
@@ -277,7 +277,7 @@ def render_receipt_image(receipt: Receipt, width_px: int, payment: PaymentAccoun
 
     page.text("MÃ TRA CỨU / TRACKING CODE", page.small, "bold", "center")
     page.big(receipt.tracking_code)
-    page.image(qr_image(receipt.tracking_url, round(page.inner * 0.55)))
+    page.image(qr_image(receipt.tracking_url, round(page.inner * 0.45)))
     page.text("Quét mã để xem tình trạng hồ sơ", page.small, align="center")
     page.text("Scan to track your dossier", page.small, align="center")
     page.text(receipt.tracking_url, round(page.small * 0.9), align="center")
@@ -286,7 +286,7 @@ def render_receipt_image(receipt: Receipt, width_px: int, payment: PaymentAccoun
         message = payment_message(receipt)
         page.rule()
         page.text("THANH TOÁN LỆ PHÍ / PAY THE FEE", page.small, "bold", "center")
-        page.image(qr_image(payment.payload(receipt.fee_vnd, message), round(page.inner * 0.7)))
+        page.image(qr_image(payment.payload(receipt.fee_vnd, message), round(page.inner * 0.55)))
         page.text("Quét bằng ứng dụng ngân hàng (VietQR)", page.small, align="center")
         page.field("Số tiền / Amount", format_vnd(receipt.fee_vnd))
         page.field("Tài khoản / Account", payment.account)

@@ -172,6 +172,18 @@ def test_printer_that_never_answers_costs_at_most_the_timeout():
     assert "raster" not in names(decode(fake.data))
 
 
+def test_a_slow_printer_is_abandoned_at_the_job_deadline():
+    # Each answer comes within the 0.3 s timeout, but the job as a whole may take 0.5 s only.
+    with FakeNetworkPrinter(answer_delay_s=0.2) as fake:
+        start = time.monotonic()
+        outcome = print_receipt(station(fake, job_timeout_s=0.5), make_receipt())
+        elapsed = time.monotonic() - start
+        assert not outcome.ok and outcome.status is Status.OFFLINE
+        assert elapsed < 0.5 + 0.15
+        fake.answer_delay_s = 0.0
+        assert print_receipt(station(fake, job_timeout_s=0.5), make_receipt()).ok  # the same, quick, prints
+
+
 def test_switched_off_printer_is_reported_quickly():
     config = {"devices": {"printer": "network"}, "printer": {"host": "127.0.0.1", "port": unused_port(), "timeout_s": FAST}}
     start = time.monotonic()
@@ -240,6 +252,8 @@ def test_usb_ids_may_be_hex_strings_or_numbers():
         ("network", {"host": "h", "profile": "NoSuchPrinter"}, "printer.profile"),
         ("network", {"host": "h", "timeout_s": "soon"}, "printer.timeout_s"),
         ("usb", {"usb_vendor": "04x16", "usb_product": 1}, "printer.usb_vendor"),
+        ("network", {"host": "h", "profile": "TM-U220"}, "printer.profile"),  # impact printer: no raster
+        ("network", {"host": "h", "timeout_s": 3, "job_timeout_s": 1}, "printer.job_timeout_s"),
     ],
 )
 def test_wrong_settings_name_their_key_and_never_raise_from_print(devices, printer, key):
@@ -249,6 +263,31 @@ def test_wrong_settings_name_their_key_and_never_raise_from_print(devices, print
     outcome = print_receipt(config, make_receipt())
     assert not outcome.ok and outcome.status is Status.CONFIG_ERROR
     assert printer_status(config) is Status.CONFIG_ERROR
+
+
+@pytest.mark.parametrize("payment", [{"bank_bin": "12", "account": "0071000123456"}, PaymentAccount("970436", "00-71")])
+def test_a_wrong_payment_account_leaves_out_the_payment_code_not_the_receipt(fake, caplog, payment):
+    receipt = make_receipt()
+    outcome = print_receipt(fake.config(timeout_s=FAST), receipt, payment)
+    assert outcome.ok
+    assert qr_texts(printed_image(decode(fake.data))) == {receipt.tracking_url}
+    assert "payment" in caplog.text
+    fake.clear()
+    assert print_receipt({**fake.config(timeout_s=FAST), "payment": {"bank_bin": "97", "account": "1"}}, receipt).ok
+
+
+def test_every_printer_setting_is_documented():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from devices.printer import PrinterSettings
+
+    doc = (Path(__file__).parents[1] / "docs" / "printer.md").read_text(encoding="utf-8")
+    for setting in fields(PrinterSettings):
+        if setting.name != "connection":
+            assert f"printer.{setting.name}" in doc, f"printer.{setting.name} is not in docs/printer.md"
+    for key in ("bank_bin", "account", "account_name", "bank_name"):
+        assert f"payment.{key}" in doc
 
 
 def test_file_printer_prints_without_status(tmp_path):
