@@ -15,10 +15,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterator, Mapping
 
-from escpos.capabilities import get_profile_class
-from escpos.constants import RT_STATUS
-from escpos.escpos import Escpos
-from escpos.exceptions import Error as EscposError
+# python-escpos calls logging.basicConfig() when it is imported, which would make the application's
+# own basicConfig() a silent no-op; take back the handler it adds.
+_root_handlers = list(logging.root.handlers)
+from escpos.capabilities import get_profile_class  # noqa: E402
+from escpos.constants import RT_STATUS  # noqa: E402
+from escpos.escpos import Escpos  # noqa: E402
+from escpos.exceptions import Error as EscposError  # noqa: E402
+
+for _handler in [h for h in logging.root.handlers if h not in _root_handlers]:
+    logging.root.removeHandler(_handler)
 
 from devices.receipt import PAPER_WIDTH_PX, Receipt, render_receipt_image
 from devices.vietqr import PaymentAccount, payment_account

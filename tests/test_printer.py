@@ -367,3 +367,12 @@ def test_bench_receipt_reports_percentiles():
     result = bench_receipt(n=3)
     assert set(result) == {"name", "p50_ms", "p95_ms", "p99_ms", "n"} and result["n"] == 3
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] < 5000
+
+
+def test_importing_the_printer_leaves_the_applications_logging_alone():
+    import subprocess
+    import sys
+
+    code = "import logging, devices.printer; print(len(logging.root.handlers))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "0"
