@@ -55,6 +55,17 @@ def station(fake: FakeNetworkPrinter, **printer) -> dict:
     return {**fake.config(timeout_s=FAST, **printer), "payment": PAYMENT}
 
 
+def ink_bands(image) -> int:
+    """Horizontal bands of rows with ink, separated by blank rows: about one per line of text."""
+    grey = image.convert("L")
+    bands, inked_before = 0, False
+    for y in range(grey.height):
+        inked = grey.crop((0, y, grey.width, y + 1)).getextrema()[0] == 0
+        bands += inked and not inked_before
+        inked_before = inked
+    return bands
+
+
 def qr_texts(image) -> set[str]:
     return {b.text for b in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)}
 
@@ -104,6 +115,10 @@ def test_receipt_is_printed_as_raster_images_with_readable_codes(fake, paper_mm,
     assert 0.03 < black < 0.5  # text and codes are there, and it is not a black slab
     payload = PaymentAccount(**PAYMENT).payload(receipt.fee_vnd, f"DVC {receipt.tracking_code}")
     assert qr_texts(page) == {receipt.tracking_url, payload}
+    # Above the tracking QR: the heading, the procedure and the fields, each a line of text.
+    tracking_qr = next(b for b in zxingcpp.read_barcodes(page) if b.text == receipt.tracking_url)
+    top = min(tracking_qr.position.top_left.y, tracking_qr.position.top_right.y)
+    assert ink_bands(page.crop((0, 0, width, top))) >= 12
     # What came out of the printer is exactly the on-screen preview.
     assert page.tobytes() == render_receipt_image(receipt, width, PAYMENT).tobytes()
 

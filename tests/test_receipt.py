@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from devices.receipt import Receipt, appointment_date, format_vnd, render_receipt_image, render_receipt_png
+from PIL import ImageDraw
+
+from devices.receipt import FONT_FILES, Receipt, appointment_date, font, format_vnd, render_receipt_image, render_receipt_png
 from devices.vietqr import PaymentAccount
 from kiosk.masking import mask_id, mask_name
 
@@ -130,6 +132,29 @@ def test_mask_id(number, masked):
 
 
 # -- the image ----------------------------------------------------------------------------------
+VOWELS = "aăâeêioôơuưy"
+TONES = ("", "\u0300", "\u0301", "\u0309", "\u0303", "\u0323")  # ngang, huyền, sắc, hỏi, ngã, nặng
+VIETNAMESE_LETTERS = [unicodedata.normalize("NFC", v + t) for v in VOWELS + VOWELS.upper() for t in TONES] + ["đ", "Đ"]
+
+
+@pytest.mark.parametrize("kind", sorted(FONT_FILES))
+def test_every_vietnamese_letter_has_a_glyph_in_the_receipt_fonts(kind):
+    face = font(kind, 24)
+
+    def drawn(char: str) -> bytes:
+        canvas = Image.new("L", (48, 48), 0)
+        ImageDraw.Draw(canvas).text((6, 6), char, font=face, fill=255)
+        return canvas.tobytes()
+
+    missing = drawn("\ue000")  # a private-use character: the font's "missing glyph" box
+    assert drawn("\ue001") == missing  # (so a missing letter would be caught this way)
+    assert len(VIETNAMESE_LETTERS) == 146 and all(len(letter) == 1 for letter in VIETNAMESE_LETTERS)
+    pictures = [drawn(letter) for letter in VIETNAMESE_LETTERS]
+    assert missing not in pictures
+    assert len(set(pictures)) == len(VIETNAMESE_LETTERS)  # and no two letters look the same
+
+
+
 def decoded(image: Image.Image) -> list[str]:
     return [b.text for b in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)]
 
