@@ -21,6 +21,7 @@ _root_handlers = list(logging.root.handlers)
 from escpos.capabilities import get_profile_class  # noqa: E402
 from escpos.constants import RT_STATUS  # noqa: E402
 from escpos.escpos import Escpos  # noqa: E402
+from escpos.exceptions import DeviceNotFoundError  # noqa: E402
 from escpos.exceptions import Error as EscposError  # noqa: E402
 
 for _handler in [h for h in logging.root.handlers if h not in _root_handlers]:
@@ -204,6 +205,26 @@ def _profile(settings: PrinterSettings):
     return type(base.__name__, (base,), {"profile_data": data})()
 
 
+def _network_class():
+    from escpos.printer import Network
+
+    class StationNetwork(Network):
+        """python-escpos's Network, opened with ``socket.create_connection``: it closes the socket when
+        the connection fails (``Network.open`` leaves it to the garbage collector) and speaks IPv6."""
+
+        def open(self, raise_not_found: bool = True) -> None:
+            if self._device:
+                self.close()
+            try:
+                self.device = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            except OSError as exc:
+                self.device = None
+                if raise_not_found:
+                    raise DeviceNotFoundError(f"Could not open socket for {self.host}:{self.port}: {exc}") from exc
+
+    return StationNetwork
+
+
 def open_printer(config: Mapping) -> Escpos | None:
     """An open python-escpos printer for the station, or ``None`` when the station has none.
 
@@ -217,9 +238,7 @@ def _open(settings: PrinterSettings) -> Escpos | None:
     if settings.connection == "none":
         return None
     if settings.connection == "network":
-        from escpos.printer import Network
-
-        printer = Network(settings.host, settings.port, timeout=settings.timeout_s)
+        printer = _network_class()(settings.host, settings.port, timeout=settings.timeout_s)
     elif settings.connection == "usb":
         from escpos.printer import Usb
 

@@ -20,7 +20,10 @@ from devices.printer_cli import printer as printer_group
 from devices.receipt import Receipt, render_receipt_image
 from devices.receipt_bench import bench_receipt
 from devices.vietqr import PaymentAccount
-from escpos_decoder import DecodeError, decode, names, printed_image
+try:
+    from escpos_decoder import DecodeError, decode, names, printed_image
+except ImportError:  # tests/ as a package
+    from tests.escpos_decoder import DecodeError, decode, names, printed_image
 from kiosk.config import ConfigError
 
 PAYMENT = {"bank_bin": "970436", "account": "0071000123456", "account_name": "UBND PHUONG BEN NGHE"}
@@ -391,3 +394,16 @@ def test_importing_the_printer_leaves_the_applications_logging_alone():
     code = "import logging, devices.printer; print(len(logging.root.handlers))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "0"
+
+
+def test_a_refused_connection_leaves_no_socket_open():
+    import gc
+    import warnings
+
+    config = {"devices": {"printer": "network"}, "printer": {"host": "127.0.0.1", "port": unused_port(), "timeout_s": FAST}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert print_receipt(config, make_receipt()).status is Status.OFFLINE
+        assert printer_status(config) is Status.OFFLINE
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
