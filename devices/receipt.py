@@ -131,13 +131,14 @@ def line_extent(kind: str, size: int) -> tuple[int, int]:
 
 
 def qr_image(data: str, side_px: int) -> Image.Image:
-    """A QR code (error correction M, 4-module quiet zone) whose modules are whole dots, at most
-    ``side_px`` wide: a thermal head cannot print half a dot, and scaling would blur the modules."""
+    """A QR code (error correction M, 4-module quiet zone) whose modules are whole dots, about
+    ``side_px`` wide: a thermal head cannot print half a dot, and scaling would blur the modules.
+    Modules are never smaller than 3 dots, so a very long text gives a code wider than ``side_px``."""
     code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=1, border=4)
     code.add_data(data)
     code.make(fit=True)
     modules = code.modules_count + 2 * code.border
-    code.box_size = max(2, side_px // modules)
+    code.box_size = max(3, side_px // modules)  # 3 dots = 0.375 mm, the least a phone reads from thermal paper
     return code.make_image(fill_color="black", back_color="white").get_image().convert("L")
 
 
@@ -213,6 +214,8 @@ class _Layout:
         self.text(text, size, kind, align="center")
 
     def image(self, picture: Image.Image) -> None:
+        if picture.width > self.width:  # a cropped QR code would not scan: better to say so
+            raise ValueError(f"an image {picture.width} dots wide does not fit paper {self.width} dots wide")
         strip = Image.new("L", (self.width, picture.height), 255)
         strip.paste(picture.convert("L"), ((self.width - picture.width) // 2, 0))
         self.blocks.append(strip)

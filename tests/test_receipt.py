@@ -220,3 +220,8 @@ def test_format_vnd():
     assert format_vnd(50000) == "50.000 đồng"
     assert format_vnd(1250000) == "1.250.000 đồng"
     assert format_vnd(500) == "500 đồng"
+
+
+def test_a_qr_code_wider_than_the_paper_is_refused_not_cropped():
+    with pytest.raises(ValueError, match="does not fit"):
+        render_receipt_image(make_receipt(tracking_url="https://example.vn/" + "x" * 1500), 384)
