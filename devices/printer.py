@@ -1,0 +1,493 @@
+"""The receipt printer: python-escpos over USB, serial, network (port 9100) or a file.
+
+The station file chooses the connection (``[devices] printer``) and describes it (``[printer]``); see
+docs/printer.md. The printer is asked for its real-time status (ESC/POS ``DLE EOT``) before a receipt is
+sent and again after, and :func:`print_receipt` always comes back with a :class:`PrintOutcome` instead of
+raising for device trouble: by then the dossier is already committed, so a dead printer only means the
+receipt is shown on screen and staff reprint it later. Every connection has a short timeout, so a
+printer that is switched off or never answers costs the web request a few seconds at most.
+"""
+import logging
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterator, Mapping
+
+# python-escpos calls logging.basicConfig() when it is imported, which would make the application's
+# own basicConfig() a silent no-op; take back the handler it adds.
+_root_handlers = list(logging.root.handlers)
+from escpos.capabilities import get_profile_class  # noqa: E402
+from escpos.constants import RT_STATUS  # noqa: E402
+from escpos.escpos import Escpos  # noqa: E402
+from escpos.exceptions import DeviceNotFoundError  # noqa: E402
+from escpos.exceptions import Error as EscposError  # noqa: E402
+
+for _handler in [h for h in logging.root.handlers if h not in _root_handlers]:
+    logging.root.removeHandler(_handler)
+
+from devices.receipt import PAPER_WIDTH_PX, Receipt, render_receipt_image
+from devices.vietqr import PaymentAccount, payment_account
+from kiosk.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONNECTIONS = ("auto", "network", "usb", "serial", "file", "none")
+DEFAULT_TIMEOUT_S = 2.5
+# A whole job (status, receipt, status) is abandoned after this long even if the printer keeps taking
+# data slowly; a receipt needs 1-2 s on a network or USB printer, longer on a slow serial line.
+DEFAULT_JOB_TIMEOUT_S = 20.0
+# Bit images are sent in bands of this many dot rows: small enough for the input buffer of cheap
+# printers, large enough that a receipt is a handful of commands.
+BAND_ROWS = 256
+MIN_WIDTH_PX = 384  # 58 mm paper
+
+
+class Status(Enum):
+    """What the printer said (or did not say) about itself, with the words for staff and citizens."""
+
+    OK = ("ok", "Máy in sẵn sàng.", "The printer is ready.")
+    PAPER_LOW = ("paper_low", "Máy in sắp hết giấy.", "The printer is running low on paper.")
+    PAPER_OUT = ("paper_out", "Máy in hết giấy.", "The printer is out of paper.")
+    COVER_OPEN = ("cover_open", "Nắp máy in đang mở.", "The printer cover is open.")
+    OFFLINE = (
+        "offline",
+        "Máy in không phản hồi (đang tắt, mất kết nối hoặc bị lỗi).",
+        "The printer does not respond (switched off, disconnected or in error).",
+    )
+    UNCHECKED = (
+        "unchecked",
+        "Máy in không báo được trạng thái.",
+        "The printer cannot report its status.",
+    )
+    NO_PRINTER = ("no_printer", "Trạm này không có máy in.", "This station has no printer.")
+    CONFIG_ERROR = ("config_error", "Cấu hình máy in không đúng.", "The printer settings are wrong.")
+
+    def __init__(self, code: str, message_vi: str, message_en: str):
+        self.code = code
+        self.message_vi = message_vi
+        self.message_en = message_en
+
+    @property
+    def can_print(self) -> bool:
+        return self in (Status.OK, Status.PAPER_LOW, Status.UNCHECKED)
+
+
+@dataclass(frozen=True)
+class PrintOutcome:
+    """The result of one print job. ``ok`` is False whenever the citizen may not hold a whole receipt.
+
+    ``sent`` says whether the job reached the printer (a receipt may then be partly printed).
+    """
+
+    ok: bool
+    status: Status
+    message_vi: str
+    message_en: str
+    sent: bool = False
+
+
+@dataclass(frozen=True)
+class PrinterSettings:
+    """The ``[printer]`` table of the station file, checked, with the connection resolved."""
+
+    connection: str  # network | usb | serial | file | none
+    host: str = ""
+    port: int = 9100
+    usb_vendor: int = 0
+    usb_product: int = 0
+    usb_in_ep: int = 0x82
+    usb_out_ep: int = 0x01
+    serial_device: str = ""
+    serial_baudrate: int = 9600
+    file_path: str = ""
+    profile: str = "default"
+    paper_mm: int = 80
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
+    check_status: bool = True
+
+    @property
+    def width_px(self) -> int:
+        """Dots across the paper: the profile's figure when it has one, else the paper's."""
+        pixels = get_profile_class(self.profile).profile_data.get("media", {}).get("width", {}).get("pixels")
+        return pixels if isinstance(pixels, int) else PAPER_WIDTH_PX[self.paper_mm]
+
+    def describe(self) -> str:
+        """Where the printer is, for logs and the test page (no personal data here)."""
+        return {
+            "network": f"network {self.host}:{self.port}",
+            "usb": f"usb {self.usb_vendor:04x}:{self.usb_product:04x}",
+            "serial": f"serial {self.serial_device} {self.serial_baudrate} baud",
+            "file": f"file {self.file_path}",
+            "none": "none",
+        }[self.connection]
+
+
+def _int(section: Mapping, key: str, default: int, source: str) -> int:
+    value = section.get(key, default)
+    try:
+        return int(value, 0) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: printer.{key} must be a number (0x.. for hexadecimal)") from None
+
+
+def _seconds(section: Mapping, key: str, default: float, source: str) -> float:
+    try:
+        return float(section.get(key, default))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: printer.{key} must be a number of seconds") from None
+
+
+def printer_settings(config: Mapping) -> PrinterSettings:
+    """Read ``[devices] printer`` and ``[printer]``; raise ``ConfigError`` naming the key that is wrong."""
+    source = config.get("source", "<config>")
+    connection = str((config.get("devices") or {}).get("printer", "auto"))
+    section = config.get("printer") or {}
+    if connection not in CONNECTIONS:
+        raise ConfigError(f"{source}: devices.printer must be one of {', '.join(CONNECTIONS)}")
+    if connection == "auto":
+        # A connection counts as configured when its address is given, in this order.
+        for kind, key in (("network", "host"), ("usb", "usb_vendor"), ("serial", "serial_device"), ("file", "file_path")):
+            if section.get(key):
+                connection = kind
+                break
+        else:
+            connection = "none"
+    settings = PrinterSettings(
+        connection=connection,
+        host=str(section.get("host", "")),
+        port=_int(section, "port", 9100, source),
+        usb_vendor=_int(section, "usb_vendor", 0, source),
+        usb_product=_int(section, "usb_product", 0, source),
+        usb_in_ep=_int(section, "usb_in_ep", 0x82, source),
+        usb_out_ep=_int(section, "usb_out_ep", 0x01, source),
+        serial_device=str(section.get("serial_device", "")),
+        serial_baudrate=_int(section, "serial_baudrate", 9600, source),
+        file_path=str(section.get("file_path", "")),
+        profile=str(section.get("profile", "default")),
+        paper_mm=_int(section, "paper_mm", 80, source),
+        timeout_s=_seconds(section, "timeout_s", DEFAULT_TIMEOUT_S, source),
+        job_timeout_s=_seconds(section, "job_timeout_s", DEFAULT_JOB_TIMEOUT_S, source),
+        check_status=bool(section.get("check_status", True)),
+    )
+    required = {"network": "host", "usb": "usb_vendor", "serial": "serial_device", "file": "file_path"}
+    if connection in required and not getattr(settings, required[connection]):
+        raise ConfigError(f"{source}: devices.printer = \"{connection}\" needs printer.{required[connection]}")
+    if connection == "usb" and not settings.usb_product:
+        raise ConfigError(f"{source}: devices.printer = \"usb\" needs printer.usb_product")
+    if not 0 < settings.port < 65536:
+        raise ConfigError(f"{source}: printer.port must be a port number")
+    if settings.paper_mm not in PAPER_WIDTH_PX:
+        raise ConfigError(f"{source}: printer.paper_mm must be 58 or 80")
+    if not 0 < settings.timeout_s <= 30:
+        raise ConfigError(f"{source}: printer.timeout_s must be between 0 and 30 seconds")
+    if not settings.timeout_s <= settings.job_timeout_s <= 600:
+        raise ConfigError(f"{source}: printer.job_timeout_s must be between printer.timeout_s and 600 seconds")
+    try:
+        profile = get_profile_class(settings.profile)
+    except KeyError:
+        raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" is not a python-escpos profile") from None
+    if not profile.profile_data.get("features", {}).get("bitImageRaster", False):
+        raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" cannot print raster images (GS v 0)")
+    if settings.width_px < MIN_WIDTH_PX:
+        raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" is {settings.width_px} dots wide; receipts need {MIN_WIDTH_PX}")
+    return settings
+
+
+def _profile(settings: PrinterSettings):
+    """The python-escpos profile, with the paper width filled in when the profile does not know it
+    (python-escpos reads it to refuse images that are too wide)."""
+    base = get_profile_class(settings.profile)
+    data = dict(base.profile_data)
+    data["media"] = {**data.get("media", {}), "width": {"mm": settings.paper_mm, "pixels": settings.width_px}}
+    return type(base.__name__, (base,), {"profile_data": data})()
+
+
+def _network_class():
+    from escpos.printer import Network
+
+    class StationNetwork(Network):
+        """python-escpos's Network, opened with ``socket.create_connection``: it closes the socket when
+        the connection fails (``Network.open`` leaves it to the garbage collector) and speaks IPv6."""
+
+        def open(self, raise_not_found: bool = True) -> None:
+            if self._device:
+                self.close()
+            try:
+                self.device = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            except OSError as exc:
+                self.device = None
+                if raise_not_found:
+                    raise DeviceNotFoundError(f"Could not open socket for {self.host}:{self.port}: {exc}") from exc
+
+    return StationNetwork
+
+
+def open_printer(config: Mapping) -> Escpos | None:
+    """An open python-escpos printer for the station, or ``None`` when the station has none.
+
+    Raises ``ConfigError`` for wrong settings and the driver's exceptions (``escpos.exceptions.Error``,
+    ``OSError``) when the device cannot be opened; :func:`print_receipt` turns those into outcomes.
+    """
+    return _open(printer_settings(config))
+
+
+def _open(settings: PrinterSettings) -> Escpos | None:
+    if settings.connection == "none":
+        return None
+    if settings.connection == "network":
+        printer = _network_class()(settings.host, settings.port, timeout=settings.timeout_s)
+    elif settings.connection == "usb":
+        from escpos.printer import Usb
+
+        if not Usb.is_usable():
+            raise ConfigError("a USB printer needs pyusb (pip install 'python-escpos[usb]') and libusb-1.0-0")
+        printer = Usb(
+            settings.usb_vendor,
+            settings.usb_product,
+            timeout=int(settings.timeout_s * 1000),  # pyusb counts milliseconds; 0 would wait forever
+            in_ep=settings.usb_in_ep,
+            out_ep=settings.usb_out_ep,
+        )
+    elif settings.connection == "serial":
+        from escpos.printer import Serial
+
+        if not Serial.is_usable():
+            raise ConfigError("a serial printer needs pyserial (pip install 'python-escpos[serial]')")
+        printer = Serial(settings.serial_device, settings.serial_baudrate, timeout=settings.timeout_s)
+    else:
+        from escpos.printer import File
+
+        printer = File(settings.file_path)
+    printer.profile = _profile(settings)
+    printer.open()
+    if settings.connection == "network":
+        # A 3-byte status query after a large job would otherwise wait for a delayed ACK (Nagle).
+        printer.device.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if settings.connection == "serial":
+        # Without a write timeout, hardware flow control could block forever; with one too short, a band of
+        # the image (BAND_ROWS rows) could not get through a slow line: allow twice its time on the wire.
+        band_bytes = BAND_ROWS * settings.width_px // 8
+        printer.device.write_timeout = settings.timeout_s + 2 * band_bytes * 10 / settings.serial_baudrate
+    return printer
+
+
+def _bound_by(printer: Escpos, settings: PrinterSettings, deadline: float) -> None:
+    """Make every read and write of ``printer`` give up at ``deadline`` (a ``time.monotonic()`` value):
+    each one is already bounded by ``timeout_s``, but a printer that takes data slowly could make a job
+    of many bounded steps long. Network and USB steps are cut to the time left; serial and file steps
+    are checked before they start."""
+    raw, read = printer._raw, printer._read
+
+    def time_left() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the print job took longer than {settings.job_timeout_s} s")
+        if settings.connection == "network":
+            printer.device.settimeout(min(settings.timeout_s, left))
+        elif settings.connection == "usb":
+            printer.timeout = max(1, int(min(settings.timeout_s, left) * 1000))
+        return left
+
+    def bounded_raw(msg: bytes) -> None:
+        time_left()
+        raw(msg)
+
+    def bounded_read() -> bytes:
+        time_left()
+        return read()
+
+    printer._raw, printer._read = bounded_raw, bounded_read
+
+
+@contextmanager
+def _connected(settings: PrinterSettings) -> Iterator[Escpos | None]:
+    deadline = time.monotonic() + settings.job_timeout_s
+    printer = _open(settings)
+    if printer is not None:
+        _bound_by(printer, settings, deadline)
+    try:
+        yield printer
+    finally:
+        if printer is not None:
+            try:
+                printer.close()
+            except Exception:  # closing a dead connection must not hide what happened before
+                log.debug("closing the printer failed", exc_info=True)
+
+
+# Exceptions that mean "the device is in trouble", as opposed to a bug in this code.
+DEVICE_ERRORS: tuple[type[BaseException], ...] = (OSError, EscposError, EOFError)
+try:
+    import serial
+
+    DEVICE_ERRORS += (serial.SerialException,)
+except ImportError:  # pyserial is only needed for serial printers
+    pass
+try:
+    import usb.core
+
+    DEVICE_ERRORS += (usb.core.NoBackendError,)  # libusb is not installed: no USB printer can be found
+except ImportError:  # pyusb is only needed for USB printers
+    pass
+
+# DLE EOT n: n=1 printer status, n=2 offline cause, n=4 roll paper sensor. Every answer byte has bits
+# 1 and 4 set and bits 0 and 7 clear, which tells a status byte from stray data.
+STATUS_PRINTER, STATUS_OFFLINE_CAUSE, STATUS_PAPER = 1, 2, 4
+OFFLINE_BIT = 0x08
+COVER_OPEN_BIT = 0x04
+PAPER_END_STOP_BIT = 0x20
+PAPER_NEAR_END_BITS = 0x0C
+PAPER_END_BITS = 0x60
+
+
+class _NoAnswer(Exception):
+    """The printer did not answer a status query, or answered with something that is not a status."""
+
+
+def _query(printer: Escpos, n: int) -> int:
+    answer = printer.query_status(RT_STATUS + bytes([n]))
+    if not answer:
+        raise _NoAnswer(f"no answer to DLE EOT {n}")
+    byte = answer[-1]  # anything before the last byte is a stale answer
+    if byte & 0x93 != 0x12:
+        raise _NoAnswer(f"DLE EOT {n} answered 0x{byte:02x}, which is not a status byte")
+    return byte
+
+
+def _read_status(printer: Escpos, settings: PrinterSettings) -> Status:
+    """Ask the printer what state it is in (DLE EOT 1, 4 and, when offline, 2)."""
+    if not settings.check_status or type(printer)._read is Escpos._read:
+        return Status.UNCHECKED  # turned off, or a connection that cannot read (a file)
+    try:
+        printer_byte = _query(printer, STATUS_PRINTER)
+        paper_byte = _query(printer, STATUS_PAPER)
+        cause_byte = _query(printer, STATUS_OFFLINE_CAUSE) if printer_byte & OFFLINE_BIT else 0
+    except (_NoAnswer, socket.timeout) as exc:
+        log.warning("printer %s: %s", settings.describe(), exc or "status query timed out")
+        return Status.OFFLINE
+    if cause_byte & COVER_OPEN_BIT:
+        return Status.COVER_OPEN
+    if paper_byte & PAPER_END_BITS or cause_byte & PAPER_END_STOP_BIT:
+        return Status.PAPER_OUT
+    if printer_byte & OFFLINE_BIT:
+        return Status.OFFLINE
+    if paper_byte & PAPER_NEAR_END_BITS:
+        return Status.PAPER_LOW
+    return Status.OK
+
+
+def printer_status(config: Mapping) -> Status:
+    """The printer's state now; never raises for device trouble."""
+    try:
+        settings = printer_settings(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return Status.CONFIG_ERROR
+    try:
+        with _connected(settings) as printer:
+            if printer is None:
+                return Status.NO_PRINTER
+            return _read_status(printer, settings)
+    except ConfigError as exc:
+        log.error("printer %s: %s", settings.describe(), exc)
+        return Status.CONFIG_ERROR
+    except DEVICE_ERRORS as exc:
+        log.warning("printer %s: %s", settings.describe(), type(exc).__name__)
+        return Status.OFFLINE
+
+
+def send_image(printer: Escpos, image) -> None:
+    """One job: reset, the image as GS v 0 raster bands, feed and cut."""
+    printer.hw("INIT")
+    printer.image(image, impl="bitImageRaster", fragment_height=BAND_ROWS)
+    printer.cut()
+
+
+ON_SCREEN_VI = "Giấy tiếp nhận được hiển thị trên màn hình; nhân viên có thể in lại sau."
+ON_SCREEN_EN = "The receipt is shown on screen; staff can reprint it later."
+
+
+def _failed(status: Status, sent: bool) -> PrintOutcome:
+    return PrintOutcome(
+        ok=False,
+        status=status,
+        message_vi=f"{status.message_vi} {ON_SCREEN_VI}",
+        message_en=f"{status.message_en} {ON_SCREEN_EN}",
+        sent=sent,
+    )
+
+
+def _printed(status: Status) -> PrintOutcome:
+    vi, en = "Đã in giấy tiếp nhận. Vui lòng nhận giấy ở máy in.", "The receipt is printed. Please take it from the printer."
+    if status is Status.PAPER_LOW:
+        vi, en = f"{vi} {status.message_vi}", f"{en} {status.message_en}"
+    return PrintOutcome(ok=True, status=status, message_vi=vi, message_en=en, sent=True)
+
+
+def print_image(config: Mapping, image, label: str = "image") -> PrintOutcome:
+    """Print a 1-bit image as one job, checking the printer before and after. Never raises for device
+    trouble. ``label`` names the job in the log; it must not contain personal data."""
+    try:
+        settings = printer_settings(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return _failed(Status.CONFIG_ERROR, sent=False)
+    if settings.connection == "none":
+        return _failed(Status.NO_PRINTER, sent=False)
+    sent = False
+    try:
+        with _connected(settings) as printer:
+            before = _read_status(printer, settings)
+            if not before.can_print:
+                log.warning("printer %s: %s, %s not printed", settings.describe(), before.code, label)
+                return _failed(before, sent=False)
+            sent = True  # from here on, part of the job may have reached the paper
+            send_image(printer, image)
+            after = _read_status(printer, settings)
+    except ConfigError as exc:
+        log.error("printer %s: %s", settings.describe(), exc)
+        return _failed(Status.CONFIG_ERROR, sent=False)
+    except DEVICE_ERRORS as exc:
+        log.warning("printer %s: %s while printing %s", settings.describe(), type(exc).__name__, label)
+        return _failed(Status.OFFLINE, sent=sent)
+    if not after.can_print:
+        log.warning("printer %s: %s after printing %s", settings.describe(), after.code, label)
+        return _failed(after, sent=True)
+    log.info("printer %s: printed %s (%s)", settings.describe(), label, after.code)
+    return _printed(after)
+
+
+def _usable_payment(config: Mapping, payment: PaymentAccount | Mapping | None) -> PaymentAccount | None:
+    """The account for the payment QR: the one given, else the station's; ``None`` if it is unusable,
+    because a wrong bank number must not keep receipts from printing (it is logged instead)."""
+    try:
+        if payment is None:
+            return payment_account(config)
+        if isinstance(payment, Mapping):
+            return payment_account({"payment": payment})
+        payment.payload(1000, "check")
+        return payment
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.error("payment account unusable, receipt printed without the payment QR: %s", exc)
+        return None
+
+
+def print_receipt(config: Mapping, receipt: Receipt, payment: PaymentAccount | Mapping | None = None) -> PrintOutcome:
+    """Print the receipt for a submitted dossier. Never raises for device trouble.
+
+    ``payment`` defaults to the station's ``[payment]`` account; the fee's VietQR is printed only when
+    there is one and the fee is not 0 (an unusable account is logged and left out). The outcome's
+    messages say what the citizen should do.
+    """
+    try:
+        settings = printer_settings(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return _failed(Status.CONFIG_ERROR, sent=False)
+    if settings.connection == "none":
+        return _failed(Status.NO_PRINTER, sent=False)
+    image = render_receipt_image(receipt, settings.width_px, _usable_payment(config, payment))
+    return print_image(config, image, label=f"receipt {receipt.tracking_code}")

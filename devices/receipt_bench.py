@@ -1,0 +1,64 @@
+"""Benchmark: compose one receipt and print it to the fake network printer, as the web app does after a
+submission (status check, render, send, status check), through a real TCP socket on 127.0.0.1."""
+import statistics
+import time
+from datetime import datetime, timedelta, timezone
+
+from devices.fake_printer import FakeNetworkPrinter
+from devices.printer import print_receipt
+from devices.receipt import Receipt
+
+# Made-up sample data (no real person).
+SAMPLE_PAYMENT = {"bank_bin": "970436", "account": "0071000123456", "account_name": "UBND PHUONG MAU"}
+
+
+def sample_receipt() -> Receipt:
+    return Receipt(
+        station_name="Trạm thử nghiệm – Bưu điện mẫu",
+        agency="UBND Phường Mẫu",
+        procedure_name="Đăng ký khai sinh",
+        procedure_code="1.001193",
+        citizen_name="Nguyễn Văn Mẫu",
+        citizen_id="001099000000",
+        submitted_at=datetime(2026, 11, 27, 16, 5, tzinfo=timezone(timedelta(hours=7))),
+        processing_days=3,
+        fee_vnd=50000,
+        tracking_code="K01-261127-0007-X",
+        tracking_url="http://127.0.0.1:8080/track/K01-261127-0007-X",
+    )
+
+
+def _percentile(sorted_ms: list[float], q: float) -> float:
+    if len(sorted_ms) == 1:
+        return sorted_ms[0]
+    cuts = statistics.quantiles(sorted_ms, n=100, method="inclusive")
+    return cuts[round(q) - 1]
+
+
+def bench_receipt(n: int = 50, paper_mm: int = 80) -> dict:
+    """Time ``n`` receipts (compose + print with both status checks); milliseconds per receipt."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    receipt = sample_receipt()
+    with FakeNetworkPrinter() as fake:
+        config = {**fake.config(paper_mm=paper_mm), "payment": SAMPLE_PAYMENT}
+        print_receipt(config, receipt)  # warm up: fonts, printer profile
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            outcome = print_receipt(config, receipt)
+            times.append((time.perf_counter() - start) * 1000)
+            if not outcome.ok:
+                raise RuntimeError(f"the fake printer did not print: {outcome.message_en}")
+    times.sort()
+    return {
+        "name": f"receipt compose+print, fake network printer {paper_mm} mm",
+        "p50_ms": round(_percentile(times, 50), 2),
+        "p95_ms": round(_percentile(times, 95), 2),
+        "p99_ms": round(_percentile(times, 99), 2),
+        "n": n,
+    }
+
+
+if __name__ == "__main__":
+    print(bench_receipt())

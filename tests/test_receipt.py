@@ -1,0 +1,227 @@
+"""The receipt: appointment dates, masking, and the image (which is both the print and the preview)."""
+import io
+import unicodedata
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+import zxingcpp
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from PIL import ImageDraw
+
+from devices.receipt import FONT_FILES, Receipt, appointment_date, font, format_vnd, render_receipt_image, render_receipt_png
+from devices.vietqr import PaymentAccount
+from kiosk.masking import mask_id, mask_name
+
+VN = timezone(timedelta(hours=7))
+FRIDAY = date(2026, 11, 27)
+PAYMENT = PaymentAccount("970436", "0071000123456", "UBND PHUONG BEN NGHE")
+
+
+def make_receipt(**changes) -> Receipt:
+    fields = dict(
+        station_name="Bưu điện Trung tâm Sài Gòn – Quầy số 3",
+        agency="UBND Phường Sài Gòn",
+        procedure_name="Đăng ký khai sinh",
+        procedure_code="1.001193",
+        citizen_name="Nguyễn Văn An",
+        citizen_id="001099012345",
+        submitted_at=datetime(2026, 11, 27, 16, 5, tzinfo=VN),
+        processing_days=3,
+        fee_vnd=50000,
+        tracking_code="K01-261127-0007-X",
+        tracking_url="http://127.0.0.1:8080/track/K01-261127-0007-X",
+    )
+    fields.update(changes)
+    return Receipt(**fields)
+
+
+# -- appointment date ---------------------------------------------------------------------------
+def test_zero_days_is_the_same_day():
+    assert appointment_date(FRIDAY, 0) == FRIDAY
+    assert appointment_date(FRIDAY + timedelta(days=1), 0) == FRIDAY + timedelta(days=1)
+
+
+def test_friday_plus_one_is_monday():
+    monday = appointment_date(FRIDAY, 1)
+    assert monday.weekday() == 0 and monday - FRIDAY == timedelta(days=3)
+
+
+def test_weekends_are_skipped():
+    monday = FRIDAY + timedelta(days=3)
+    assert appointment_date(monday, 5) == monday + timedelta(days=7)
+    assert appointment_date(FRIDAY, 6) == FRIDAY + timedelta(days=10)  # two weekends
+    assert appointment_date(FRIDAY + timedelta(days=1), 1) == monday  # handed in on Saturday
+
+
+def test_holidays_are_skipped():
+    monday = FRIDAY + timedelta(days=3)
+    assert appointment_date(FRIDAY, 1, holidays=[monday]) == monday + timedelta(days=1)
+
+
+def test_datetime_counts_from_its_own_day():
+    assert appointment_date(datetime(2026, 11, 27, 23, 59, tzinfo=VN), 1).weekday() == 0
+
+
+def test_negative_days_are_refused():
+    with pytest.raises(ValueError):
+        appointment_date(FRIDAY, -1)
+
+
+@given(start=st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 1, 1)), days=st.integers(0, 60))
+def test_appointment_is_exactly_n_working_days_later(start, days):
+    due = appointment_date(start, days)
+    working_days_between = sum(
+        1 for k in range(1, (due - start).days + 1) if (start + timedelta(days=k)).weekday() < 5
+    )
+    assert working_days_between == days
+    if days:
+        assert due.weekday() < 5
+
+
+def test_receipt_counts_from_the_local_day_of_submission():
+    # 18:30 UTC on Friday is 01:30 on Saturday in Hà Nội: a 0-day procedure is due that Saturday.
+    late = make_receipt(submitted_at=datetime(2026, 11, 27, 18, 30, tzinfo=timezone.utc), processing_days=0)
+    assert late.appointment == FRIDAY + timedelta(days=1)
+
+
+def test_naive_submission_time_is_refused():
+    with pytest.raises(ValueError):
+        make_receipt(submitted_at=datetime(2026, 11, 27, 16, 5))
+
+
+# -- masking ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, masked",
+    [
+        ("Nguyễn Văn An", "Nguyễn V** A*"),
+        ("Trần Thị Ngọc Ánh", "Trần T** N*** Á**"),
+        ("  Lê   Ý  ", "Lê Ý"),
+        ("Đặng", "Đ***"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_mask_name(name, masked):
+    assert mask_name(name) == masked
+
+
+def test_mask_name_gives_the_same_result_for_decomposed_input():
+    composed = "Nguyễn Văn Ước"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    assert mask_name(decomposed) == mask_name(composed) == "Nguyễn V** Ư**"
+
+
+def test_mask_name_never_leaves_a_lone_tone_mark():
+    # Q with a dot below and an acute has no precomposed form: NFC leaves three code points.
+    name = "Phạm Q\u0323\u0301uân"
+    masked = mask_name(name)
+    assert masked.startswith("Phạm Q\u0323\u0301")
+    assert not any(unicodedata.combining(c) for c in masked.split()[1][len("Q\u0323\u0301"):])
+
+
+@pytest.mark.parametrize(
+    "number, masked",
+    [("001099012345", "********2345"), ("C1234567", "****4567"), (" 0010 9901 2345 ", "********2345"), ("123", "***"), ("", ""), (None, "")],
+)
+def test_mask_id(number, masked):
+    assert mask_id(number) == masked
+
+
+# -- the image ----------------------------------------------------------------------------------
+VOWELS = "aăâeêioôơuưy"
+TONES = ("", "\u0300", "\u0301", "\u0309", "\u0303", "\u0323")  # ngang, huyền, sắc, hỏi, ngã, nặng
+VIETNAMESE_LETTERS = [unicodedata.normalize("NFC", v + t) for v in VOWELS + VOWELS.upper() for t in TONES] + ["đ", "Đ"]
+
+
+@pytest.mark.parametrize("kind", sorted(FONT_FILES))
+def test_every_vietnamese_letter_has_a_glyph_in_the_receipt_fonts(kind):
+    face = font(kind, 24)
+
+    def drawn(char: str) -> bytes:
+        canvas = Image.new("L", (48, 48), 0)
+        ImageDraw.Draw(canvas).text((6, 6), char, font=face, fill=255)
+        return canvas.tobytes()
+
+    missing = drawn("\ue000")  # a private-use character: the font's "missing glyph" box
+    assert drawn("\ue001") == missing  # (so a missing letter would be caught this way)
+    assert len(VIETNAMESE_LETTERS) == 146 and all(len(letter) == 1 for letter in VIETNAMESE_LETTERS)
+    pictures = [drawn(letter) for letter in VIETNAMESE_LETTERS]
+    assert missing not in pictures
+    assert len(set(pictures)) == len(VIETNAMESE_LETTERS)  # and no two letters look the same
+
+
+
+def decoded(image: Image.Image) -> list[str]:
+    return [b.text for b in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)]
+
+
+def black_fraction(image: Image.Image) -> float:
+    return image.convert("L").histogram()[0] / (image.width * image.height)
+
+
+@pytest.mark.parametrize("width", [384, 512, 576])
+def test_receipt_image_is_one_bit_paper_wide_and_carries_both_codes(width):
+    receipt = make_receipt()
+    image = render_receipt_image(receipt, width, PAYMENT)
+    assert image.mode == "1" and image.width == width
+    assert width < image.height < 8 * width
+    assert 0.03 < black_fraction(image) < 0.5
+    codes = decoded(image)
+    assert sorted(codes) == sorted([receipt.tracking_url, PAYMENT.payload(50000, "DVC K01-261127-0007-X")])
+
+
+@pytest.mark.parametrize("fee, payment", [(0, PAYMENT), (50000, None)])
+def test_no_payment_code_without_a_fee_or_an_account(fee, payment):
+    receipt = make_receipt(fee_vnd=fee)
+    image = render_receipt_image(receipt, 576, payment)
+    assert decoded(image) == [receipt.tracking_url]
+    with_payment = render_receipt_image(make_receipt(), 576, PAYMENT)
+    assert image.height < with_payment.height
+
+
+def test_payment_may_be_the_station_files_table():
+    image = render_receipt_image(make_receipt(), 576, {"bank_bin": "970436", "account": "0071000123456"})
+    assert len(decoded(image)) == 2
+
+
+def test_receipt_without_citizen_details_still_renders():
+    image = render_receipt_image(make_receipt(citizen_name=None, citizen_id=""), 384)
+    assert decoded(image) == [make_receipt().tracking_url]
+
+
+def test_the_name_is_drawn_masked():
+    # Different unmasked names that mask alike give the same picture: the full name is never drawn.
+    one = render_receipt_image(make_receipt(citizen_name="Nguyễn Văn An", citizen_id="001099012345"), 576)
+    other = render_receipt_image(make_receipt(citizen_name="Nguyễn Vân An", citizen_id="079188882345"), 576)
+    assert one.tobytes() == other.tobytes()
+
+
+def test_long_text_wraps_inside_the_paper():
+    long_name = "Cấp đổi giấy phép lái xe do ngành Giao thông vận tải cấp " * 3
+    short = render_receipt_image(make_receipt(procedure_name="Khai sinh"), 384)
+    long = render_receipt_image(make_receipt(procedure_name=long_name, station_name="X" * 120), 384)
+    assert long.width == 384 and long.height > short.height
+
+
+def test_png_preview_is_the_same_picture():
+    receipt = make_receipt()
+    png = render_receipt_png(receipt, 576, PAYMENT)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    preview = Image.open(io.BytesIO(png))
+    assert preview.size == render_receipt_image(receipt, 576, PAYMENT).size
+    assert preview.convert("1").tobytes() == render_receipt_image(receipt, 576, PAYMENT).tobytes()
+
+
+def test_format_vnd():
+    assert format_vnd(50000) == "50.000 đồng"
+    assert format_vnd(1250000) == "1.250.000 đồng"
+    assert format_vnd(500) == "500 đồng"
+
+
+def test_a_qr_code_wider_than_the_paper_is_refused_not_cropped():
+    with pytest.raises(ValueError, match="does not fit"):
+        render_receipt_image(make_receipt(tracking_url="https://example.vn/" + "x" * 1500), 384)
