@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Packages the station needs to run: a TrueType font with Vietnamese glyphs, PC/SC, and what pyscard builds with.
-DEBS_RUN := fonts-dejavu-core pcscd libpcsclite-dev swig
+DEBS_RUN := fonts-dejavu-core pcscd libpcsclite-dev swig libusb-1.0-0
 # ...and what the tests need on top: a browser and the virtual smart card reader.
 DEBS_TEST := $(DEBS_RUN) chromium vsmartcard-vpcd
 

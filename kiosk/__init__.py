@@ -11,7 +11,7 @@ from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from . import catalog, db, i18n, sealing
-from .config import data_dir, load_station
+from .config import ConfigError, data_dir, load_station
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 csrf = CSRFProtect()
@@ -28,6 +28,13 @@ def _secret_key(folder: Path) -> bytes:
 def create_app(config: dict | None = None, station_file: str | None = None) -> Flask:
     """Build the app for one station: the station file (see kiosk.config.load_station), with ``config``
     laid over it (tests pass a dict)."""
+    # Imported here: devices/ uses kiosk's small modules (masking, config), and kiosk's package import
+    # must not pull devices/ in before they exist.
+    from devices.printer import printer_settings
+    from devices.vietqr import payment_account
+
+    from .receipts import ReceiptPrinter
+
     station = load_station(station_file, overrides=config)
     folder = data_dir(station)
     app = Flask(__name__, template_folder=str(TEMPLATES))
@@ -43,6 +50,14 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         MAX_CONTENT_LENGTH=256 * 1024,
     )
     db.migrate(app.config["DATABASE"])
+    # Device settings are checked now, so a typo in the station file stops start-up, not a citizen.
+    try:
+        printer_connection = printer_settings(station).connection
+        payment_account(station)
+    except ValueError as exc:
+        raise ConfigError(f"{station['source']}: {exc}") from None
+    app.config["PRINTER_CONNECTION"] = printer_connection
+    app.extensions["receipts"] = ReceiptPrinter(app.config["DATABASE"], station)
     app.teardown_appcontext(db.close_db)
     csrf.init_app(app)
 

@@ -114,7 +114,11 @@ def print_table(rows: list[dict]) -> None:
 
 
 def run_all(clients: int = 8, rounds: int = 6) -> int:
+    from devices.receipt_bench import bench_receipt
+
     rows = bench_wizard(clients, rounds)
-    print(f"{clients} concurrent clients, {rounds} whole applications each, over loopback HTTP")
+    rows += [bench_receipt(n=30, paper_mm=80), bench_receipt(n=30, paper_mm=58)]
+    print(f"wizard: {clients} concurrent clients, {rounds} whole applications each, over loopback HTTP; "
+          "receipt: compose + status + send + status to the fake network printer")
     print_table(rows)
     return 0

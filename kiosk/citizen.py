@@ -14,7 +14,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from markupsafe import Markup
 
 from . import answers as answers_mod
-from . import dossiers, drafts, i18n, tracking_code
+from . import dossiers, drafts, i18n, receipts, tracking_code
 from .catalog import CATEGORIES, Procedure
 from .db import get_db
 
@@ -253,18 +253,63 @@ def consent(slug):
     )
     session.pop("draft", None)
     if submitted is not None:
-        session["submitted"] = {"slug": slug, "code": submitted.tracking_code}
+        session["submitted"] = {"slug": slug, "code": submitted.tracking_code, "id": submitted.submission_id}
+        # The dossier is committed: whatever the printer does now cannot lose it.
+        if current_app.config["PRINTER_CONNECTION"] != "none":
+            current_app.extensions["receipts"].request(get_db(), _receipt(proc, submitted.submission_id,
+                                                                          submitted.tracking_code),
+                                                       submitted.submission_id, actor="citizen")
     return _see_other("citizen.done")
+
+
+def _receipt(proc: Procedure, submission_id: str, code: str):
+    return receipts.receipt_for(get_db(), current_app.config["PAYLOAD_KEY"], current_app.config["STATION"],
+                                proc, submission_id, _tracking_url(code))
+
+
+def _just_submitted():
+    """(procedure, submission) of what this session submitted last, or None."""
+    submitted = session.get("submitted")
+    if not submitted or submitted.get("slug") not in _catalog() or "id" not in submitted:
+        return None
+    return _catalog()[submitted["slug"]], submitted
+
+
+def _print_state(submission_id: str) -> dict:
+    if current_app.config["PRINTER_CONNECTION"] == "none":
+        return {"state": "no_printer", "status": None}
+    return receipts.latest_print(get_db(), submission_id) or {"state": "no_printer", "status": None}
 
 
 @bp.get("/done")
 def done():
-    submitted = session.get("submitted")
-    if not submitted or submitted.get("slug") not in _catalog():
+    found = _just_submitted()
+    if found is None:
         return _see_other("citizen.index")
-    proc = _catalog()[submitted["slug"]]
+    proc, submitted = found
     code = submitted["code"]
-    return render_template("citizen/done.html", proc=proc, code=code, qr=_qr_svg(_tracking_url(code)))
+    return render_template("citizen/done.html", proc=proc, code=code, qr=_qr_svg(_tracking_url(code)),
+                           printing=_print_state(submitted["id"]))
+
+
+@bp.get("/done/printing")
+def done_printing():
+    """How the receipt's printing went; the confirmation page asks every second while it is pending."""
+    found = _just_submitted()
+    if found is None:
+        abort(404)
+    return render_template("citizen/_printing.html", printing=_print_state(found[1]["id"]))
+
+
+@bp.get("/done/receipt.png")
+def done_receipt():
+    """The receipt as a picture, for the screen when it could not be printed (names and ID masked)."""
+    found = _just_submitted()
+    if found is None:
+        abort(404)
+    proc, submitted = found
+    png = receipts.receipt_png(_receipt(proc, submitted["id"], submitted["code"]))
+    return current_app.response_class(png, mimetype="image/png")
 
 
 def wipe_session() -> None:

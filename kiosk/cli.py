@@ -73,3 +73,12 @@ def bench(clients, rounds):
     from .bench import run_all
 
     sys.exit(run_all(clients=clients, rounds=rounds))
+
+
+def _add_device_commands():
+    from devices.printer_cli import printer
+
+    main.add_command(printer)
+
+
+_add_device_commands()

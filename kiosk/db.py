@@ -96,6 +96,25 @@ def m001_dossiers(db: sqlite_utils.Database):
     )
 
 
+@migrations()
+def m002_receipt_prints(db: sqlite_utils.Database):
+    # Every attempt to print a receipt, first print and reprints alike: the counter's ledger counts them.
+    db.execute(
+        """
+        CREATE TABLE receipt_prints (
+            id INTEGER PRIMARY KEY,
+            submission_id TEXT NOT NULL REFERENCES dossiers(submission_id),
+            requested_at TEXT NOT NULL,
+            requested_by TEXT NOT NULL,            -- citizen, or the staff member who reprinted
+            finished_at TEXT,
+            status TEXT NOT NULL DEFAULT 'pending', -- pending, or the printer's status code when done
+            ok INTEGER
+        )
+        """
+    )
+    db.execute("CREATE INDEX receipt_prints_dossier ON receipt_prints(submission_id, id)")
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open the database with the settings every connection needs (they are per connection in SQLite)."""
     conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)

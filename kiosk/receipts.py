@@ -1,0 +1,101 @@
+"""Receipts for submitted dossiers: printed in the background after the submit has committed, each
+attempt recorded, and the same receipt as a PNG for the screen when the printer cannot print.
+
+The web request never waits on the printer: a single printing thread per station process takes jobs in
+order (one printer, one job at a time), and the confirmation page asks how the job went.
+"""
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from devices.printer import Status, print_receipt
+from devices.receipt import Receipt, render_receipt_png
+
+from . import audit, dossiers
+from .catalog import Procedure
+from .db import connect, write_transaction
+
+log = logging.getLogger(__name__)
+_STATUS_BY_CODE = {status.code: status for status in Status}
+
+
+def _answer_with_prefill(procedure: Procedure, answers: dict, source: str) -> str | None:
+    """The applicant's own answer for a card field (the one the definition fills from the CCCD chip)."""
+    for field in procedure.fields():
+        if field.get("prefill") == source and answers.get(field["name"]):
+            return str(answers[field["name"]])
+    return None
+
+
+def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: Procedure,
+                submission_id: str, tracking_url: str) -> Receipt:
+    row = conn.execute("SELECT tracking_code, submitted_at FROM dossiers WHERE submission_id = ?",
+                       (submission_id,)).fetchone()
+    document = dossiers.open_payload(conn, key, submission_id) or {"answers": {}}
+    answers = document["answers"]
+    station = config["station"]
+    return Receipt(
+        station_name=station["name"], agency=procedure.agency["vi"], procedure_name=procedure.name["vi"],
+        procedure_code=procedure.code,
+        citizen_name=_answer_with_prefill(procedure, answers, "card.full_name"),
+        citizen_id=_answer_with_prefill(procedure, answers, "card.id_number"),
+        submitted_at=datetime.fromisoformat(row["submitted_at"]), processing_days=procedure.processing_days,
+        fee_vnd=procedure.fee_vnd, tracking_code=row["tracking_code"], tracking_url=tracking_url,
+        timezone=station["timezone"],
+    )
+
+
+def receipt_png(receipt: Receipt) -> bytes:
+    return render_receipt_png(receipt)
+
+
+class ReceiptPrinter:
+    """The station's printing queue. ``request`` records the job and returns at once."""
+
+    def __init__(self, database: str, config: dict):
+        self.database = database
+        self.config = config
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receipt-printer")
+
+    def request(self, conn: sqlite3.Connection, receipt: Receipt, submission_id: str, actor: str) -> int:
+        now = datetime.now(timezone.utc).isoformat()
+        with write_transaction(conn):
+            job = conn.execute(
+                "INSERT INTO receipt_prints (submission_id, requested_at, requested_by) VALUES (?, ?, ?)",
+                (submission_id, now, actor)).lastrowid
+        self._pool.submit(self._print, job, receipt, submission_id, actor)
+        return job
+
+    def _print(self, job: int, receipt: Receipt, submission_id: str, actor: str) -> None:
+        try:
+            outcome = print_receipt(self.config, receipt)
+            status, ok = outcome.status.code, outcome.ok
+        except Exception as exc:  # a bug must not leave the job "pending" for ever
+            log.error("printing failed with %s", type(exc).__name__)
+            status, ok = Status.OFFLINE.code, False
+        conn = connect(self.database)
+        try:
+            with write_transaction(conn):
+                conn.execute("UPDATE receipt_prints SET finished_at = ?, status = ?, ok = ? WHERE id = ?",
+                             (datetime.now(timezone.utc).isoformat(), status, int(ok), job))
+                audit.append(conn, actor, "receipt.printed" if ok else "receipt.not_printed", submission_id,
+                             {"job": job, "status": status})
+        finally:
+            conn.close()
+
+    def wait(self, timeout: float = 30) -> None:
+        """Let queued jobs finish (tests and shutdown)."""
+        self._pool.submit(lambda: None).result(timeout)
+
+
+def latest_print(conn: sqlite3.Connection, submission_id: str) -> dict | None:
+    """How the last print of this dossier went: ``state`` is pending, printed or failed, with the
+    printer's own message for a failure."""
+    row = conn.execute("SELECT * FROM receipt_prints WHERE submission_id = ? ORDER BY id DESC LIMIT 1",
+                       (submission_id,)).fetchone()
+    if row is None:
+        return None
+    if row["finished_at"] is None:
+        return {"state": "pending", "status": None}
+    return {"state": "printed" if row["ok"] else "failed", "status": _STATUS_BY_CODE.get(row["status"])}
