@@ -49,6 +49,9 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         WTF_CSRF_TIME_LIMIT=None,  # the session's own idle limit ends old forms
         MAX_CONTENT_LENGTH=256 * 1024,
     )
+    from . import audio
+    app.config.update(AUDIO_DIR=folder / "audio", AUDIO_PROMPTS=audio.all_prompts(app.config["CATALOG"]))
+    app.config["AUDIO_ON"] = audio.available() or any(app.config["AUDIO_DIR"].glob("*.wav"))
     db.migrate(app.config["DATABASE"])
     # Device settings are checked now, so a typo in the station file stops start-up, not a citizen.
     try:
@@ -87,7 +90,7 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         )
         return response

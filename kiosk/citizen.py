@@ -10,11 +10,12 @@ import unicodedata
 
 import qrcode
 import qrcode.image.svg
-from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from flask import (Blueprint, abort, current_app, redirect, render_template, request, send_file, session,
+                   url_for)
 from markupsafe import Markup
 
 from . import answers as answers_mod
-from . import dossiers, drafts, i18n, receipts, tracking_code
+from . import audio, dossiers, drafts, i18n, receipts, tracking_code
 from .catalog import CATEGORIES, Procedure
 from .db import get_db
 
@@ -343,6 +344,41 @@ def end():
     response = _see_other("citizen.index")
     # Browser storage too (htmx keeps the current path there); page history holds only no-store pages.
     response.headers["Clear-Site-Data"] = '"storage"'
+    return response
+
+
+# --- spoken prompts ------------------------------------------------------------------------------------
+
+def _prompt_url(lang: str, text: str) -> str | None:
+    if not current_app.config["AUDIO_ON"]:
+        return None
+    return url_for("citizen.prompt_audio", name=audio.name_for(lang, text))
+
+
+@bp.app_template_global()
+def listen_url_for_page(page_name: str) -> str | None:
+    lang = i18n.current_language()
+    return _prompt_url(lang, audio.page_text(page_name, lang))
+
+
+@bp.app_template_global()
+def listen_url_for_question(page: dict) -> str | None:
+    lang = i18n.current_language()
+    return _prompt_url(lang, audio.question_text(page, lang))
+
+
+@bp.get("/audio/<name>.wav")
+def prompt_audio(name):
+    prompt = current_app.config["AUDIO_PROMPTS"].get(name)
+    if prompt is None:
+        abort(404)
+    folder = current_app.config["AUDIO_DIR"]
+    path = folder / f"{name}.wav"
+    if not path.exists():
+        if not audio.available():
+            abort(404)
+        path = audio.synthesize(folder, name, *prompt)
+    response = send_file(path, mimetype="audio/wav", max_age=86400)
     return response
 
 

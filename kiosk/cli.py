@@ -75,6 +75,26 @@ def bench(clients, rounds):
     sys.exit(run_all(clients=clients, rounds=rounds))
 
 
+@main.group()
+def audio():
+    """Spoken prompts (espeak-ng voices)."""
+
+
+@audio.command("build")
+@station_option
+def audio_build(station_file):
+    """Make the recording of every prompt that is missing, under <data>/audio/."""
+    from . import audio as prompts
+    from .catalog import load_catalog
+    from .config import data_dir
+
+    config = _load(station_file)
+    if not prompts.available():
+        raise click.ClickException("espeak-ng is not installed (make run installs it)")
+    made, kept = prompts.build_all(data_dir(config) / "audio", load_catalog(config["paths"].get("procedures")))
+    click.echo(f"{made} prompts made, {kept} already there")
+
+
 def _add_device_commands():
     from devices.printer_cli import printer
 

@@ -23,6 +23,17 @@
     button.dataset.sent = "1";
   }, true);
 
+  // "Listen" plays the page's spoken prompt here instead of opening the recording as a page.
+  var playing = null;
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("[data-listen]");
+    if (!link) return;
+    event.preventDefault();
+    if (playing) playing.pause();
+    playing = new Audio(link.getAttribute("href"));
+    playing.play().catch(function () { /* no sound device: nothing to do */ });
+  });
+
   // A page brought back from the back-forward cache may show the last citizen's answers: fetch it again
   // (the server answers with nothing personal once the session has ended).
   window.addEventListener("pageshow", function (event) {
