@@ -73,11 +73,11 @@ def _active_answers(proc: Procedure, answers: dict) -> dict:
     return {f["name"]: answers.get(f["name"]) for p in _active_pages(proc, answers) for f in p["fields"]}
 
 
-def _error_text(error) -> str:
+def _error_text(error, field: dict) -> str:
     if isinstance(error, dict):
         return i18n.pick(error)
     key, params = error
-    return i18n.t(key, **params)
+    return i18n.t(key, label=i18n.pick(field["label"]), **params)
 
 
 def _tracking_url(code: str) -> str:
@@ -178,7 +178,8 @@ def question(slug, page_id):
         return _render_question(proc, page, shown, {}, change=change, answers=answers)
 
     readings = {f["name"]: answers_mod.read_field(f, request.form) for f in page["fields"]}
-    errors = {name: _error_text(r.error) for name, r in readings.items() if r.error is not None}
+    fields = {f["name"]: f for f in page["fields"]}
+    errors = {name: _error_text(r.error, fields[name]) for name, r in readings.items() if r.error is not None}
     if errors:
         shown = {name: r.shown for name, r in readings.items()}
         return _render_question(proc, page, shown, errors, status=422, change=change, answers=answers)
@@ -392,6 +393,43 @@ def set_language(code):
     if not target.startswith("/") or target.startswith("//"):
         target = "/"
     return redirect(target, code=303)
+
+
+@bp.get("/text-size/<size>")
+def set_text_size(size):
+    if size == "large":
+        session["large_text"] = True
+    else:
+        session.pop("large_text", None)
+    target = request.args.get("next", "/")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+    return redirect(target, code=303)
+
+
+@bp.get("/-/patterns")
+def patterns():
+    """Every interface component on one page, for design review and the accessibility checks."""
+    fields = [
+        {"name": "ho_ten", "type": "text", "label": {"vi": "Họ, chữ đệm và tên", "en": "Full name"},
+         "hint": {"vi": "Ghi như trên thẻ căn cước", "en": "As on the ID card"}},
+        {"name": "so_dinh_danh", "type": "id_number", "label": {"vi": "Số định danh cá nhân", "en": "Personal ID number"}},
+        {"name": "ngay_sinh", "type": "date", "label": {"vi": "Ngày sinh", "en": "Date of birth"},
+         "hint": {"vi": "Ví dụ: 27 3 1990", "en": "For example: 27 3 1990"}},
+        {"name": "nam_sinh", "type": "year", "label": {"vi": "Năm sinh", "en": "Year of birth"}},
+        {"name": "so_ban", "type": "integer", "label": {"vi": "Số bản cần cấp", "en": "Number of copies"}},
+        {"name": "gioi_tinh", "type": "choice", "label": {"vi": "Giới tính", "en": "Sex"},
+         "options": [{"value": "nam", "vi": "Nam", "en": "Male"}, {"value": "nu", "vi": "Nữ", "en": "Female"}]},
+        {"name": "dien_thoai", "type": "phone", "label": {"vi": "Số điện thoại", "en": "Phone number"}},
+        {"name": "email", "type": "email", "required": False, "label": {"vi": "Email", "en": "Email"}},
+        {"name": "dia_chi", "type": "textarea", "label": {"vi": "Nơi cư trú", "en": "Residence"}},
+    ]
+    errors = {"so_dinh_danh": i18n.t("error_id_number"), "ngay_sinh": i18n.t("error_date_invalid"),
+              "gioi_tinh": i18n.t("error_required_choice")}
+    shown = {"ho_ten": "Nguyễn Văn An", "so_dinh_danh": "0010990", "ngay_sinh": {"day": "31", "month": "2", "year": "1990"}}
+    samples = list(_catalog().values())[:3]
+    return render_template("patterns.html", fields=fields, errors=errors, shown=shown, procedures=samples,
+                           qr=_qr_svg("http://127.0.0.1:8080/track/K01-261128-0042-1"))
 
 
 @bp.get("/track")

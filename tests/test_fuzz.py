@@ -1,5 +1,6 @@
 """Every field type, fuzzed through the real routes: never a 500, always a clear Vietnamese message,
 and nothing half-written (a refused answer leaves the stored draft as it was)."""
+import re
 import unicodedata
 from urllib.parse import quote_from_bytes
 
@@ -76,6 +77,7 @@ def test_fuzzed_field_never_breaks_and_never_half_writes(tmp_path, catalog, kind
         if response.status_code == 422:
             assert "<title>Lỗi:" in response.text and 'class="error-message"' in response.text
             assert "Traceback" not in response.text
+            assert not re.search(r"\{[a-z_]+\}", response.text), "a message placeholder was left unfilled"
             assert after == before
         else:
             stored = after[field["name"]]

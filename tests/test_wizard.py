@@ -128,6 +128,8 @@ def test_missing_answer_shows_error_summary_and_keeps_nothing(app, client, catal
     assert response.status_code == 422
     assert "<title>Lỗi:" in response.text
     assert 'class="error-summary"' in response.text and "Có vấn đề cần sửa" in response.text
+    label = proc.page(path.rsplit("/", 1)[1])["fields"][0]["label"]["vi"]
+    assert f"Hãy điền: {label}" in response.text
     assert client.get(f"/p/{proc.slug}/check").headers["Location"].endswith(path)
 
 
