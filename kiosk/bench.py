@@ -87,6 +87,68 @@ def bench_wizard(clients: int = 8, rounds: int = 6) -> list[dict]:
     return rows
 
 
+def bench_page_load(rounds: int = 5) -> list[dict]:
+    """Page load in headless Chromium (Debian's): navigation start to the load event, for each page of
+    an application, loaded as a whole page (the slow case; htmx navigation only swaps <main>)."""
+    from playwright.sync_api import sync_playwright
+
+    from .samples import form_for_page
+
+    procs = list(load_catalog().values())
+    loads: dict[str, list[float]] = {}
+
+    def measure(page, step: str, url: str) -> None:
+        page.goto(url)
+        ms = page.evaluate("() => { const n = performance.getEntriesByType('navigation')[0];"
+                           " return n.loadEventEnd - n.startTime; }")
+        loads.setdefault(step, []).append(ms)
+
+    with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
+        port = _free_port()
+        station = _start_station(Path(tmp), port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path="/usr/bin/chromium", headless=True,
+                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run"])
+                for round_ in range(rounds + 1):  # the first round warms caches and is not counted
+                    context = browser.new_context(viewport={"width": 1080, "height": 1920})
+                    page = context.new_page()
+                    proc = procs[round_ % len(procs)]
+                    measure(page, "start page", base + "/")
+                    measure(page, "overview", f"{base}/p/{proc.slug}")
+                    page.locator("form[action$='/start'] button").click()
+                    page.wait_for_url(lambda url: "/q/" in url)
+                    while "/q/" in page.url:
+                        url = page.url
+                        measure(page, "question", url)
+                        for name, value in form_for_page(proc.page(url.rsplit("/", 1)[1])).items():
+                            radio = page.locator(f"input[type=radio][name='{name}'][value='{value}']")
+                            if radio.count():
+                                radio.check()
+                            else:
+                                page.locator(f"[name='{name}']").fill(value)
+                        page.locator("#main form button[type=submit]").click()
+                        page.wait_for_function("url => location.href !== url", arg=url)
+                    measure(page, "check answers", f"{base}/p/{proc.slug}/check")
+                    measure(page, "consent", f"{base}/p/{proc.slug}/submit")
+                    page.locator("#consent").check()
+                    page.locator("#main form button[type=submit]").click()
+                    page.wait_for_url(lambda url: url.endswith("/done"))
+                    measure(page, "confirmation", f"{base}/done")
+                    context.close()
+                    if round_ == 0:
+                        loads.clear()
+                browser.close()
+        finally:
+            station.terminate()
+            station.wait(10)
+    return [{"name": f"page load (Chromium): {step}", "n": len(ms), "p50_ms": percentile(ms, 50),
+             "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99)} for step, ms in loads.items()]
+
+
 def _machine() -> str:
     model = "unknown CPU"
     try:
@@ -117,8 +179,10 @@ def run_all(clients: int = 8, rounds: int = 6) -> int:
     from devices.receipt_bench import bench_receipt
 
     rows = bench_wizard(clients, rounds)
+    rows += bench_page_load()
     rows += [bench_receipt(n=30, paper_mm=80), bench_receipt(n=30, paper_mm=58)]
     print(f"wizard: {clients} concurrent clients, {rounds} whole applications each, over loopback HTTP; "
+          "page load: navigation start to load event in headless Chromium, one browser; "
           "receipt: compose + status + send + status to the fake network printer")
     print_table(rows)
     return 0
