@@ -115,6 +115,70 @@ def m002_receipt_prints(db: sqlite_utils.Database):
     db.execute("CREATE INDEX receipt_prints_dossier ON receipt_prints(submission_id, id)")
 
 
+@migrations()
+def m003_counter(db: sqlite_utils.Database):
+    # Staff of counter and mobile stations. PINs are argon2 hashes; lockout after repeated failures.
+    db.execute(
+        """
+        CREATE TABLE staff (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL UNIQUE,
+            display_name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('agent', 'supervisor')),
+            secret_hash TEXT NOT NULL,
+            failed_logins INTEGER NOT NULL DEFAULT 0,
+            locked_until TEXT,
+            active INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    # Money and reprints at the counter: every fee taken and every reprint, one row each.
+    db.execute(
+        """
+        CREATE TABLE ledger (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            local_day TEXT NOT NULL,
+            staff_id INTEGER NOT NULL REFERENCES staff(id),
+            kind TEXT NOT NULL CHECK (kind IN ('fee', 'reprint')),
+            submission_id TEXT NOT NULL REFERENCES dossiers(submission_id),
+            amount_vnd INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX ledger_day ON ledger(local_day, staff_id)")
+    db.execute(
+        """
+        CREATE TABLE day_closings (
+            id INTEGER PRIMARY KEY,
+            local_day TEXT NOT NULL UNIQUE,
+            report TEXT NOT NULL,
+            report_sha256 TEXT NOT NULL,
+            signed_by INTEGER NOT NULL REFERENCES staff(id),
+            signed_at TEXT NOT NULL
+        )
+        """
+    )
+    # Who submitted (NULL for the citizen at a kiosk), the local day, the fee due, and the applicant's
+    # masked name for staff search (the full name stays sealed in the payload).
+    db.execute("ALTER TABLE dossiers ADD COLUMN staff_id INTEGER REFERENCES staff(id)")
+    db.execute("ALTER TABLE dossiers ADD COLUMN local_day TEXT")
+    db.execute("ALTER TABLE dossiers ADD COLUMN fee_due_vnd INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE dossiers ADD COLUMN applicant_masked TEXT")
+    db.execute("CREATE INDEX dossiers_day ON dossiers(local_day, staff_id)")
+    db.execute("DROP TRIGGER dossiers_immutable")
+    db.execute(
+        """
+        CREATE TRIGGER dossiers_immutable BEFORE UPDATE OF
+            submission_id, tracking_code, station_id, channel, procedure_code, procedure_slug,
+            procedure_version, submitted_at, payload_sha256, supersedes, staff_id, local_day, fee_due_vnd,
+            applicant_masked
+        ON dossiers BEGIN SELECT RAISE(ABORT, 'submitted dossiers are immutable'); END
+        """
+    )
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open the database with the settings every connection needs (they are per connection in SQLite)."""
     conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)

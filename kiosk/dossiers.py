@@ -15,6 +15,7 @@ from sync import outbox
 
 from . import audit, sealing, tracking_code
 from .catalog import Procedure
+from .masking import mask_name
 from .db import write_transaction
 
 # Where a dossier is: queued here, then the central's states as the status feed reports them.
@@ -43,13 +44,26 @@ def next_tracking_code(conn: sqlite3.Connection, station_id: str, local_day: str
     return tracking_code.make(station_id, local_day, sequence)
 
 
+def applicant_answer(procedure: Procedure, answers: dict, source: str) -> str | None:
+    """The applicant's own answer for a card field: the one the definition fills from the CCCD chip
+    (``source`` such as ``card.full_name``), which is about the applicant, not a child or the deceased."""
+    return next((str(answers[f["name"]]) for f in procedure.fields()
+                 if f.get("prefill") == source and answers.get(f["name"])), None)
+
+
 def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str, procedure: Procedure,
            answers: dict, draft_id: str | None = None, supersedes: str | None = None,
-           actor: str = "citizen") -> Submitted | None:
+           actor: str = "citizen", staff_id: int | None = None, counter: dict | None = None,
+           fee_taken_vnd: int | None = None) -> Submitted | None:
     """Write the dossier. Returns None when ``draft_id`` names a draft that no longer exists, which is
-    what a second press of the submit button (or a replayed request) finds."""
+    what a second press of the submit button (or a replayed request) finds.
+
+    At a counter, ``counter`` (documents checked, delivery by post, the citizen's consent as recorded
+    by staff) goes into the dossier, and a fee taken in cash into the ledger, in the same transaction.
+    """
     now = datetime.now(timezone.utc)
-    local_day = now.astimezone(ZoneInfo(station["timezone"])).strftime("%y%m%d")
+    local_date = now.astimezone(ZoneInfo(station["timezone"])).date()
+    local_day = local_date.strftime("%y%m%d")
     submission_id = str(uuid.uuid4())
     with write_transaction(conn):
         if draft_id is not None:
@@ -67,17 +81,28 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
             "answers": answers,
             "supersedes": supersedes,
         }
+        if counter is not None:
+            document["counter"] = counter
+        name = applicant_answer(procedure, answers, "card.full_name")
         conn.execute(
             "INSERT INTO dossiers (submission_id, tracking_code, station_id, channel, procedure_code, "
-            "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes, "
+            "staff_id, local_day, fee_due_vnd, applicant_masked) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (submission_id, code, station["id"], channel, procedure.code, procedure.slug, procedure.version,
              document["submitted_at"], sealing.seal(key, document, submission_id),
-             hashlib.sha256(canonical_json(document)).hexdigest(), supersedes),
+             hashlib.sha256(canonical_json(document)).hexdigest(), supersedes, staff_id,
+             local_date.isoformat(), procedure.fee_vnd, mask_name(name) if name else None),
         )
         outbox.enqueue(conn, submission_id, document["submitted_at"])
         audit.append(conn, actor, "dossier.submitted", submission_id,
                      {"tracking_code": code, "procedure": procedure.code, "channel": channel})
+        if fee_taken_vnd:
+            conn.execute(
+                "INSERT INTO ledger (at, local_day, staff_id, kind, submission_id, amount_vnd) "
+                "VALUES (?, ?, ?, 'fee', ?, ?)",
+                (document["submitted_at"], local_date.isoformat(), staff_id, submission_id, fee_taken_vnd))
+            audit.append(conn, actor, "fee.taken", submission_id, {"amount_vnd": fee_taken_vnd})
     return Submitted(submission_id, code, now)
 
 

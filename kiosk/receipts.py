@@ -20,14 +20,6 @@ log = logging.getLogger(__name__)
 _STATUS_BY_CODE = {status.code: status for status in Status}
 
 
-def _answer_with_prefill(procedure: Procedure, answers: dict, source: str) -> str | None:
-    """The applicant's own answer for a card field (the one the definition fills from the CCCD chip)."""
-    for field in procedure.fields():
-        if field.get("prefill") == source and answers.get(field["name"]):
-            return str(answers[field["name"]])
-    return None
-
-
 def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: Procedure,
                 submission_id: str, tracking_url: str) -> Receipt:
     row = conn.execute("SELECT tracking_code, submitted_at FROM dossiers WHERE submission_id = ?",
@@ -38,8 +30,8 @@ def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: P
     return Receipt(
         station_name=station["name"], agency=procedure.agency["vi"], procedure_name=procedure.name["vi"],
         procedure_code=procedure.code,
-        citizen_name=_answer_with_prefill(procedure, answers, "card.full_name"),
-        citizen_id=_answer_with_prefill(procedure, answers, "card.id_number"),
+        citizen_name=dossiers.applicant_answer(procedure, answers, "card.full_name"),
+        citizen_id=dossiers.applicant_answer(procedure, answers, "card.id_number"),
         submitted_at=datetime.fromisoformat(row["submitted_at"]), processing_days=procedure.processing_days,
         fee_vnd=procedure.fee_vnd, tracking_code=row["tracking_code"], tracking_url=tracking_url,
         timezone=station["timezone"],
