@@ -86,6 +86,7 @@ class FaultyProxy:
         self._index = 0
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # so stop() is noticed: close() does not wake a blocked accept()
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._clients: set[socket.socket] = set()
@@ -105,18 +106,21 @@ class FaultyProxy:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._thread.join(timeout=5) if self._thread.is_alive() else None
         self._listener.close()
         with self._lock:
             for client in list(self._clients):
                 _close(client)
-        self._thread.join(timeout=5)
 
     def _accept(self) -> None:
         while not self._stopped.is_set():
             try:
                 client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            client.settimeout(None)
             with self._lock:
                 self._clients.add(client)
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()

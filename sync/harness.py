@@ -109,7 +109,15 @@ class CentralThread:
                                              asyncore_loop_timeout=0.2)
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.run, name="central", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="central", daemon=True)
+        self._stopping = False
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except OSError:
+            if not self._stopping:
+                raise
 
     def __enter__(self):
         self.thread.start()
@@ -121,9 +129,12 @@ class CentralThread:
     def stop(self) -> None:
         from waitress import wasyncore
 
-        self.server.task_dispatcher.shutdown()
-        wasyncore.close_all(self.server._map)
+        self._stopping = True
+        # Close every socket from inside the server's own loop (the trigger runs the thunk there), so the
+        # loop ends with an empty map instead of polling a closed descriptor.
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
         self.thread.join(timeout=5)
+        self.server.task_dispatcher.shutdown()
 
 
 class CentralProcess:

@@ -173,7 +173,7 @@ class SyncWorker:
         return int(row[0]) if row else 0
 
     def pull(self) -> int:
-        """Apply the central's status changes; returns how many dossiers changed. Raises LinkError/NotGenuine."""
+        """Apply the central's status changes; returns how many were applied. Raises LinkError/NotGenuine."""
         applied = 0
         for _ in range(1000):  # bounded: 1000 pages of changes per cycle
             since = self.cursor()
