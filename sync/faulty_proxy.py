@@ -81,7 +81,7 @@ class FaultyProxy:
         self.rng = random.Random(seed)
         self.delay_s, self.retry_after = delay_s, retry_after
         self.faults: Counter = Counter()        # what the plan chose
-        self.statuses: Counter = Counter()      # what the central answered (requests it saw)
+        self.statuses: Counter = Counter()      # "PUT 201": what the central answered, by method
         self.bytes_up = self.bytes_down = 0
         self._index = 0
         self._lock = threading.Lock()
@@ -187,7 +187,7 @@ class FaultyProxy:
                     self._send(client, _response(502, "Bad Gateway", b"central unreachable", close=True))
                     return
                 with self._lock:
-                    self.statuses[status] += 1
+                    self.statuses[f"{method} {status}"] += 1
                 if fault == "drop_after":
                     return
                 raw = _response(status, reason, resp_body, dict(resp_headers))
