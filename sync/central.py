@@ -5,8 +5,10 @@ protocol (see docs/sync.md).
     app = create_central_app({"DATA_DIR": "var/central"})        # SQLite in the data folder
     app = create_central_app({"DATA_DIR": "...", "DATABASE": "postgresql://..."})
 """
+import gzip
 import hmac
 import json
+import zlib
 import re
 import secrets
 from pathlib import Path
@@ -153,6 +155,42 @@ def health():
 def put_submission(submission_id):
     status, envelope = _central().receive(_station_id(), submission_id, request.get_data())
     return _signed(status, envelope)
+
+
+MAX_BATCH_ITEMS = 200
+MAX_BATCH_BYTES = 32 << 20
+
+
+@api.post("/submissions/batch")
+def post_batch():
+    """Many submissions in one request (gzip welcome), for weak links where each round trip costs most.
+    Each item gets exactly the answer ``PUT /submissions/{id}`` would give, signed on its own, so the
+    batch itself needs no signature: a station checks every answer separately."""
+    body = request.get_data()
+    if request.headers.get("Content-Encoding", "").lower() == "gzip":
+        try:
+            inflater = zlib.decompressobj(wbits=31)
+            body = inflater.decompress(body, MAX_BATCH_BYTES)
+            if inflater.unconsumed_tail:
+                return _error(413, "too_large", "the batch inflates past 32 MiB")
+        except zlib.error:
+            return _error(400, "bad_gzip", "the body is not gzip")
+    try:
+        items = json.loads(body)["items"]
+        pairs = [(str(item["submission_id"]), item["body"].encode()) for item in items]
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return _error(400, "bad_batch", 'send {"items": [{"submission_id": ..., "body": "<canonical JSON>"}]}')
+    if len(pairs) > MAX_BATCH_ITEMS:
+        return _error(413, "too_many", f"at most {MAX_BATCH_ITEMS} submissions per batch")
+    results = []
+    for submission_id, item_body in pairs:
+        status, answer = _central().receive(_station_id(), submission_id, item_body)
+        results.append({"submission_id": submission_id, "status": status, "answer": answer})
+    data = json.dumps({"results": results}, ensure_ascii=False).encode()
+    headers = {}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        data, headers = gzip.compress(data, 6), {"Content-Encoding": "gzip"}
+    return Response(data, 200, headers, mimetype="application/json")
 
 
 @api.get("/stations/<station_id>/changes")

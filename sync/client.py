@@ -6,6 +6,7 @@ network errors, timeouts, 5xx, 429, a portal's 200, a truncated body: try again 
 (the central does not accept this station at all: stop and tell staff; no dossier is blamed).
 """
 import email.utils
+import gzip
 import hashlib
 import http.client
 import json
@@ -107,28 +108,72 @@ class CentralClient:
             return Outcome("transient", str(exc))
         return self.classify(resp, submission_id, payload_sha256)
 
-    def classify(self, resp: Response, submission_id: str, payload_sha256: str) -> Outcome:
-        if resp.status in (200, 201):
+    def answer(self, status: int, answer, submission_id: str, payload_sha256: str) -> Outcome | None:
+        """An ack (200/201) or a refusal (409/422) checked as the central's own, or None for other statuses."""
+        if status in (200, 201):
             try:
-                doc = protocol.open_document(self.central_key, resp.body, protocol.ACK)
+                doc = protocol.open_document(self.central_key, answer, protocol.ACK)
             except protocol.NotGenuine as exc:
-                return Outcome("transient", f"HTTP {resp.status} that is not the central's acknowledgement ({exc})")
+                return Outcome("transient", f"HTTP {status} that is not the central's acknowledgement ({exc})")
             if not self._about(doc, submission_id, payload_sha256):
                 return Outcome("transient", "an acknowledgement for another submission or content")
-            return Outcome("acked", document=doc, envelope=json.loads(resp.body), created=resp.status == 201)
-        if resp.status in (409, 422):
+            envelope = answer if isinstance(answer, dict) else json.loads(answer)
+            return Outcome("acked", document=doc, envelope=envelope, created=status == 201)
+        if status in (409, 422):
             try:
-                doc = protocol.open_document(self.central_key, resp.body, protocol.REJECT)
+                doc = protocol.open_document(self.central_key, answer, protocol.REJECT)
             except protocol.NotGenuine as exc:
-                return Outcome("transient", f"HTTP {resp.status} not signed by the central ({exc})")
+                return Outcome("transient", f"HTTP {status} not signed by the central ({exc})")
             if not self._about(doc, submission_id, payload_sha256):
                 return Outcome("transient", "a refusal for another submission or content")
-            return Outcome("rejected", f"{doc['code']}: {doc['reason']}", document=doc,
-                           envelope=json.loads(resp.body))
+            envelope = answer if isinstance(answer, dict) else json.loads(answer)
+            return Outcome("rejected", f"{doc['code']}: {doc['reason']}", document=doc, envelope=envelope)
+        return None
+
+    def classify(self, resp: Response, submission_id: str, payload_sha256: str) -> Outcome:
+        checked = self.answer(resp.status, resp.body, submission_id, payload_sha256)
+        if checked is not None:
+            return checked
+        return self.failure(resp)
+
+    def failure(self, resp: Response) -> Outcome:
+        """What a non-answer means for the whole request: refused (401/403) or transient."""
         if resp.status in (401, 403):
             return Outcome("refused", f"HTTP {resp.status} {_error_code(resp.body)}")
         reason = f"HTTP {resp.status}" + (f" {_error_code(resp.body)}" if resp.status < 500 else "")
         return Outcome("transient", reason, retry_after=parse_retry_after(resp.headers.get("retry-after")))
+
+    def post_batch(self, items: list[tuple[str, bytes, str]]) -> list[Outcome] | Outcome:
+        """Send (submission_id, body, payload_sha256) items in one gzip request. Returns one Outcome per item,
+        or a single Outcome for the whole request when it failed (kind 'unsupported' on 404/405: the central
+        has only the one-by-one PUT)."""
+        payload = {"items": [{"submission_id": sid, "body": body.decode()} for sid, body, _sha in items]}
+        body = gzip.compress(protocol.canonical_json(payload), 6)
+        try:
+            resp = self.request("POST", "/api/v1/submissions/batch", body,
+                                {"Content-Encoding": "gzip", "Accept-Encoding": "gzip"})
+        except LinkError as exc:
+            return Outcome("transient", str(exc))
+        if resp.status in (404, 405):
+            return Outcome("unsupported", f"HTTP {resp.status}")
+        if resp.status != 200:
+            return self.failure(resp)
+        try:
+            data = resp.body
+            if resp.headers.get("content-encoding", "").lower() == "gzip":
+                data = gzip.decompress(data)
+            results = {r["submission_id"]: r for r in json.loads(data)["results"]}
+        except (ValueError, KeyError, TypeError, OSError, EOFError):
+            return Outcome("transient", "HTTP 200 that is not the central's batch answer")
+        outcomes = []
+        for sid, _body, sha in items:
+            result = results.get(sid)
+            checked = None if result is None else self.answer(result.get("status"), result.get("answer"), sid, sha)
+            if checked is None:
+                status = result.get("status") if result else None
+                checked = Outcome("transient", f"batch item: HTTP {status}" if status else "batch item missing")
+            outcomes.append(checked)
+        return outcomes
 
     def _about(self, doc: dict, submission_id: str, payload_sha256: str) -> bool:
         return (doc.get("submission_id"), doc.get("payload_sha256"), doc.get("station_id")) == (

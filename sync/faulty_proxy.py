@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 FAULTS = ("pass", "drop_before", "drop_after", "truncate", "delay", "http500", "http429", "portal200",
-          "forged_ack")
+          "forged_ack", "http404")
 
 PORTAL_PAGE = (b"<!doctype html><html><head><title>Wi-Fi</title></head><body><h1>Dang nhap Wi-Fi mien phi</h1>"
                b"<form><button>Ket noi</button></form></body></html>")
@@ -156,6 +156,9 @@ class FaultyProxy:
                 if fault == "http429":
                     self._send(client, _response(429, "Too Many Requests", b"slow down",
                                                  {"Retry-After": self.retry_after}))
+                    continue
+                if fault == "http404":  # e.g. a central without the batch endpoint
+                    self._send(client, _response(404, "Not Found", b"no such endpoint"))
                     continue
                 if fault == "portal200":
                     self._send(client, _response(200, "OK", PORTAL_PAGE, {"Content-Type": "text/html"}))

@@ -46,6 +46,7 @@ class SyncSettings:
     retention_days: float = 7.0   # keep the sealed payload this long after the acknowledgement
     idle_interval: float = 15.0   # between cycles with nothing to do
     pull_limit: int = 500
+    batch_http: bool = True       # many dossiers per request (POST /submissions/batch, gzip); PUT one by one if not
 
     @classmethod
     def from_config(cls, config: dict) -> "SyncSettings":
@@ -109,6 +110,7 @@ class SyncWorker:
         self.settings = settings or SyncSettings()
         self.rng = rng or random.Random()
         self.conn = connect(self.db_path)
+        self.use_batch = self.settings.batch_http
         self.link_failures = 0       # consecutive cycles that hit a transient error: the cycle backoff
         self.retry_after = 0.0
 
@@ -124,13 +126,16 @@ class SyncWorker:
             "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) "
             "ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?", (iso(utcnow()), limit)).fetchall()
 
-    def _defer(self, row, reason: str, retry_after: float | None) -> None:
-        delay = full_jitter(row["attempts"], self.settings.base_delay, self.settings.max_delay, self.rng)
-        delay = max(delay, retry_after or 0.0)
+    def _defer(self, rows, reason: str, retry_after: float | None) -> None:
+        """Put rows back with one full-jitter delay (at least Retry-After), so a batch stays together."""
+        attempts = max(row["attempts"] for row in rows)
+        delay = full_jitter(attempts, self.settings.base_delay, self.settings.max_delay, self.rng)
+        due = iso(utcnow() + timedelta(seconds=max(delay, retry_after or 0.0)))
         with write_transaction(self.conn):
-            self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-                              "WHERE submission_id = ? AND state = 'pending'",
-                              (reason[:300], iso(utcnow() + timedelta(seconds=delay)), row["submission_id"]))
+            self.conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                "WHERE submission_id = ? AND state = 'pending'",
+                [(reason[:300], due, row["submission_id"]) for row in rows])
 
     def body(self, row) -> bytes | None:
         """The canonical document exactly as hashed at submit, or None when it cannot be rebuilt."""
@@ -140,32 +145,59 @@ class SyncWorker:
         body = protocol.canonical_json(document)
         return body if protocol.sha256_hex(body) == row["payload_sha256"] else None
 
+    def _apply(self, row, outcome: Outcome, counts: dict) -> bool:
+        """Record an acknowledgement or a refusal; False for an outcome that must wait."""
+        if outcome.kind == "acked":
+            record_ack(self.conn, outcome.document, outcome.envelope, "online")
+            counts["acked" if outcome.created else "duplicate"] += 1
+            return True
+        if outcome.kind == "rejected":
+            record_rejection(self.conn, row["submission_id"], outcome.document["code"], outcome.reason)
+            counts["rejected"] += 1
+            return True
+        return False
+
+    def _wait(self, rows, outcome: Outcome, counts: dict) -> None:
+        self._defer(rows, outcome.reason, outcome.retry_after)
+        counts["refused" if outcome.kind == "refused" else "transient"] += 1
+        self.retry_after = outcome.retry_after or 0.0
+        log.info("sync: %s for %d dossier(s) (%s); the rest waits", outcome.kind, len(rows), outcome.reason)
+
     def push(self) -> dict:
+        """Send what is due, batch by batch, until nothing is due or the link fails."""
         counts = {"acked": 0, "duplicate": 0, "rejected": 0, "transient": 0, "refused": 0}
-        while True:
+        for _ in range(100_000):  # bounded; every pass settles or defers each row it read
             rows = self.due(self.settings.batch_size)
             if not rows:
                 return counts
+            items = []
             for row in rows:
                 body = self.body(row)
                 if body is None:
                     record_rejection(self.conn, row["submission_id"], "local_payload",
                                      "local_payload: the sealed payload is missing or does not match its hash")
                     counts["rejected"] += 1
-                    continue
-                outcome = self.client.put_submission(row["submission_id"], body, row["payload_sha256"])
-                if outcome.kind == "acked":
-                    record_ack(self.conn, outcome.document, outcome.envelope, "online")
-                    counts["acked" if outcome.created else "duplicate"] += 1
-                elif outcome.kind == "rejected":
-                    record_rejection(self.conn, row["submission_id"], outcome.document["code"], outcome.reason)
-                    counts["rejected"] += 1
                 else:
-                    self._defer(row, outcome.reason, outcome.retry_after)
-                    counts[outcome.kind] += 1
-                    self.retry_after = outcome.retry_after or 0.0
-                    log.info("sync: %s for %s (%s); the rest waits", outcome.kind, row["submission_id"], outcome.reason)
+                    items.append((row, body))
+            if self.use_batch and items:
+                result = self.client.post_batch([(r["submission_id"], b, r["payload_sha256"]) for r, b in items])
+                if isinstance(result, Outcome) and result.kind == "unsupported":
+                    self.use_batch = False  # a central with only PUT /submissions/{id}
+                elif isinstance(result, Outcome):
+                    self._wait([r for r, _ in items], result, counts)
                     return counts
+                else:
+                    waiting = [(row, o) for (row, _), o in zip(items, result) if not self._apply(row, o, counts)]
+                    if waiting:
+                        self._wait([row for row, _ in waiting], waiting[0][1], counts)
+                        return counts
+                    continue
+            for row, body in items:
+                outcome = self.client.put_submission(row["submission_id"], body, row["payload_sha256"])
+                if not self._apply(row, outcome, counts):
+                    self._wait([row], outcome, counts)
+                    return counts
+        return counts
 
     # -- pull ------------------------------------------------------------------------------------------
     def cursor(self) -> int:

@@ -109,11 +109,12 @@ def test_a_revoked_station_blames_no_dossier(tmp_path, central):
     worker.close()
 
 
+@pytest.mark.parametrize("batch_http", [True, False], ids=["batch", "put"])
 @pytest.mark.parametrize("fault", ["portal200", "forged_ack", "http500", "truncate", "drop_before",
                                    "drop_after", "http429"])
-def test_no_answer_but_the_centrals_own_acknowledgement_marks_a_dossier_sent(tmp_path, central, fault):
+def test_no_answer_but_the_centrals_own_acknowledgement_marks_a_dossier_sent(tmp_path, central, fault, batch_http):
     with FaultyProxy(central.port, Script([fault]), retry_after="0") as proxy:
-        config = station(tmp_path, proxy.url, central)
+        config = station(tmp_path, proxy.url, central, batch_http=batch_http)
         sid = submit_many(config, 1)[0]
         worker = worker_from_config(config)
         report = worker.cycle()
@@ -127,6 +128,22 @@ def test_no_answer_but_the_centrals_own_acknowledgement_marks_a_dossier_sent(tmp
         assert central.central.store.count() == 1
         assert rows(worker, "SELECT central_code FROM dossiers")[0][0] == \
             central.central.store.submission(sid)["central_code"]
+        worker.close()
+
+
+def test_a_central_without_the_batch_endpoint_gets_one_put_per_dossier(tmp_path, central):
+    seen = []
+
+    def plan(index, method, path):
+        seen.append((method, path.split("?")[0].rsplit("/", 1)[-1]))
+        return "http404" if path.endswith("/batch") else "pass"
+
+    with FaultyProxy(central.port, plan) as proxy:
+        config = station(tmp_path, proxy.url, central)
+        ids = submit_many(config, 3)
+        worker = worker_from_config(config)
+        assert worker.run(until_empty=True, max_seconds=20)["acked"] == 3
+        assert seen[:4] == [("POST", "batch")] + [("PUT", sid) for sid in ids]
         worker.close()
 
 
