@@ -111,6 +111,7 @@ class SyncWorker:
         self.rng = rng or random.Random()
         self.conn = connect(self.db_path)
         self.use_batch = self.settings.batch_http
+        self._stop = None            # set by run(): checked between batches
         self.link_failures = 0       # consecutive cycles that hit a transient error: the cycle backoff
         self.retry_after = 0.0
 
@@ -167,6 +168,8 @@ class SyncWorker:
         """Send what is due, batch by batch, until nothing is due or the link fails."""
         counts = {"acked": 0, "duplicate": 0, "rejected": 0, "transient": 0, "refused": 0}
         for _ in range(100_000):  # bounded; every pass settles or defers each row it read
+            if self._stop is not None and self._stop.is_set():
+                return counts
             rows = self.due(self.settings.batch_size)
             if not rows:
                 return counts
@@ -280,6 +283,7 @@ class SyncWorker:
     def run(self, stop=None, until_empty: bool = False, max_seconds: float | None = None) -> dict:
         """Cycle until ``stop`` is set, or (until_empty) no dossier is pending, or max_seconds pass."""
         totals: dict = {}
+        self._stop = stop
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         while True:
             report = self.cycle()
