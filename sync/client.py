@@ -10,7 +10,6 @@ import gzip
 import hashlib
 import http.client
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -68,6 +67,7 @@ class CentralClient:
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
         self.bytes_sent = self.bytes_received = 0
+        self.clock_offset = 0.0  # seconds to add to our clock, learnt from the central when we were off
 
     def close(self) -> None:
         if self._conn is not None:
@@ -81,24 +81,49 @@ class CentralClient:
         return self._conn
 
     def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> Response:
-        """One signed request. A broken or timed-out exchange raises LinkError and drops the connection."""
-        full_path = self.base_path + path
-        all_headers = {"Content-Type": "application/json", "Accept": "application/json",
-                       **protocol.sign_request(self.key, self.station_id, method, full_path, body), **(headers or {})}
-        conn = self._connection()
-        try:
-            conn.request(method, full_path, body=body if body or method in ("PUT", "POST") else None,
-                         headers=all_headers)
-            resp = conn.getresponse()
-            data = resp.read()  # raises IncompleteRead when the body is cut short
-            result = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
-            if resp.will_close:
+        """One signed request. A broken or timed-out exchange raises LinkError and drops the connection.
+
+        Two retries are built in, both safe because every request is idempotent: once on a fresh connection
+        when a kept-alive one turns out closed by the server while idle, and once with a corrected clock
+        when the central says our timestamp is stale (an offline station's clock drifts; the central's
+        Date header tells by how much)."""
+        for attempt in range(3):
+            reused = self._conn is not None
+            try:
+                result = self._exchange(method, path, body, headers)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self.close()
-        except (OSError, http.client.HTTPException, socket.timeout) as exc:
+                if reused and attempt == 0:
+                    continue
+                raise LinkError(f"{type(exc).__name__}: {exc}"[:200]) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise LinkError(f"{type(exc).__name__}: {exc}"[:200]) from None
+            if result.status == 401 and _error_code(result.body) == "stale_timestamp" and attempt < 2:
+                central_now = _http_date(result.headers.get("date"))
+                if central_now is not None:
+                    self.clock_offset = central_now - time.time()
+                    continue
+            return result
+        return result
+
+    def _exchange(self, method: str, path: str, body: bytes, headers: dict | None) -> Response:
+        full_path = self.base_path + path
+        signature = protocol.sign_request(self.key, self.station_id, method, full_path, body,
+                                          now=time.time() + self.clock_offset)
+        all_headers = {"Content-Type": "application/json", "Accept": "application/json", **signature,
+                       **(headers or {})}
+        conn = self._connection()
+        conn.request(method, full_path, body=body if body or method in ("PUT", "POST") else None,
+                     headers=all_headers)
+        resp = conn.getresponse()
+        data = resp.read()  # raises IncompleteRead when the body is cut short
+        result = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        if resp.will_close:
             self.close()
-            raise LinkError(f"{type(exc).__name__}: {exc}"[:200]) from None
-        self.bytes_sent += len(body) + sum(len(k) + len(str(v)) + 4 for k, v in all_headers.items()) + len(full_path)
-        self.bytes_received += len(data) + sum(len(k) + len(v) + 4 for k, v in result.headers.items())
+        self.bytes_sent += (len(method) + len(full_path) + 12 + len(body)
+                            + sum(len(k) + len(str(v)) + 4 for k, v in all_headers.items()))
+        self.bytes_received += (17 + len(data) + sum(len(k) + len(v) + 4 for k, v in result.headers.items()))
         return result
 
     def put_submission(self, submission_id: str, body: bytes, payload_sha256: str) -> Outcome:
@@ -216,6 +241,13 @@ class CentralClient:
             else:
                 raise LinkError(f"blob PUT: HTTP {resp.status} {_error_code(resp.body)}")
         raise LinkError("blob upload did not finish")
+
+
+def _http_date(value: str | None) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _error_code(body: bytes) -> str:

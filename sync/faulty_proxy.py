@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 FAULTS = ("pass", "drop_before", "drop_after", "truncate", "delay", "http500", "http429", "portal200",
-          "forged_ack", "http404")
+          "forged_ack", "http404", "close_after")
 
 PORTAL_PAGE = (b"<!doctype html><html><head><title>Wi-Fi</title></head><body><h1>Dang nhap Wi-Fi mien phi</h1>"
                b"<form><button>Ket noi</button></form></body></html>")
@@ -198,6 +198,8 @@ class FaultyProxy:
                     self._send(client, raw[: max(1, len(raw) - max(1, len(resp_body) // 2))])
                     return
                 self._send(client, raw)
+                if fault == "close_after":  # as a server does with a keep-alive connection left idle
+                    return
         except OSError:
             return
         finally:

@@ -16,13 +16,14 @@ def test_blob_upload_resumes_after_a_cut_and_skips_what_the_central_has(tmp_path
     data = os.urandom(300_000)
     sha = hashlib.sha256(data).hexdigest()
     with CentralThread(tmp_path / "central") as central, \
-            FaultyProxy(central.port, Script(["pass", "pass", "drop_after"])) as proxy:
+            FaultyProxy(central.port, Script(["pass", "pass", "drop_after", "drop_before"])) as proxy:
         config = make_station(tmp_path / "station", proxy.url)
         enrol(central.central, config)
         client = CentralClient(proxy.url, "K01", load_or_create_signing_key(station_paths(config)["station_key"]),
                                central.central.signing_key.public_key(), timeout=5)
         with pytest.raises(LinkError):
-            client.upload_blob(data, chunk_size=64 * 1024)  # HEAD, chunk 1, chunk 2 arrives but its answer is lost
+            # HEAD, chunk 1, chunk 2 arrives but its answer is lost, and the immediate resend is cut too.
+            client.upload_blob(data, chunk_size=64 * 1024)
         assert central.central.blobs.offset(sha) == 128 * 1024
         before = proxy.bytes_up
         assert client.upload_blob(data, chunk_size=64 * 1024) == sha

@@ -187,3 +187,25 @@ def test_the_worker_never_holds_a_write_lock_while_on_the_network(tmp_path, cent
         assert not t.is_alive()
         assert rows(worker, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'")[0][0] == 4
         worker.close()
+
+
+def test_a_station_whose_clock_drifted_offline_corrects_it_from_the_central(tmp_path, central):
+    config = station(tmp_path, central.url, central)
+    submit_many(config, 2)
+    worker = worker_from_config(config)
+    worker.client.clock_offset = -2 * 3600  # two hours slow
+    assert worker.cycle()["acked"] == 2
+    assert abs(worker.client.clock_offset) < 5
+    worker.close()
+
+
+def test_a_connection_the_central_closed_while_idle_is_reopened_not_counted_as_a_failure(tmp_path, central):
+    with FaultyProxy(central.port, Script(["close_after"] * 3)) as proxy:
+        config = station(tmp_path, proxy.url, central)
+        submit_many(config, 1)
+        worker = worker_from_config(config)
+        first = worker.cycle()  # the push's connection is closed after its answer; the pull reopens one
+        submit_many(config, 1, seed=5)
+        second = worker.cycle()
+        assert (first["acked"], second["acked"], first["transient"] + second["transient"]) == (1, 1, 0)
+        worker.close()
