@@ -34,7 +34,7 @@ from .client import CentralClient, LinkError, Outcome
 
 log = logging.getLogger("dvc.sync")
 
-STATUSES = ("queued", "received", "processing", "needs_documents", "done", "returned_by_post", "rejected")
+STATUSES = tuple(protocol.STATION_STATUSES)  # queued, received, ..., returned_by_post, rejected
 
 
 @dataclass
