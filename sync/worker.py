@@ -25,6 +25,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+
 from kiosk import audit
 from kiosk.db import connect, write_transaction
 from kiosk.sealing import open_sealed
@@ -95,11 +97,6 @@ def record_rejection(conn: sqlite3.Connection, submission_id: str, code: str, re
             conn.execute("UPDATE dossiers SET status = 'rejected' WHERE submission_id = ?", (submission_id,))
             audit.append(conn, "sync", "dossier.rejected", submission_id, {"code": code})
     return bool(changed)
-
-
-def expected_sha(conn: sqlite3.Connection, submission_id: str) -> str | None:
-    row = conn.execute("SELECT payload_sha256 FROM dossiers WHERE submission_id = ?", (submission_id,)).fetchone()
-    return row[0] if row else None
 
 
 class SyncWorker:
@@ -175,7 +172,15 @@ class SyncWorker:
                 return counts
             items = []
             for row in rows:
-                body = self.body(row)
+                try:
+                    body = self.body(row)
+                except (InvalidTag, ValueError):
+                    # The station's payload key does not open it: a configuration problem of the station
+                    # (wrong data folder, replaced key), not of the dossier. Quarantining would blame every
+                    # dossier; wait and show it instead.
+                    self._wait([row], Outcome("refused", "the payload key does not open the sealed payload"),
+                               counts)
+                    return counts
                 if body is None:
                     record_rejection(self.conn, row["submission_id"], "local_payload",
                                      "local_payload: the sealed payload is missing or does not match its hash")

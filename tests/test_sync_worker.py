@@ -209,3 +209,14 @@ def test_a_connection_the_central_closed_while_idle_is_reopened_not_counted_as_a
         second = worker.cycle()
         assert (first["acked"], second["acked"], first["transient"] + second["transient"]) == (1, 1, 0)
         worker.close()
+
+
+def test_a_wrong_payload_key_blames_no_dossier(tmp_path, central):
+    config = station(tmp_path, central.url, central)
+    submit_many(config, 2)
+    worker = worker_from_config(config)
+    worker.payload_key = bytes(32)
+    assert worker.cycle()["refused"] == 1
+    assert rows(worker, "SELECT DISTINCT state FROM outbox") == [("pending",)]
+    assert central.central.store.count() == 0
+    worker.close()
