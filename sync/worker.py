@@ -195,7 +195,8 @@ class SyncWorker:
                     self._wait([r for r, _ in items], result, counts)
                     return counts
                 else:
-                    waiting = [(row, o) for (row, _), o in zip(items, result) if not self._apply(row, o, counts)]
+                    waiting = [(row, outcome) for (row, _), outcome in zip(items, result, strict=True)
+                               if not self._apply(row, outcome, counts)]
                     if waiting:
                         self._wait([row for row, _ in waiting], waiting[0][1], counts)
                         return counts

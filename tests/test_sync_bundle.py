@@ -10,7 +10,7 @@ from kiosk.db import connect
 from sync.bundle import BundleError, apply_ack_file, export_bundle, import_bundle
 from sync.central import open_central
 from sync.central_cli import central as central_group
-from sync.harness import CentralThread, enrol, make_station, submit_many
+from sync.harness import CentralThread, make_station, submit_many
 from sync.keys import load_central_keys, load_or_create_signing_key
 from sync.sync_cli import sync as sync_group
 from sync.worker import station_paths, worker_from_config

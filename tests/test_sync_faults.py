@@ -112,7 +112,9 @@ def test_every_dossier_arrives_exactly_once_through_faults_kills_and_a_restart(t
 
     lost = set(submitted) - set(received)
     unknown = set(received) - set(submitted)
-    print(f"\nexactly-once ({'batch' if batch_http else 'put'}, seed {seed}): submitted {len(submitted)}, received by the central {len(received)}, "
+    path = "batch" if batch_http else "put"
+    print(f"\nexactly-once ({path}, seed {seed}): submitted {len(submitted)}, "
+          f"received by the central {len(received)}, "
           f"lost {len(lost)}, unknown {len(unknown)}, distinct official codes "
           f"{len({r['central_code'] for r in received.values()})}, worker kills {kills}, "
           f"acknowledgements recorded {acked_events[0]} ({via.get('bundle', 0)} by USB ack file, {bundled} bundled), "

@@ -6,7 +6,6 @@ import pytest
 
 from kiosk import audit
 from kiosk.catalog import Procedure
-from kiosk.db import connect
 from kiosk.dossiers import open_payload
 from sync.faulty_proxy import FaultyProxy, Script
 from sync.harness import PROCEDURE, CentralThread, enrol, make_station, submit_many
