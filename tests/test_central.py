@@ -247,3 +247,45 @@ def test_postgresql_store_behaves_like_sqlite(tmp_path):
     central.store.set_status(doc["submission_id"], "processing", "staff")
     assert [c["status"] for c in central.store.changes("K01", 0)] == ["received", "processing"]
     assert central.store.count() == 1
+
+
+def _race(store, n_threads=8):
+    """n threads receive the same new submission at once: exactly one first receipt, one code."""
+    import threading
+
+    sid, results, barrier = str(uuid.uuid4()), [], threading.Barrier(n_threads)
+
+    def receive():
+        barrier.wait(timeout=10)
+        results.append(store.receive("K01", sid, "ab" * 32, "{}", "K01-261128-0001-X", "1.004884"))
+
+    threads = [threading.Thread(target=receive) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(results) == n_threads
+    assert sum(r.created for r in results) == 1
+    assert len({r.central_code for r in results}) == 1
+    assert [c["submission_id"] for c in store.changes("K01", 0)].count(sid) == 1
+
+
+def test_concurrent_first_receipts_of_one_submission_make_one_record(central, station_key):
+    _race(central.store)
+    assert central.store.count() == 1
+
+
+def test_postgresql_concurrent_first_receipts_make_one_record(tmp_path):
+    url, why = _postgres_url()
+    if url is None:
+        pytest.skip(why)
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("changes", "submissions", "code_sequence", "stations"):
+            conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+    central = create_central_app({"DATA_DIR": str(tmp_path), "DATABASE": url}).extensions["dvc_central"]
+    central.store.enrol("K01", public_b64(Ed25519PrivateKey.generate()))
+    for _ in range(5):
+        _race(central.store)
+    assert central.store.count() == 5

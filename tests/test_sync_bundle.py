@@ -172,3 +172,24 @@ def test_commands_fail_clearly_before_enrolment(tmp_path):
     config = make_station(tmp_path / "fresh", "http://127.0.0.1:9")
     out = CliRunner().invoke(sync_group, ["--station", config["source"], "run", "--once"])
     assert out.exit_code != 0 and "no central keys yet" in out.output
+
+
+def test_the_groups_take_the_config_the_main_command_loaded(tmp_path, setup):
+    """As the kiosk command will add them: main.add_command(sync); the station config in ctx.obj."""
+    import click
+
+    central, central_dir, config, runner = setup
+
+    @click.group()
+    @click.pass_context
+    def main(ctx):
+        ctx.obj = {"config": config}
+
+    main.add_command(sync_group)
+    main.add_command(central_group)
+    submit_many(config, 2)
+    out = runner.invoke(main, ["sync", "status", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["pending"] == 2
+    keys = runner.invoke(main, ["central", "keys", "--data", str(central_dir)])
+    assert json.loads(keys.output) == central.public_keys()
