@@ -9,6 +9,7 @@ import gzip
 import hmac
 import json
 import zlib
+from datetime import datetime
 import re
 import secrets
 from pathlib import Path
@@ -259,15 +260,16 @@ STAFF_PAGE = """<!doctype html>
 <style>body{font:18px/1.5 system-ui,sans-serif;margin:1rem 2rem;color:#0b0c0c}
 table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #b1b4b6;padding:.5rem;text-align:left}
 select,button{font-size:18px;min-height:48px}button{background:#00703c;color:#fff;border:0;padding:0 1rem}
-nav a{margin-right:1rem;color:#1d70b8}.en{color:#505a5f;font-size:.85em}</style></head>
+nav a{margin-right:1rem;color:#1d70b8}.en{color:#505a5f;font-size:.85em}.code{white-space:nowrap;font-variant-numeric:tabular-nums}
+</style></head>
 <body><h1>Hồ sơ tiếp nhận <span class="en">Received dossiers</span></h1>
 <nav><a href="{{ url_for('central_staff.index') }}">Tất cả <span class="en">All</span></a>
 {% for key, label in statuses.items() %}<a href="{{ url_for('central_staff.index', status=key) }}">{{ label.vi }}</a>{% endfor %}</nav>
 <table><thead><tr><th>Mã hồ sơ <span class="en">Dossier code</span></th><th>Mã tra cứu <span class="en">Tracking code</span></th>
 <th>Thủ tục <span class="en">Procedure</span></th><th>Trạm <span class="en">Station</span></th>
 <th>Tiếp nhận <span class="en">Received</span></th><th>Trạng thái <span class="en">Status</span></th></tr></thead><tbody>
-{% for s in rows %}<tr><td>{{ s.central_code }}</td><td>{{ s.tracking_code }}</td><td>{{ s.procedure_code }}</td>
-<td>{{ s.station_id }}</td><td>{{ s.received_at[:16].replace('T', ' ') }}</td><td>
+{% for s in rows %}<tr><td class="code">{{ s.central_code }}</td><td class="code">{{ s.tracking_code }}</td>
+<td>{{ s.procedure_code }}</td><td>{{ s.station_id }}</td><td class="code">{{ s.received_at | local_time }}</td><td>
 <form method="post" action="{{ url_for('central_staff.set_status', submission_id=s.submission_id) }}">
 <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
 <label for="st-{{ loop.index }}">{{ statuses[s.status].vi }} <span class="en">{{ statuses[s.status].en }}</span></label><br>
@@ -297,6 +299,12 @@ def index():
         status = None
     rows = _central().store.submissions(status)
     return render_template_string(STAFF_PAGE, rows=rows, statuses=protocol.STATUSES)
+
+
+@staff.app_template_filter("local_time")
+def local_time(value: str) -> str:
+    """A stored UTC time as staff read it: the central's time zone, to the minute."""
+    return datetime.fromisoformat(value).astimezone(_central().store.zone).strftime("%d/%m/%Y %H:%M")
 
 
 @staff.post("/<submission_id>/status")
