@@ -219,3 +219,27 @@ def test_a_wrong_payload_key_blames_no_dossier(tmp_path, central):
     assert rows(worker, "SELECT DISTINCT state FROM outbox") == [("pending",)]
     assert central.central.store.count() == 0
     worker.close()
+
+
+def test_sigterm_stops_the_worker_process_cleanly(tmp_path, central):
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from sync.harness import worker_command
+
+    config = station(tmp_path, "http://127.0.0.1:9", central, idle_interval=60.0)  # nothing listens there
+    submit_many(config, 2)
+    proc = subprocess.Popen(worker_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["pending"] == 2 and report["transient"] >= 1
