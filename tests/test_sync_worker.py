@@ -227,13 +227,21 @@ def test_sigterm_stops_the_worker_process_cleanly(tmp_path, central):
     import subprocess
     import time
 
+    from kiosk.db import connect
     from sync.harness import worker_command
+    from sync.worker import station_paths
 
     config = station(tmp_path, "http://127.0.0.1:9", central, idle_interval=60.0)  # nothing listens there
     submit_many(config, 2)
     proc = subprocess.Popen(worker_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)
+        # Wait (bounded) until the worker has finished a cycle, so its SIGTERM handler is installed.
+        conn = connect(station_paths(config)["database"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and conn.execute(
+                "SELECT COUNT(*) FROM sync_state WHERE name = 'last_cycle'").fetchone()[0] == 0:
+            time.sleep(0.1)
+        conn.close()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     finally:
