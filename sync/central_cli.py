@@ -1,0 +1,113 @@
+"""``kiosk central ...``: run the reference central, enrol and revoke stations, import USB bundles.
+
+The group is named ``central``; the main ``kiosk`` command adds it with ``main.add_command(central)``.
+"""
+import json
+from pathlib import Path
+
+import click
+
+DATA_OPTION = click.option("--data", "data_dir", envvar="DVC_CENTRAL_DATA", default="var/central", show_default=True,
+                           type=click.Path(file_okay=False), help="Keys, blobs and the default SQLite database.")
+DB_OPTION = click.option("--db", "database", envvar="DVC_CENTRAL_DATABASE", default=None,
+                         help="A SQLite file or a postgresql:// URL (default: central.sqlite3 in --data).")
+AGENCY_OPTION = click.option("--agency-code", envvar="DVC_CENTRAL_AGENCY", default="000.00.00.H00",
+                             show_default=True, help="Starts every official dossier code (mã hồ sơ).")
+
+
+def _central(data_dir, database, agency_code="000.00.00.H00"):
+    from .central import open_central
+
+    return open_central(data_dir, database, agency_code)
+
+
+@click.group("central")
+def central():
+    """The reference central system (one-stop): serve, enrol stations, import USB bundles."""
+
+
+@central.command("serve")
+@DATA_OPTION
+@DB_OPTION
+@AGENCY_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=int, help="0 takes a free port.")
+@click.option("--staff-password", envvar="DVC_CENTRAL_STAFF_PASSWORD", default=None,
+              help="Ask for this password (HTTP basic) on the staff page.")
+def serve_command(data_dir, database, agency_code, host, port, staff_password):
+    """Serve the central's API and staff page with waitress."""
+    from .central import create_central_app, serve
+
+    app = create_central_app({"DATA_DIR": data_dir, "DATABASE": database, "AGENCY_CODE": agency_code,
+                              "STAFF_PASSWORD": staff_password})
+    serve(app, host, port, announce=lambda line: click.echo(line, err=False) or None)
+
+
+@central.command("enrol")
+@DATA_OPTION
+@DB_OPTION
+@click.argument("station_id")
+@click.argument("public_key")
+@click.option("--name", default="", help="A name staff recognise, e.g. the post office.")
+@click.option("--keys-out", type=click.Path(dir_okay=False), default=None,
+              help="Write the central's public keys here for the station (else print them).")
+def enrol_command(data_dir, database, station_id, public_key, name, keys_out):
+    """Enrol STATION_ID with its Ed25519 PUBLIC_KEY (from `kiosk sync key`); again to re-key."""
+    from .keys import ed25519_public
+
+    try:
+        ed25519_public(public_key)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PUBLIC_KEY") from None
+    c = _central(data_dir, database)
+    c.store.enrol(station_id, public_key, name)
+    keys = json.dumps(c.public_keys(), indent=1)
+    if keys_out:
+        Path(keys_out).write_text(keys + "\n")
+        click.echo(f"enrolled {station_id}; give {keys_out} to the station (`kiosk sync trust {keys_out}`)")
+    else:
+        click.echo(keys)
+
+
+@central.command("revoke")
+@DATA_OPTION
+@DB_OPTION
+@click.argument("station_id")
+def revoke_command(data_dir, database, station_id):
+    """Refuse STATION_ID's key from now on (a lost or stolen station)."""
+    if not _central(data_dir, database).store.revoke(station_id):
+        raise click.ClickException(f"{station_id}: not enrolled, or already revoked")
+    click.echo(f"revoked {station_id}")
+
+
+@central.command("keys")
+@DATA_OPTION
+@DB_OPTION
+def keys_command(data_dir, database):
+    """Print the central's public keys (what `kiosk sync trust` reads)."""
+    click.echo(json.dumps(_central(data_dir, database).public_keys(), indent=1))
+
+
+@central.command("import")
+@DATA_OPTION
+@DB_OPTION
+@AGENCY_OPTION
+@click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--acks-out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the ack file for the station (default: beside the bundle, .acks.json).")
+def import_command(data_dir, database, agency_code, bundle_file, acks_out):
+    """Import a station's USB bundle; importing it again changes nothing and writes the same acks."""
+    from .bundle import BundleError, import_bundle, write_ack_file
+
+    try:
+        ack_file, counts = import_bundle(_central(data_dir, database, agency_code), Path(bundle_file).read_bytes())
+    except BundleError as exc:
+        raise click.ClickException(f"{bundle_file}: {exc}") from None
+    out = Path(acks_out) if acks_out else Path(bundle_file).with_suffix(".acks.json")
+    write_ack_file(out, ack_file)
+    click.echo(f"{ack_file['station_id']}: {counts['created']} new, {counts['duplicate']} already received, "
+               f"{counts['rejected']} refused, {counts['deferred']} deferred; acks in {out}")
+
+
+if __name__ == "__main__":  # ``python -m sync.central_cli serve ...`` (tests run the central this way)
+    central(prog_name="kiosk central")

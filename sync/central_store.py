@@ -1,0 +1,337 @@
+"""Where the reference central keeps stations, submissions and status changes.
+
+``CentralStore`` is the small interface the central's routes use; ``SqlCentralStore`` implements it once
+in SQL that both SQLite (the default, one file) and PostgreSQL (a province, via psycopg) accept, with
+only the table definitions and the placeholder style differing. Blobs live in a ``BlobStore`` folder.
+"""
+import hashlib
+import os
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True)
+class Station:
+    station_id: str
+    public_key: str
+    name: str
+    enrolled_at: str
+    revoked_at: str | None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    submission_id: str
+    station_id: str
+    payload_sha256: str
+    central_code: str
+    received_at: str
+    created: bool
+
+
+class Conflict(Exception):
+    """The submission id is known with other content (or from another station)."""
+
+
+class CentralStore(Protocol):
+    def station(self, station_id: str) -> Station | None: ...
+    def enrol(self, station_id: str, public_key: str, name: str = "") -> Station: ...
+    def revoke(self, station_id: str) -> bool: ...
+    def receive(self, station_id: str, submission_id: str, payload_sha256: str, document_json: str,
+                tracking_code: str, procedure_code: str) -> Receipt: ...
+    def set_status(self, submission_id: str, status: str, actor: str) -> bool: ...
+    def changes(self, station_id: str, since: int, limit: int = 500) -> list[dict]: ...
+    def submissions(self, status: str | None = None, limit: int = 200) -> list[dict]: ...
+    def submission(self, submission_id: str) -> dict | None: ...
+    def count(self) -> int: ...
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+_SQLITE_DDL = [
+    """CREATE TABLE IF NOT EXISTS stations (
+        station_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',
+        enrolled_at TEXT NOT NULL, revoked_at TEXT, last_change INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS submissions (
+        submission_id TEXT PRIMARY KEY, station_id TEXT NOT NULL REFERENCES stations(station_id),
+        payload_sha256 TEXT NOT NULL, central_code TEXT NOT NULL UNIQUE, tracking_code TEXT NOT NULL,
+        procedure_code TEXT NOT NULL, document TEXT NOT NULL, received_at TEXT NOT NULL,
+        status TEXT NOT NULL, status_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS submissions_status ON submissions(status, received_at)",
+    "CREATE TABLE IF NOT EXISTS code_sequence (day TEXT PRIMARY KEY, last INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS changes (
+        station_id TEXT NOT NULL, seq INTEGER NOT NULL, submission_id TEXT NOT NULL, status TEXT NOT NULL,
+        at TEXT NOT NULL, actor TEXT NOT NULL, PRIMARY KEY (station_id, seq))""",
+]
+# PostgreSQL accepts the same definitions (TEXT, INTEGER, BIGINT-free): a province with millions of
+# changes would widen seq to BIGINT.
+_POSTGRES_DDL = [ddl.replace("seq INTEGER", "seq BIGINT").replace("last_change INTEGER", "last_change BIGINT")
+                 for ddl in _SQLITE_DDL]
+
+
+class SqlCentralStore:
+    """One implementation for SQLite and PostgreSQL. ``agency_code`` starts every official dossier code."""
+
+    def __init__(self, connect, dialect: str, agency_code: str = "000.00.00.H00",
+                 timezone_name: str = "Asia/Ho_Chi_Minh"):
+        self._connect, self.dialect = connect, dialect
+        self.agency_code, self.zone = agency_code, ZoneInfo(timezone_name)
+        self._local = threading.local()
+        with self._tx() as cur:
+            for ddl in (_SQLITE_DDL if dialect == "sqlite" else _POSTGRES_DDL):
+                cur.execute(ddl)
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+    def _conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None or (self.dialect == "postgres" and conn.closed):
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextmanager
+    def _tx(self):
+        """One transaction; SQLite takes the write lock up front (BEGIN IMMEDIATE) so receipts serialise."""
+        conn = self._conn()
+        if self.dialect == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+            cur = _SqliteCursor(conn)
+        else:
+            cur = _PgCursor(conn.cursor())
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- stations ---------------------------------------------------------------------------------------
+    def station(self, station_id: str) -> Station | None:
+        with self._tx() as cur:
+            row = cur.one("SELECT station_id, public_key, name, enrolled_at, revoked_at FROM stations "
+                          "WHERE station_id = ?", (station_id,))
+        return Station(*row) if row else None
+
+    def enrol(self, station_id: str, public_key: str, name: str = "") -> Station:
+        """Enrol (or re-key and un-revoke) a station."""
+        with self._tx() as cur:
+            cur.execute("INSERT INTO stations (station_id, public_key, name, enrolled_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (station_id) DO UPDATE SET public_key = excluded.public_key, "
+                        "name = excluded.name, enrolled_at = excluded.enrolled_at, revoked_at = NULL",
+                        (station_id, public_key, name, now_iso()))
+        return self.station(station_id)
+
+    def revoke(self, station_id: str) -> bool:
+        with self._tx() as cur:
+            return cur.execute("UPDATE stations SET revoked_at = ? WHERE station_id = ? AND revoked_at IS NULL",
+                               (now_iso(), station_id)) > 0
+
+    # -- submissions ------------------------------------------------------------------------------------
+    def _next_code(self, cur, received: datetime) -> str:
+        day = received.astimezone(self.zone).strftime("%y%m%d")
+        (last,) = cur.one("INSERT INTO code_sequence (day, last) VALUES (?, 1) ON CONFLICT (day) "
+                          "DO UPDATE SET last = code_sequence.last + 1 RETURNING last", (day,))
+        return f"{self.agency_code}-{day}-{last:05d}"
+
+    def _record_change(self, cur, station_id: str, submission_id: str, status: str, at: str, actor: str):
+        # The per-station sequence is taken under the station row's lock, so changes commit in seq order
+        # and a reader of ``since=N`` never skips one that commits later with a smaller number.
+        (seq,) = cur.one("UPDATE stations SET last_change = last_change + 1 WHERE station_id = ? "
+                         "RETURNING last_change", (station_id,))
+        cur.execute("INSERT INTO changes (station_id, seq, submission_id, status, at, actor) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (station_id, seq, submission_id, status, at, actor))
+
+    def _existing(self, cur, submission_id: str, station_id: str, payload_sha256: str) -> Receipt | None:
+        row = cur.one("SELECT station_id, payload_sha256, central_code, received_at FROM submissions "
+                      "WHERE submission_id = ?", (submission_id,))
+        if row is None:
+            return None
+        if (row[0], row[1]) != (station_id, payload_sha256):
+            raise Conflict(submission_id)
+        return Receipt(submission_id, row[0], row[1], row[2], row[3], created=False)
+
+    def receive(self, station_id, submission_id, payload_sha256, document_json, tracking_code,
+                procedure_code) -> Receipt:
+        """Record a submission once: the first time gets a new official code; the same again gets the same
+        receipt; the same id with other content raises Conflict."""
+        with self._tx() as cur:
+            existing = self._existing(cur, submission_id, station_id, payload_sha256)
+            if existing:
+                return existing
+            received = datetime.now(timezone.utc)
+            at = received.isoformat(timespec="milliseconds")
+            code = self._next_code(cur, received)
+            inserted = cur.execute(
+                "INSERT INTO submissions (submission_id, station_id, payload_sha256, central_code, tracking_code,"
+                " procedure_code, document, received_at, status, status_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (submission_id) DO NOTHING",
+                (submission_id, station_id, payload_sha256, code, tracking_code, procedure_code, document_json,
+                 at, "received", at))
+            if inserted:
+                self._record_change(cur, station_id, submission_id, "received", at, "central")
+                return Receipt(submission_id, station_id, payload_sha256, code, at, created=True)
+        # Lost a race with a concurrent first receipt (PostgreSQL, READ COMMITTED): read the winner's.
+        with self._tx() as cur:
+            return self._existing(cur, submission_id, station_id, payload_sha256)
+
+    def set_status(self, submission_id: str, status: str, actor: str) -> bool:
+        with self._tx() as cur:
+            row = cur.one("SELECT station_id, status FROM submissions WHERE submission_id = ?", (submission_id,))
+            if row is None or row[1] == status:
+                return False
+            at = now_iso()
+            cur.execute("UPDATE submissions SET status = ?, status_at = ? WHERE submission_id = ?",
+                        (status, at, submission_id))
+            self._record_change(cur, row[0], submission_id, status, at, actor)
+            return True
+
+    def changes(self, station_id: str, since: int, limit: int = 500) -> list[dict]:
+        with self._tx() as cur:
+            rows = cur.all("SELECT c.seq, c.submission_id, c.status, c.at, s.central_code FROM changes c "
+                           "JOIN submissions s ON s.submission_id = c.submission_id "
+                           "WHERE c.station_id = ? AND c.seq > ? ORDER BY c.seq LIMIT ?",
+                           (station_id, since, limit))
+        return [dict(zip(("seq", "submission_id", "status", "at", "central_code"), r)) for r in rows]
+
+    _COLUMNS = ("submission_id", "station_id", "central_code", "tracking_code", "procedure_code", "received_at",
+                "status", "status_at", "payload_sha256")
+
+    def submissions(self, status: str | None = None, limit: int = 200) -> list[dict]:
+        where, args = ("WHERE status = ?", (status, limit)) if status else ("", (limit,))
+        with self._tx() as cur:
+            rows = cur.all(f"SELECT {', '.join(self._COLUMNS)} FROM submissions {where} "
+                           "ORDER BY received_at DESC LIMIT ?", args)
+        return [dict(zip(self._COLUMNS, r)) for r in rows]
+
+    def submission(self, submission_id: str) -> dict | None:
+        with self._tx() as cur:
+            row = cur.one(f"SELECT {', '.join(self._COLUMNS)}, document FROM submissions WHERE submission_id = ?",
+                          (submission_id,))
+        return dict(zip(self._COLUMNS + ("document",), row)) if row else None
+
+    def count(self) -> int:
+        with self._tx() as cur:
+            return cur.one("SELECT COUNT(*) FROM submissions", ())[0]
+
+
+class _SqliteCursor:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql, args=()) -> int:
+        return self.conn.execute(sql, args).rowcount
+
+    def one(self, sql, args):
+        return self.conn.execute(sql, args).fetchone()
+
+    def all(self, sql, args):
+        return self.conn.execute(sql, args).fetchall()
+
+
+class _PgCursor:
+    def __init__(self, cur):
+        self.cur = cur
+
+    def execute(self, sql, args=()) -> int:
+        self.cur.execute(sql.replace("?", "%s"), args)
+        return self.cur.rowcount
+
+    def one(self, sql, args):
+        self.cur.execute(sql.replace("?", "%s"), args)
+        return self.cur.fetchone()
+
+    def all(self, sql, args):
+        self.cur.execute(sql.replace("?", "%s"), args)
+        return self.cur.fetchall()
+
+
+def open_store(database: str, **kwargs) -> SqlCentralStore:
+    """A store for a SQLite file path, or for a ``postgresql://`` URL (needs the psycopg package)."""
+    if re.match(r"postgres(ql)?://", database):
+        import psycopg  # only a province's central needs it
+
+        return SqlCentralStore(lambda: psycopg.connect(database), "postgres", **kwargs)
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+    def connect():
+        conn = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    return SqlCentralStore(connect, "sqlite", **kwargs)
+
+
+class BlobStore:
+    """Content-addressed files, uploaded in chunks that may stop and resume: ``blobs/ab/abcd...`` when
+    complete, ``partial/abcd...`` while arriving."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        (self.root / "partial").mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _final(self, sha256: str) -> Path:
+        return self.root / "blobs" / sha256[:2] / sha256
+
+    def _partial(self, sha256: str) -> Path:
+        return self.root / "partial" / sha256
+
+    def lock(self, sha256: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(sha256, threading.Lock())
+
+    def exists(self, sha256: str) -> bool:
+        return self._final(sha256).exists()
+
+    def offset(self, sha256: str) -> int:
+        """How many bytes of an unfinished upload the central already has."""
+        try:
+            return self._partial(sha256).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def append(self, sha256: str, start: int, data: bytes, total: int) -> str:
+        """Add one chunk; returns 'complete', 'partial', 'offset_mismatch' or 'hash_mismatch'."""
+        with self.lock(sha256):
+            if self.exists(sha256):
+                return "complete"
+            if start != self.offset(sha256) or start + len(data) > total:
+                return "offset_mismatch"
+            partial = self._partial(sha256)
+            with open(partial, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if start + len(data) < total:
+                return "partial"
+            digest = hashlib.sha256()
+            with open(partial, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != sha256:
+                partial.unlink()
+                return "hash_mismatch"
+            final = self._final(sha256)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, final)
+            return "complete"
+
+    def read(self, sha256: str) -> bytes:
+        return self._final(sha256).read_bytes()

@@ -1,0 +1,257 @@
+"""The station's HTTP client for the central (standard library http.client, one kept-alive connection).
+
+Every answer is sorted into an ``Outcome``: ``acked`` (a genuine signed acknowledgement for exactly this
+submission and content), ``rejected`` (a genuine signed refusal: quarantine), ``transient`` (anything else:
+network errors, timeouts, 5xx, 429, a portal's 200, a truncated body: try again later) or ``refused``
+(the central does not accept this station at all: stop and tell staff; no dossier is blamed).
+"""
+import email.utils
+import gzip
+import hashlib
+import http.client
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import protocol
+
+MAX_RETRY_AFTER_S = 3600
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: bytes
+
+
+@dataclass
+class Outcome:
+    kind: str                      # acked | rejected | transient | refused
+    reason: str = ""
+    document: dict = field(default_factory=dict)
+    envelope: dict | None = None
+    retry_after: float | None = None
+    created: bool = False
+
+
+class LinkError(Exception):
+    """The request did not produce a complete HTTP answer (refused, reset, timed out, cut short)."""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), capped at an hour."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, min(seconds, MAX_RETRY_AFTER_S))
+
+
+class CentralClient:
+    def __init__(self, url: str, station_id: str, station_key, central_signing_key, timeout: float = 30.0):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"central url must be http(s): {url}")
+        self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
+        self.base_path = parts.path.rstrip("/")
+        self.station_id, self.key, self.central_key = station_id, station_key, central_signing_key
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self.bytes_sent = self.bytes_received = 0
+        self.clock_offset = 0.0  # seconds to add to our clock, learnt from the central when we were off
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+            self._conn = cls(self.host, self.port, timeout=self.timeout)
+        return self._conn
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> Response:
+        """One signed request. A broken or timed-out exchange raises LinkError and drops the connection.
+
+        Two retries are built in, both safe because every request is idempotent: once on a fresh connection
+        when a kept-alive one turns out closed by the server while idle, and once with a corrected clock
+        when the central says our timestamp is stale (an offline station's clock drifts; the central's
+        Date header tells by how much)."""
+        for attempt in range(3):
+            reused = self._conn is not None
+            try:
+                result = self._exchange(method, path, body, headers)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()
+                if reused and attempt == 0:
+                    continue
+                raise LinkError(f"{type(exc).__name__}: {exc}"[:200]) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise LinkError(f"{type(exc).__name__}: {exc}"[:200]) from None
+            if result.status == 401 and _error_code(result.body) == "stale_timestamp" and attempt < 2:
+                central_now = _http_date(result.headers.get("date"))
+                if central_now is not None:
+                    self.clock_offset = central_now - time.time()
+                    continue
+            return result
+        return result
+
+    def _exchange(self, method: str, path: str, body: bytes, headers: dict | None) -> Response:
+        full_path = self.base_path + path
+        signature = protocol.sign_request(self.key, self.station_id, method, full_path, body,
+                                          now=time.time() + self.clock_offset)
+        all_headers = {"Content-Type": "application/json", "Accept": "application/json", **signature,
+                       **(headers or {})}
+        conn = self._connection()
+        conn.request(method, full_path, body=body if body or method in ("PUT", "POST") else None,
+                     headers=all_headers)
+        resp = conn.getresponse()
+        data = resp.read()  # raises IncompleteRead when the body is cut short
+        result = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        if resp.will_close:
+            self.close()
+        self.bytes_sent += (len(method) + len(full_path) + 12 + len(body)
+                            + sum(len(k) + len(str(v)) + 4 for k, v in all_headers.items()))
+        self.bytes_received += (17 + len(data) + sum(len(k) + len(v) + 4 for k, v in result.headers.items()))
+        return result
+
+    def put_submission(self, submission_id: str, body: bytes, payload_sha256: str) -> Outcome:
+        try:
+            resp = self.request("PUT", f"/api/v1/submissions/{submission_id}", body)
+        except LinkError as exc:
+            return Outcome("transient", str(exc))
+        return self.classify(resp, submission_id, payload_sha256)
+
+    def answer(self, status: int, answer, submission_id: str, payload_sha256: str) -> Outcome | None:
+        """An ack (200/201) or a refusal (409/422) checked as the central's own, or None for other statuses."""
+        if status in (200, 201):
+            try:
+                doc = protocol.open_document(self.central_key, answer, protocol.ACK)
+            except protocol.NotGenuine as exc:
+                return Outcome("transient", f"HTTP {status} that is not the central's acknowledgement ({exc})")
+            if not self._about(doc, submission_id, payload_sha256):
+                return Outcome("transient", "an acknowledgement for another submission or content")
+            envelope = answer if isinstance(answer, dict) else json.loads(answer)
+            return Outcome("acked", document=doc, envelope=envelope, created=status == 201)
+        if status in (409, 422):
+            try:
+                doc = protocol.open_document(self.central_key, answer, protocol.REJECT)
+            except protocol.NotGenuine as exc:
+                return Outcome("transient", f"HTTP {status} not signed by the central ({exc})")
+            if not self._about(doc, submission_id, payload_sha256):
+                return Outcome("transient", "a refusal for another submission or content")
+            envelope = answer if isinstance(answer, dict) else json.loads(answer)
+            return Outcome("rejected", f"{doc['code']}: {doc['reason']}", document=doc, envelope=envelope)
+        return None
+
+    def classify(self, resp: Response, submission_id: str, payload_sha256: str) -> Outcome:
+        checked = self.answer(resp.status, resp.body, submission_id, payload_sha256)
+        if checked is not None:
+            return checked
+        return self.failure(resp)
+
+    def failure(self, resp: Response) -> Outcome:
+        """What a non-answer means for the whole request: refused (401/403) or transient."""
+        if resp.status in (401, 403):
+            return Outcome("refused", f"HTTP {resp.status} {_error_code(resp.body)}")
+        reason = f"HTTP {resp.status}" + (f" {_error_code(resp.body)}" if resp.status < 500 else "")
+        return Outcome("transient", reason, retry_after=parse_retry_after(resp.headers.get("retry-after")))
+
+    def post_batch(self, items: list[tuple[str, bytes, str]]) -> list[Outcome] | Outcome:
+        """Send (submission_id, body, payload_sha256) items in one gzip request. Returns one Outcome per item,
+        or a single Outcome for the whole request when it failed (kind 'unsupported' on 404/405: the central
+        has only the one-by-one PUT)."""
+        payload = {"items": [{"submission_id": sid, "body": body.decode()} for sid, body, _sha in items]}
+        body = gzip.compress(protocol.canonical_json(payload), 6)
+        try:
+            resp = self.request("POST", "/api/v1/submissions/batch", body,
+                                {"Content-Encoding": "gzip", "Accept-Encoding": "gzip"})
+        except LinkError as exc:
+            return Outcome("transient", str(exc))
+        if resp.status in (404, 405):
+            return Outcome("unsupported", f"HTTP {resp.status}")
+        if resp.status != 200:
+            return self.failure(resp)
+        try:
+            data = resp.body
+            if resp.headers.get("content-encoding", "").lower() == "gzip":
+                data = gzip.decompress(data)
+            results = {r["submission_id"]: r for r in json.loads(data)["results"]}
+        except (ValueError, KeyError, TypeError, OSError, EOFError):
+            return Outcome("transient", "HTTP 200 that is not the central's batch answer")
+        outcomes = []
+        for sid, _body, sha in items:
+            result = results.get(sid)
+            checked = None if result is None else self.answer(result.get("status"), result.get("answer"), sid, sha)
+            if checked is None:
+                status = result.get("status") if result else None
+                checked = Outcome("transient", f"batch item: HTTP {status}" if status else "batch item missing")
+            outcomes.append(checked)
+        return outcomes
+
+    def _about(self, doc: dict, submission_id: str, payload_sha256: str) -> bool:
+        return (doc.get("submission_id"), doc.get("payload_sha256"), doc.get("station_id")) == (
+            submission_id, payload_sha256, self.station_id)
+
+    def changes(self, since: int, limit: int = 500) -> dict:
+        """The signed status feed after ``since``; raises LinkError or NotGenuine."""
+        resp = self.request("GET", f"/api/v1/stations/{self.station_id}/changes?since={since}&limit={limit}")
+        if resp.status != 200:
+            raise LinkError(f"changes: HTTP {resp.status}")
+        doc = protocol.open_document(self.central_key, resp.body, protocol.CHANGES)
+        if doc.get("station_id") != self.station_id or doc.get("since") != since:
+            raise protocol.NotGenuine("a feed for another station or cursor")
+        return doc
+
+    def upload_blob(self, data: bytes, chunk_size: int = 256 * 1024) -> str:
+        """Send a blob (content-addressed, resumable): HEAD first to skip what the central has or to resume
+        a partial upload, then PUT chunks. Returns the sha256; raises LinkError on any failure, so the caller
+        retries later and resumes where the central stopped."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = f"/api/v1/blobs/{sha256}"
+        resp = self.request("HEAD", path)
+        if resp.status == 200:
+            return sha256
+        if resp.status != 404:
+            raise LinkError(f"blob HEAD: HTTP {resp.status}")
+        offset = int(resp.headers.get("upload-offset", "0"))
+        total = len(data)
+        for _ in range(total // max(chunk_size, 1) + 3):  # bounded: one pass plus a couple of resyncs
+            chunk = data[offset:offset + chunk_size]
+            content_range = f"bytes {offset}-{offset + len(chunk) - 1}/{total}" if chunk else f"bytes */{total}"
+            resp = self.request("PUT", path, chunk, {"Content-Type": "application/octet-stream",
+                                                     "Content-Range": content_range})
+            if resp.status in (200, 201):
+                return sha256
+            if resp.status == 202:
+                offset = json.loads(resp.body)["offset"]
+            elif resp.status == 409:
+                offset = json.loads(resp.body)["offset"]
+            else:
+                raise LinkError(f"blob PUT: HTTP {resp.status} {_error_code(resp.body)}")
+        raise LinkError("blob upload did not finish")
+
+
+def _http_date(value: str | None) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_code(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("error", ""))[:60]
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return ""

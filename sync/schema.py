@@ -1,0 +1,59 @@
+"""The station-side tables that sync owns, as a second sqlite-utils migrations set.
+
+Call ``migrate(path)`` after ``kiosk.db.migrate(path)``.
+"""
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("dvc-kiosk-sync")
+
+
+@migrations()
+def m001_sync_tables(db: sqlite_utils.Database):
+    # The central's signed acknowledgement, kept as proof for reconciliation after the payload is purged.
+    db.execute(
+        """
+        CREATE TABLE sync_acks (
+            submission_id TEXT PRIMARY KEY REFERENCES dossiers(submission_id),
+            central_code TEXT NOT NULL,
+            acknowledged_at TEXT NOT NULL,           -- here, UTC: the purge clock starts then
+            via TEXT NOT NULL,                       -- online | bundle
+            ack TEXT NOT NULL                        -- the signed envelope, as received
+        )
+        """
+    )
+    db.execute("CREATE TABLE sync_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # USB bundles: which dossiers went out in which bundle. A bundled dossier stays pending in the outbox
+    # until an acknowledgement comes back (online or in an ack file), so a lost stick loses nothing.
+    db.execute(
+        """
+        CREATE TABLE sync_bundles (
+            bundle_id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            file_name TEXT NOT NULL,
+            dossiers INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE sync_bundle_items (
+            bundle_id TEXT NOT NULL REFERENCES sync_bundles(bundle_id),
+            submission_id TEXT NOT NULL REFERENCES dossiers(submission_id),
+            PRIMARY KEY (bundle_id, submission_id)
+        )
+        """
+    )
+    db.execute("CREATE INDEX sync_bundle_items_dossier ON sync_bundle_items(submission_id)")
+
+
+def migrate(path: str | Path) -> None:
+    from kiosk.db import connect
+
+    conn = connect(path)
+    try:
+        migrations.apply(sqlite_utils.Database(conn))
+    finally:
+        conn.close()

@@ -1,0 +1,209 @@
+"""``kiosk sync ...``: the station's sync worker and its USB fallback.
+
+The group is named ``sync``; the main ``kiosk`` command adds it with ``main.add_command(sync)``. The station
+config comes from ``ctx.obj["config"]`` when the main command has loaded it, else from ``--station`` /
+``$KIOSK_STATION`` / ./station.toml via kiosk.config.load_station.
+"""
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+
+def _config() -> dict:
+    ctx = click.get_current_context()
+    obj = ctx.find_root().obj
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
+        return obj["config"]
+    from kiosk.config import ConfigError, load_station
+
+    try:
+        return load_station(ctx.meta.get("dvc.station_file"))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _open_db(config):
+    from kiosk.db import connect
+    from kiosk.db import migrate as kiosk_migrate
+
+    from . import schema
+    from .worker import station_paths
+
+    path = station_paths(config)["database"]
+    kiosk_migrate(path)
+    schema.migrate(path)
+    return connect(path)
+
+
+def _central_keys(config):
+    from .keys import load_central_keys
+    from .worker import station_paths
+
+    path = station_paths(config)["central_keys"]
+    try:
+        return load_central_keys(path)
+    except FileNotFoundError:
+        raise click.ClickException(f"{path}: no central keys yet; enrol the station (`kiosk sync key`, then "
+                                   "`kiosk central enrol` at the central) and `kiosk sync trust FILE`") from None
+
+
+@click.group("sync")
+@click.option("--station", "station_file", type=click.Path(dir_okay=False), default=None,
+              help="The station file (default: $KIOSK_STATION or ./station.toml).")
+@click.pass_context
+def sync(ctx, station_file):
+    """Send queued dossiers to the central and bring their status back."""
+    if station_file:
+        ctx.meta["dvc.station_file"] = station_file
+
+
+@sync.command("run")
+@click.option("--once", is_flag=True, help="One cycle, then exit.")
+@click.option("--until-empty", is_flag=True, help="Exit when no dossier is waiting.")
+@click.option("--max-seconds", type=float, default=None, help="Exit after this long.")
+@click.option("-v", "--verbose", is_flag=True)
+def run_command(once, until_empty, max_seconds, verbose):
+    """Run the sync worker (its own process; the web app never waits on the network)."""
+    from .worker import worker_from_config
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    config = _config()
+    _central_keys(config)
+    worker = worker_from_config(config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        totals = worker.cycle() if once else worker.run(stop, until_empty=until_empty, max_seconds=max_seconds)
+        click.echo(json.dumps({**totals, "pending": worker.pending()}))
+    finally:
+        worker.close()
+
+
+def status_report(conn) -> dict:
+    """What `sync status` shows: counts by state, the oldest waiting, quarantined reasons, bundles."""
+    states = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+    oldest = conn.execute("SELECT MIN(enqueued_at) FROM outbox WHERE state = 'pending'").fetchone()[0]
+    last_error = conn.execute("SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL "
+                              "ORDER BY next_attempt_at DESC LIMIT 1").fetchone()
+    rejected = [dict(r) for r in conn.execute(
+        "SELECT o.submission_id, d.tracking_code, o.last_error AS reason FROM outbox o JOIN dossiers d "
+        "USING (submission_id) WHERE o.state = 'rejected' ORDER BY o.enqueued_at LIMIT 50")]
+    bundled = conn.execute("SELECT COUNT(DISTINCT b.submission_id) FROM sync_bundle_items b JOIN outbox o "
+                           "USING (submission_id) WHERE o.state = 'pending'").fetchone()[0]
+    state = dict(conn.execute("SELECT name, value FROM sync_state").fetchall())
+    return {"pending": states.get("pending", 0), "sent": states.get("sent", 0),
+            "rejected": states.get("rejected", 0), "oldest_pending": oldest,
+            "last_error": last_error[0] if last_error else None, "bundled_pending": bundled,
+            "purged": conn.execute("SELECT COUNT(*) FROM dossiers WHERE payload_sealed IS NULL").fetchone()[0],
+            "changes_cursor": int(state.get("changes_cursor", 0)),
+            "last_cycle": json.loads(state["last_cycle"]) if "last_cycle" in state else None,
+            "quarantined": rejected}
+
+
+@sync.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def status_command(as_json):
+    """How many dossiers wait, were sent, were refused (with the reason), and the last cycle."""
+    conn = _open_db(_config())
+    try:
+        report = status_report(conn)
+    finally:
+        conn.close()
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=1))
+        return
+    click.echo(f"Đang chờ gửi / waiting: {report['pending']} (oldest {report['oldest_pending'] or '-'}; "
+               f"{report['bundled_pending']} also in a USB bundle)")
+    click.echo(f"Đã gửi / sent: {report['sent']}   Bị từ chối / refused: {report['rejected']}   "
+               f"purged: {report['purged']}")
+    if report["last_error"]:
+        click.echo(f"Last error: {report['last_error']}")
+    for item in report["quarantined"]:
+        click.echo(f"  {item['tracking_code']}: {item['reason']}")
+
+
+@sync.command("export")
+@click.argument("folder", type=click.Path(file_okay=False))
+def export_command(folder):
+    """Write every waiting dossier to a signed, encrypted bundle in FOLDER (a USB stick)."""
+    from kiosk.sealing import load_or_create_key
+
+    from .bundle import export_bundle
+    from .keys import load_or_create_signing_key
+    from .worker import station_paths
+
+    config = _config()
+    paths = station_paths(config)
+    _signing, bundle_key = _central_keys(config)
+    conn = _open_db(config)
+    try:
+        result = export_bundle(conn, Path(folder), station_id=config["station"]["id"],
+                               station_key=load_or_create_signing_key(paths["station_key"]),
+                               payload_key=load_or_create_key(paths["payload_key"]), central_bundle_key=bundle_key)
+    finally:
+        conn.close()
+    if result["path"] is None:
+        click.echo("Không có hồ sơ đang chờ / nothing is waiting")
+    else:
+        click.echo(f"{result['dossiers']} dossiers -> {result['path']} (they stay waiting until acknowledged)")
+
+
+@sync.command("import-acks")
+@click.argument("ack_file", type=click.Path(exists=True, dir_okay=False))
+def import_acks_command(ack_file):
+    """Apply the central's ack file brought back from a bundle import."""
+    from .bundle import BundleError, apply_ack_file
+
+    config = _config()
+    signing, _bundle = _central_keys(config)
+    conn = _open_db(config)
+    try:
+        counts = apply_ack_file(conn, Path(ack_file).read_bytes(), station_id=config["station"]["id"],
+                                central_signing_key=signing)
+    except BundleError as exc:
+        raise click.ClickException(f"{ack_file}: {exc}") from None
+    finally:
+        conn.close()
+    click.echo(json.dumps(counts))
+
+
+@sync.command("key")
+def key_command():
+    """Print this station's id and public key, for `kiosk central enrol`."""
+    from .keys import load_or_create_signing_key, public_b64
+    from .worker import station_paths
+
+    config = _config()
+    key = load_or_create_signing_key(station_paths(config)["station_key"])
+    click.echo(f"{config['station']['id']} {public_b64(key)}")
+
+
+@sync.command("trust")
+@click.argument("keys_file", type=click.Path(exists=True, dir_okay=False))
+def trust_command(keys_file):
+    """Install the central's public keys file given at enrolment."""
+    from .keys import load_central_keys
+    from .worker import station_paths
+
+    try:
+        load_central_keys(keys_file)
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(f"{keys_file}: {exc}") from None
+    target = station_paths(_config())["central_keys"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(Path(keys_file).read_text())
+    click.echo(f"trusting the central's keys in {target}")
+
+
+def main():  # ``python -m sync.sync_cli``: the worker runs without the lead's kiosk command (tests use it)
+    sync(prog_name="kiosk sync")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""The station's sync worker: its own process (``kiosk sync run``), so the web app never waits on the network.
+
+One cycle: push the due outbox rows (in batches, oldest first, one kept-alive connection), pull status
+changes, purge payloads whose acknowledgement is older than the retention period.
+
+- acked (201, or 200 for a duplicate): outbox 'sent', the official code and status 'received' recorded,
+  the signed acknowledgement kept, an audit event; all in one transaction.
+- rejected (a signed 409/422): outbox 'rejected' with the reason, dossier status 'rejected'; never retried
+  by the worker: staff look at it.
+- transient (network, timeout, 5xx, 429, anything not signed by the central): the row waits a full-jitter
+  backoff (at least Retry-After), and the rest of the batch waits for the next cycle: the link is down.
+- refused (401/403: station unknown, revoked, clock wrong): nothing is blamed on a dossier; the worker
+  backs off and ``sync status`` shows why.
+
+The worker may be killed at any instant: the central's receipt is idempotent and the station records an
+acknowledgement in one transaction, so a dossier acknowledged but not yet recorded is simply sent again
+and gets the same acknowledgement.
+"""
+import json
+import logging
+import random
+import sqlite3
+import time
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+
+from kiosk import audit
+from kiosk.db import connect, write_transaction
+from kiosk.sealing import open_sealed
+
+from . import protocol
+from .client import CentralClient, LinkError, Outcome
+
+log = logging.getLogger("dvc.sync")
+
+STATUSES = tuple(protocol.STATION_STATUSES)  # queued, received, ..., returned_by_post, rejected
+
+
+@dataclass
+class SyncSettings:
+    batch_size: int = 50          # outbox rows read per batch
+    base_delay: float = 2.0       # seconds: the first retry window; doubles per attempt
+    max_delay: float = 900.0      # the cap of a retry window
+    timeout: float = 30.0         # one HTTP exchange
+    retention_days: float = 7.0   # keep the sealed payload this long after the acknowledgement
+    idle_interval: float = 15.0   # between cycles with nothing to do
+    pull_limit: int = 500
+    batch_http: bool = True       # many dossiers per request (POST /submissions/batch, gzip); PUT one by one if not
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SyncSettings":
+        given = config.get("sync", {})
+        return cls(**{f.name: type(f.default)(given[f.name]) for f in fields(cls) if f.name in given})
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
+
+
+def full_jitter(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """AWS's "full jitter": uniform in [0, min(cap, base * 2^attempt)]."""
+    return rng.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+# -- recording outcomes (shared with USB ack files) --------------------------------------------------------
+
+def record_ack(conn: sqlite3.Connection, document: dict, envelope: dict, via: str) -> bool:
+    """Mark a dossier acknowledged; True when this changed anything (a second ack changes nothing)."""
+    sid = document["submission_id"]
+    with write_transaction(conn):
+        changed = conn.execute("UPDATE outbox SET state = 'sent', last_error = NULL, next_attempt_at = NULL "
+                               "WHERE submission_id = ? AND state != 'sent'", (sid,)).rowcount
+        if not changed:
+            return False
+        conn.execute("UPDATE dossiers SET central_code = ?, status = CASE WHEN status IN ('queued', 'rejected') "
+                     "THEN 'received' ELSE status END WHERE submission_id = ?", (document["central_code"], sid))
+        conn.execute("INSERT OR REPLACE INTO sync_acks (submission_id, central_code, acknowledged_at, via, ack) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     (sid, document["central_code"], iso(utcnow()), via, json.dumps(envelope, ensure_ascii=False)))
+        audit.append(conn, "sync", "dossier.acknowledged", sid, {"central_code": document["central_code"], "via": via})
+    return True
+
+
+def record_rejection(conn: sqlite3.Connection, submission_id: str, code: str, reason: str) -> bool:
+    with write_transaction(conn):
+        changed = conn.execute("UPDATE outbox SET state = 'rejected', last_error = ?, attempts = attempts + 1, "
+                               "next_attempt_at = NULL WHERE submission_id = ? AND state = 'pending'",
+                               (reason[:300], submission_id)).rowcount
+        if changed:
+            conn.execute("UPDATE dossiers SET status = 'rejected' WHERE submission_id = ?", (submission_id,))
+            audit.append(conn, "sync", "dossier.rejected", submission_id, {"code": code})
+    return bool(changed)
+
+
+class SyncWorker:
+    def __init__(self, db_path: str | Path, station_id: str, client: CentralClient, payload_key: bytes,
+                 settings: SyncSettings | None = None, rng: random.Random | None = None):
+        self.db_path, self.station_id, self.client = str(db_path), station_id, client
+        self.payload_key = payload_key
+        self.settings = settings or SyncSettings()
+        self.rng = rng or random.Random()
+        self.conn = connect(self.db_path)
+        self.use_batch = self.settings.batch_http
+        self._stop = None            # set by run(): checked between batches
+        self.link_failures = 0       # consecutive cycles that hit a transient error: the cycle backoff
+        self.retry_after = 0.0
+
+    def close(self) -> None:
+        self.client.close()
+        self.conn.close()
+
+    # -- push ------------------------------------------------------------------------------------------
+    def due(self, limit: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT o.submission_id, o.attempts, d.payload_sha256, d.payload_sealed FROM outbox o "
+            "JOIN dossiers d USING (submission_id) WHERE o.state = 'pending' "
+            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) "
+            "ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?", (iso(utcnow()), limit)).fetchall()
+
+    def _defer(self, rows, reason: str, retry_after: float | None) -> None:
+        """Put rows back with one full-jitter delay (at least Retry-After), so a batch stays together."""
+        attempts = max(row["attempts"] for row in rows)
+        delay = full_jitter(attempts, self.settings.base_delay, self.settings.max_delay, self.rng)
+        due = iso(utcnow() + timedelta(seconds=max(delay, retry_after or 0.0)))
+        with write_transaction(self.conn):
+            self.conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                "WHERE submission_id = ? AND state = 'pending'",
+                [(reason[:300], due, row["submission_id"]) for row in rows])
+
+    def body(self, row) -> bytes | None:
+        """The canonical document exactly as hashed at submit, or None when it cannot be rebuilt."""
+        if row["payload_sealed"] is None:
+            return None
+        document = open_sealed(self.payload_key, row["payload_sealed"], row["submission_id"])
+        body = protocol.canonical_json(document)
+        return body if protocol.sha256_hex(body) == row["payload_sha256"] else None
+
+    def _apply(self, row, outcome: Outcome, counts: dict) -> bool:
+        """Record an acknowledgement or a refusal; False for an outcome that must wait."""
+        if outcome.kind == "acked":
+            record_ack(self.conn, outcome.document, outcome.envelope, "online")
+            counts["acked" if outcome.created else "duplicate"] += 1
+            return True
+        if outcome.kind == "rejected":
+            record_rejection(self.conn, row["submission_id"], outcome.document["code"], outcome.reason)
+            counts["rejected"] += 1
+            return True
+        return False
+
+    def _wait(self, rows, outcome: Outcome, counts: dict) -> None:
+        self._defer(rows, outcome.reason, outcome.retry_after)
+        counts["refused" if outcome.kind == "refused" else "transient"] += 1
+        self.retry_after = outcome.retry_after or 0.0
+        log.info("sync: %s for %d dossier(s) (%s); the rest waits", outcome.kind, len(rows), outcome.reason)
+
+    def push(self) -> dict:
+        """Send what is due, batch by batch, until nothing is due or the link fails."""
+        counts = {"acked": 0, "duplicate": 0, "rejected": 0, "transient": 0, "refused": 0}
+        for _ in range(100_000):  # bounded; every pass settles or defers each row it read
+            if self._stop is not None and self._stop.is_set():
+                return counts
+            rows = self.due(self.settings.batch_size)
+            if not rows:
+                return counts
+            items = []
+            for row in rows:
+                try:
+                    body = self.body(row)
+                except (InvalidTag, ValueError):
+                    # The station's payload key does not open it: a configuration problem of the station
+                    # (wrong data folder, replaced key), not of the dossier. Quarantining would blame every
+                    # dossier; wait and show it instead.
+                    self._wait([row], Outcome("refused", "the payload key does not open the sealed payload"),
+                               counts)
+                    return counts
+                if body is None:
+                    record_rejection(self.conn, row["submission_id"], "local_payload",
+                                     "local_payload: the sealed payload is missing or does not match its hash")
+                    counts["rejected"] += 1
+                else:
+                    items.append((row, body))
+            if self.use_batch and items:
+                result = self.client.post_batch([(r["submission_id"], b, r["payload_sha256"]) for r, b in items])
+                if isinstance(result, Outcome) and result.kind == "unsupported":
+                    self.use_batch = False  # a central with only PUT /submissions/{id}
+                elif isinstance(result, Outcome):
+                    self._wait([r for r, _ in items], result, counts)
+                    return counts
+                else:
+                    waiting = [(row, outcome) for (row, _), outcome in zip(items, result, strict=True)
+                               if not self._apply(row, outcome, counts)]
+                    if waiting:
+                        self._wait([row for row, _ in waiting], waiting[0][1], counts)
+                        return counts
+                    continue
+            for row, body in items:
+                outcome = self.client.put_submission(row["submission_id"], body, row["payload_sha256"])
+                if not self._apply(row, outcome, counts):
+                    self._wait([row], outcome, counts)
+                    return counts
+        return counts
+
+    # -- pull ------------------------------------------------------------------------------------------
+    def cursor(self) -> int:
+        row = self.conn.execute("SELECT value FROM sync_state WHERE name = 'changes_cursor'").fetchone()
+        return int(row[0]) if row else 0
+
+    def pull(self) -> int:
+        """Apply the central's status changes; returns how many were applied. Raises LinkError/NotGenuine."""
+        applied = 0
+        for _ in range(1000):  # bounded: 1000 pages of changes per cycle
+            since = self.cursor()
+            feed = self.client.changes(since, self.settings.pull_limit)
+            with write_transaction(self.conn):
+                for change in feed["changes"]:
+                    if change["status"] not in STATUSES:
+                        continue
+                    n = self.conn.execute(
+                        "UPDATE dossiers SET status = ?, central_code = coalesce(central_code, ?) "
+                        "WHERE submission_id = ? AND station_id = ? AND status != ?",
+                        (change["status"], change["central_code"], change["submission_id"], self.station_id,
+                         change["status"])).rowcount
+                    if n:
+                        applied += 1
+                        audit.append(self.conn, "sync", "dossier.status", change["submission_id"],
+                                     {"status": change["status"]})
+                self.conn.execute("INSERT INTO sync_state (name, value) VALUES ('changes_cursor', ?) "
+                                  "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (str(feed["cursor"]),))
+            if not feed["more"] or feed["cursor"] <= since:
+                return applied
+        return applied
+
+    # -- purge -----------------------------------------------------------------------------------------
+    def purge(self, now: datetime | None = None) -> int:
+        """Drop the sealed personal data of dossiers acknowledged more than the retention period ago."""
+        cutoff = iso((now or utcnow()) - timedelta(days=self.settings.retention_days))
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT d.submission_id FROM dossiers d JOIN sync_acks a USING (submission_id) "
+            "WHERE d.payload_sealed IS NOT NULL AND a.acknowledged_at <= ? LIMIT 500", (cutoff,))]
+        for sid in ids:
+            with write_transaction(self.conn):
+                self.conn.execute("UPDATE dossiers SET payload_sealed = NULL WHERE submission_id = ?", (sid,))
+                audit.append(self.conn, "sync", "dossier.purged", sid, {})
+        return len(ids)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def cycle(self) -> dict:
+        self.retry_after = 0.0
+        report = self.push()
+        report["pulled"] = 0
+        if not (report["transient"] or report["refused"]):
+            try:
+                report["pulled"] = self.pull()
+            except (LinkError, protocol.NotGenuine) as exc:
+                report["transient"] += 1
+                log.info("sync: status pull failed (%s)", exc)
+        report["purged"] = self.purge()
+        self.link_failures = self.link_failures + 1 if (report["transient"] or report["refused"]) else 0
+        self._set_state("last_cycle", json.dumps({"at": iso(utcnow()), **report}))
+        return report
+
+    def _set_state(self, name: str, value: str) -> None:
+        with write_transaction(self.conn):
+            self.conn.execute("INSERT INTO sync_state (name, value) VALUES (?, ?) "
+                              "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
+    def pending(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+    def next_wait(self) -> float:
+        """Seconds until the next cycle: full jitter on consecutive link failures, else until a row is due."""
+        if self.link_failures:
+            return max(self.retry_after,
+                       full_jitter(self.link_failures, self.settings.base_delay, self.settings.max_delay, self.rng))
+        row = self.conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+        if row[0] is None:
+            return self.settings.idle_interval
+        due_in = (datetime.fromisoformat(row[0]) - utcnow()).total_seconds()
+        return max(0.0, min(due_in, self.settings.idle_interval))
+
+    def run(self, stop=None, until_empty: bool = False, max_seconds: float | None = None) -> dict:
+        """Cycle until ``stop`` is set, or (until_empty) no dossier is pending, or max_seconds pass."""
+        totals: dict = {}
+        self._stop = stop
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        while True:
+            report = self.cycle()
+            for key, value in report.items():
+                totals[key] = totals.get(key, 0) + value
+            if until_empty and self.pending() == 0:
+                return totals
+            wait = self.next_wait()
+            if deadline is not None:
+                if time.monotonic() >= deadline:
+                    return totals
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            if stop is not None:
+                if stop.wait(wait):
+                    return totals
+            else:
+                time.sleep(wait)
+
+
+def station_paths(config: dict) -> dict:
+    """Where the station keeps what sync needs, all in its data folder."""
+    from kiosk.config import data_dir
+
+    folder = data_dir(config)
+    central = config.get("central", {})
+    return {"database": folder / "station.db", "payload_key": folder / "payload.key",
+            "station_key": folder / "station.ed25519",
+            "central_keys": Path(central.get("keys_file") or folder / "central-keys.json")}
+
+
+def worker_from_config(config: dict, rng: random.Random | None = None) -> SyncWorker:
+    from kiosk.db import migrate as kiosk_migrate
+    from kiosk.sealing import load_or_create_key
+
+    from . import schema
+    from .keys import load_central_keys, load_or_create_signing_key
+
+    paths = station_paths(config)
+    kiosk_migrate(paths["database"])
+    schema.migrate(paths["database"])
+    settings = SyncSettings.from_config(config)
+    central_signing, _bundle = load_central_keys(paths["central_keys"])
+    client = CentralClient(config["central"]["url"], config["station"]["id"],
+                           load_or_create_signing_key(paths["station_key"]), central_signing, settings.timeout)
+    return SyncWorker(paths["database"], config["station"]["id"], client,
+                      load_or_create_key(paths["payload_key"]), settings, rng)
