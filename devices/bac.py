@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from devices.card_errors import AccessDeniedError, CardCommunicationError
+from devices.card_errors import CardCommunicationError
 
 ENC, MAC = 1, 2
 _ZERO_IV = bytes(8)
@@ -112,10 +112,11 @@ def ifd_finish(keys: BacKeys, response: bytes, rnd_ic: bytes, rnd_ifd: bytes, k_
         raise CardCommunicationError(f"mutual authentication answer of {len(response)} bytes")
     e_ic, m_ic = response[:32], response[32:]
     if not mac_equal(retail_mac(keys.mac, e_ic), m_ic):
-        raise AccessDeniedError("chip's authentication MAC is wrong")
+        # A wrong key makes the chip answer 6300, never 9000: a bad MAC here is a broken answer.
+        raise CardCommunicationError("chip's authentication MAC is wrong")
     r = tdes_decrypt(keys.enc, e_ic)
     if r[:8] != rnd_ic or r[8:16] != rnd_ifd:
-        raise AccessDeniedError("chip's authentication nonces do not match")
+        raise CardCommunicationError("chip's authentication nonces do not match")
     return session_from(k_ifd, r[16:32], rnd_ic, rnd_ifd)
 
 
