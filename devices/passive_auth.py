@@ -69,7 +69,8 @@ def _digest(name: str, data: bytes) -> bytes:
     try:
         return hashlib.new(name, data).digest()
     except ValueError as exc:
-        raise _tampered(f"unsupported hash {name}", "", "") from exc
+        raise _tampered(f"unsupported hash {name}", "Chip dùng thuật toán băm không được hỗ trợ.",
+                        "The chip uses an unsupported hash algorithm.") from exc
 
 
 def parse_sod(sod: bytes) -> tuple[cms.SignedData, LdsSecurityObject, bytes]:
@@ -156,13 +157,17 @@ def check_signature(signed: cms.SignedData, lso_der: bytes) -> x509.Certificate:
         raise _tampered("EF.SOD must have exactly one signer", "Chữ ký trên chip không hợp lệ.",
                         "The chip's signature is invalid.")
     signer = signers[0]
-    cert = _signer_certificate(signed, signer)
+    try:
+        cert = _signer_certificate(signed, signer)
+    except Exception as exc:  # a damaged certificate fails to load in asn1crypto or cryptography
+        raise _tampered(f"Document Signer certificate does not parse: {type(exc).__name__}",
+                        "Chứng thư của nơi ký trên chip bị hỏng.", "The signer's certificate on the chip is damaged.") from exc
     if cert is None:
         raise _tampered("no Document Signer certificate in EF.SOD", "Chip thiếu chứng thư của nơi ký.",
                         "The chip lacks the signer's certificate.")
-    digest_name = signer["digest_algorithm"]["algorithm"].native
-    attrs = signer["signed_attrs"]
     try:
+        digest_name = signer["digest_algorithm"]["algorithm"].native
+        attrs = signer["signed_attrs"]
         if attrs:
             message_digest = None
             for attr in attrs:
@@ -175,7 +180,7 @@ def check_signature(signed: cms.SignedData, lso_der: bytes) -> x509.Certificate:
         else:
             to_verify = lso_der
         _verify_signature(cert, signer, to_verify)
-    except (InvalidSignature, ValueError, KeyError) as exc:
+    except Exception as exc:  # InvalidSignature, or whatever a damaged structure raises
         raise _tampered(f"Document Signer signature invalid: {type(exc).__name__}",
                         "Chữ ký số trên chip không hợp lệ.", "The chip's digital signature is invalid.") from exc
     return cert
@@ -209,7 +214,7 @@ def check_chain(ds: x509.Certificate, cscas: list[x509.Certificate]) -> x509.Cer
         try:
             ds.verify_directly_issued_by(csca)
             return csca
-        except (ValueError, TypeError, InvalidSignature):
+        except Exception:  # InvalidSignature, or a name/key that does not fit: not this CSCA
             continue
     return None
 
@@ -218,8 +223,17 @@ def passive_authentication(sod: bytes, files: dict[int, bytes], csca_dir: str | 
     """Run all three checks; raises CardTamperedError on altered data, else says whether it is verified."""
     signed, lso, lso_der = parse_sod(sod)
     checked = check_hashes(lso, files)
-    ds = check_signature(signed, lso_der)
-    signer = ds.subject.rfc4514_string()
+    try:
+        ds = check_signature(signed, lso_der)
+    except CardTamperedError:
+        raise
+    except Exception as exc:  # asn1crypto parses lazily: a damaged part fails only when reached
+        raise _tampered(f"EF.SOD signer data does not parse: {type(exc).__name__}",
+                        "Chữ ký số trên chip không hợp lệ.", "The chip's digital signature is invalid.") from exc
+    try:
+        signer = ds.subject.rfc4514_string()
+    except Exception:  # an odd attribute in the name; the name is only informative
+        signer = None
     cscas = load_csca_certificates(csca_dir)
     if not cscas:
         return PassiveAuthResult(
