@@ -27,7 +27,8 @@ from devices.secure_messaging import SecureMessagingError, protect_command, unpr
 
 __all__ = ["CardKey", "CardResult", "read_cccd", "parse_front_qr", "CardError", "AccessDeniedError",
            "CardCommunicationError", "CardDataError", "CardRemovedError", "CardTamperedError", "NoCardError",
-           "NoReaderError", "NotAnIdCardError", "QrFormatError", "ReaderServiceError", "CardReading"]
+           "NoReaderError", "NotAnIdCardError", "QrFormatError", "ReaderServiceError", "CardReading", "read_with",
+           "list_readers"]
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,14 @@ class PcscTransport:
         return bytes(data) + bytes([sw1, sw2])
 
     def close(self) -> None:
+        _release(self.connection)
+
+
+def _release(connection) -> None:
+    """Disconnect and free the PC/SC context now, not in a __del__ that may run after pcscd is gone."""
+    for step in ("disconnect", "release"):
         try:
-            self.connection.disconnect()
+            getattr(connection, step)()
         except Exception:
             pass
 
@@ -146,8 +153,10 @@ def connect_card(reader_name: str | None = None, timeout_s: float = 10.0) -> Pcs
             try:
                 connection.connect()
             except (NoCardException, CardConnectionException):
+                _release(connection)
                 continue
             except Exception:
+                _release(connection)
                 continue
             return PcscTransport(connection, str(reader))
         if time.monotonic() >= deadline:
@@ -181,8 +190,10 @@ class CardReading:
         self.session = None
         self.logins += 1
         sw = _sw(self.transport.transmit(b"\x00\xA4\x04\x0C" + bytes([len(EMRTD_AID)]) + EMRTD_AID))
-        if sw != 0x9000:
+        if sw in (0x6A82, 0x6A86, 0x6D00, 0x6E00, 0x6999):
             raise NotAnIdCardError(f"SELECT eMRTD application: {sw:04X}")
+        if sw != 0x9000:
+            raise CardCommunicationError(f"SELECT eMRTD application: {sw:04X}")
         response = self.transport.transmit(b"\x00\x84\x00\x00\x08")
         sw = _sw(response)
         if sw != 0x9000 or len(response) != 10:

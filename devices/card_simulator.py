@@ -13,6 +13,7 @@ chip drops secure messaging and answers 6988).
 import json
 import os
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def _sw(code: int) -> bytes:
 class CardSimulator:
     """A virtual CCCD; thread-safe enough for one reader at a time, like a real chip."""
 
+    # pcscd polls the virtual reader about every 0.4 s; a card put back before it has noticed the last
+    # one leaving is not seen at all (vpcd 0.8). A hand cannot swap cards that fast either, so the next
+    # card waits until this long after the last removal.
+    REINSERT_DELAY_S = 0.9
+    _last_removal = 0.0
+
     def __init__(self, profile: dict | str | Path):
         profile = load_profile(profile)
         key = profile["key"]
@@ -70,8 +77,16 @@ class CardSimulator:
     def connect(self, host: str = VPCD_HOST, port: int = VPCD_PORT, timeout_s: float = 5.0) -> "CardSimulator":
         """Put the card on the virtual reader (a background thread answers APDUs)."""
         self._reset_state()
-        self._link = VirtualCardLink(self.atr, self._on_apdu, self._on_power).connect(host, port, timeout_s)
+        wait = CardSimulator._last_removal + self.REINSERT_DELAY_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._link = VirtualCardLink(self.atr, self._on_apdu, self._on_power,
+                                     on_close=self._on_close).connect(host, port, timeout_s)
         return self
+
+    @staticmethod
+    def _on_close() -> None:
+        CardSimulator._last_removal = time.monotonic()
 
     def pull_out(self) -> None:
         """Take the card off the reader now."""
@@ -123,7 +138,7 @@ class CardSimulator:
         if fault == "garbage":
             return os.urandom(max(3, len(response)))
         if fault == "truncate":
-            return response[: max(1, len(response) // 2)]
+            return response[: max(2, len(response) // 2)]  # PC/SC itself never passes on less than a status word
         if fault == "bad_mac" and len(response) > 12:
             return response[:-3] + bytes([response[-3] ^ 0x01]) + response[-2:]
         return response

@@ -43,8 +43,9 @@ class VirtualCardLink:
     """
 
     def __init__(self, atr: bytes, on_apdu: Callable[[bytes], bytes | None],
-                 on_power: Callable[[int], None] | None = None):
+                 on_power: Callable[[int], None] | None = None, on_close: Callable[[], None] | None = None):
         self.atr = atr
+        self.on_close = on_close
         self.on_apdu = on_apdu
         self.on_power = on_power or (lambda event: None)
         self._sock: socket.socket | None = None
@@ -112,6 +113,8 @@ class VirtualCardLink:
             except OSError:
                 pass
             sock.close()
+            if self.on_close is not None:
+                self.on_close()
         self.closed.set()
 
     def join(self, timeout: float | None = None) -> None:

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from devices.card_profile import build_profile, make_test_pki
-from devices.card_reader import CardKey
+from devices.card_reader import CardKey, _release
 from devices.card_simulator import CardSimulator
 from devices.vpcd import VPCD_READER_PREFIX, PcscdProcess, vpcd_reader_listed
 
@@ -64,10 +64,11 @@ def card_state(present: bool, timeout_s: float = 5.0) -> None:
         connection = reader.createConnection()
         try:
             connection.connect()
-            connection.disconnect()
             seen = True
         except (NoCardException, CardConnectionException):
             seen = False
+        finally:
+            _release(connection)
         if seen == present:
             return
         time.sleep(0.05)
