@@ -51,9 +51,10 @@ def _sw(code: int) -> bytes:
 class CardSimulator:
     """A virtual CCCD; thread-safe enough for one reader at a time, like a real chip."""
 
-    # pcscd polls the virtual reader about every 0.4 s; a card put back before it has noticed the last
-    # one leaving is not seen at all (vpcd 0.8). A hand cannot swap cards that fast either, so the next
-    # card waits until this long after the last removal.
+    # pcscd polls the virtual reader about every 0.4 s. When a powered card (one a reader is talking to)
+    # leaves, vpcd 0.8 notices it inside a failed transmit, and a card put back before pcscd's next polls
+    # is not seen at all. A hand cannot swap cards that fast either, so the next card waits until this
+    # long after such a removal.
     REINSERT_DELAY_S = 0.9
     _last_removal = 0.0
 
@@ -67,6 +68,7 @@ class CardSimulator:
         self.atr = bytes.fromhex(profile.get("atr") or "3B8880010000000000000000")
         self.max_read = profile.get("max_read") or 0xDF
         self.apdu_count = 0
+        self._powered = False
         self._faults: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._link: VirtualCardLink | None = None
@@ -84,9 +86,9 @@ class CardSimulator:
                                      on_close=self._on_close).connect(host, port, timeout_s)
         return self
 
-    @staticmethod
-    def _on_close() -> None:
-        CardSimulator._last_removal = time.monotonic()
+    def _on_close(self) -> None:
+        if self._powered:
+            CardSimulator._last_removal = time.monotonic()
 
     def pull_out(self) -> None:
         """Take the card off the reader now."""
@@ -121,6 +123,7 @@ class CardSimulator:
         self._current: int | None = None
 
     def _on_power(self, event: int) -> None:
+        self._powered = event != POWER_OFF
         if event in (POWER_OFF, RESET):
             self._reset_state()
 
