@@ -97,6 +97,10 @@ def parse_dg13(data: bytes) -> dict:
         if name in DATE_FIELDS:
             text = vn_date_to_iso(text) or text
         fields[name] = text
+    # Public descriptions of the CCCD chip differ on whether the old 9-digit number is field 15 or 16.
+    old = extra.get("16", "")
+    if "old_id_number" not in fields and len(old) in (9, 12) and old.isascii() and old.isdigit():
+        fields["old_id_number"] = extra.pop("16")
     if extra:
         fields["extra"] = extra
     return fields

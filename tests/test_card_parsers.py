@@ -67,6 +67,11 @@ def test_dg13_tolerates_missing_and_unknown_fields():
     assert "religion" not in fields
 
 
+def test_dg13_old_number_in_field_16_is_understood():
+    fields = cccd.parse_dg13(cccd.build_dg13({"id_number": "001090012345", "extra": {"16": "012345678"}}))
+    assert fields == {"id_number": "001090012345", "old_id_number": "012345678"}
+
+
 def test_dg13_with_printable_strings_and_nested_sequences():
     inner = (card_tlv.encode(0x30, card_tlv.encode(0x02, b"\x01") + card_tlv.encode(0x13, b"001090012345"))
              + card_tlv.encode(0x30, card_tlv.encode(0x02, b"\x0D")
