@@ -28,7 +28,7 @@ from devices.secure_messaging import SecureMessagingError, protect_command, unpr
 __all__ = ["CardKey", "CardResult", "read_cccd", "parse_front_qr", "CardError", "AccessDeniedError",
            "CardCommunicationError", "CardDataError", "CardRemovedError", "CardTamperedError", "NoCardError",
            "NoReaderError", "NotAnIdCardError", "QrFormatError", "ReaderServiceError", "CardReading", "read_with",
-           "list_readers"]
+           "list_readers", "reader_status"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,39 @@ class PcscTransport:
 
     def close(self) -> None:
         _release(self.connection)
+
+
+def reader_status(reader_name: str | None = None) -> dict:
+    """For a device status page: {"ok", "readers", "card_present", "message_vi", "message_en"}.
+    Never raises; touches no card data (it only asks whether a card is there)."""
+    from smartcard.Exceptions import CardConnectionException, NoCardException
+    try:
+        readers = _pcsc_readers()
+    except CardError as err:
+        return {"ok": False, "readers": [], "card_present": False, "message_vi": err.message_vi,
+                "message_en": err.message_en}
+    if reader_name:
+        readers = [r for r in readers if str(r) == reader_name or str(r).startswith(reader_name)]
+    if not readers:
+        return {"ok": False, "readers": [], "card_present": False, "message_vi": NoReaderError.message_vi,
+                "message_en": NoReaderError.message_en}
+    present = False
+    for reader in readers:
+        connection = reader.createConnection()
+        try:
+            connection.connect()
+            present = True
+        except (NoCardException, CardConnectionException):
+            pass
+        except Exception:
+            pass
+        finally:
+            _release(connection)
+        if present:
+            break
+    return {"ok": True, "readers": [str(r) for r in readers], "card_present": present,
+            "message_vi": "Đầu đọc thẻ sẵn sàng." + (" Có thẻ trên đầu đọc." if present else ""),
+            "message_en": "The card reader is ready." + (" A card is on the reader." if present else "")}
 
 
 def _release(connection) -> None:

@@ -18,7 +18,7 @@ from devices.card_cli import card as card_cli
 from devices.card_profile import build_profile
 from devices.card_reader import (AccessDeniedError, CardCommunicationError, CardError, CardKey, CardRemovedError,
                                  CardTamperedError, NoCardError, NoReaderError, NotAnIdCardError,
-                                 ReaderServiceError, read_cccd, read_with)
+                                 ReaderServiceError, read_cccd, read_with, reader_status)
 from devices.card_simulator import CardSimulator
 
 try:
@@ -144,6 +144,16 @@ def test_no_such_reader(pcscd, key):
     with pytest.raises(NoReaderError) as info:
         read_cccd(key, reader_name="Reader That Is Not There", timeout_s=0.3)
     assert_bilingual(info.value)
+
+
+def test_reader_status_for_the_device_page(card):
+    status = reader_status()
+    assert status["ok"] and status["card_present"] and status["readers"][0].startswith("Virtual PCD")
+    card.pull_out()
+    card_state(False)
+    assert reader_status()["card_present"] is False
+    missing = reader_status("Reader That Is Not There")
+    assert not missing["ok"] and "đầu đọc" in missing["message_vi"]
 
 
 def test_no_reader_at_all(monkeypatch, key):
