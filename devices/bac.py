@@ -81,6 +81,7 @@ class SessionKeys:
     enc: bytes
     mac: bytes
     ssc: int
+    cipher: str = "3des"  # "3des" after BAC; "aes" after PACE with AES
 
 
 @dataclass(frozen=True)

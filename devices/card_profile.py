@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from devices import card_tlv, cccd
 from devices.mrz import bac_document_number, build_td1
+from devices.pace import build_card_access
 from devices.passive_auth import LDS_SECURITY_OBJECT_OID, DataGroupHash, LdsSecurityObject
 
 # A plausible ATR for a contactless eMRTD seen through a PC/SC reader (ISO 14443-4, no historical bytes
@@ -143,7 +144,10 @@ def _mrz_name(full_name: str) -> tuple[str, str]:
 
 
 def build_profile(person: dict | None = None, pki: TestPki | None = None, *, max_read: int | None = None,
-                  with_photo: bool = True, description: str = "Synthetic CCCD (test data only)") -> dict:
+                  with_photo: bool = True, pace_parameter_id: int | None = 13,
+                  description: str = "Synthetic CCCD (test data only)") -> dict:
+    """A signed synthetic card. With pace_parameter_id (13 = brainpoolP256r1, 12 = NIST P-256) the chip
+    also offers PACE (ECDH generic mapping, AES-128) in EF.CardAccess; None makes a BAC-only chip."""
     person = dict(SYNTHETIC_PERSON if person is None else person)
     pki = pki or make_test_pki()
     birth, expiry = date.fromisoformat(person["birth_date"]), date.fromisoformat(person["expiry_date"])
@@ -159,6 +163,8 @@ def build_profile(person: dict | None = None, pki: TestPki | None = None, *, max
     files = {cccd.EF_COM: com, cccd.EF_DG1: dgs[1], cccd.EF_DG13: dgs[13], cccd.EF_SOD: build_sod(dgs, pki)}
     if with_photo:
         files[cccd.EF_DG2] = dgs[2]
+    if pace_parameter_id is not None:
+        files[cccd.EF_CARD_ACCESS] = build_card_access(pace_parameter_id)
     return {
         "description": description,
         "key": {"number": number, "birth_date": birth.isoformat(), "expiry_date": expiry.isoformat()},

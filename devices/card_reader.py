@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from devices import bac, cccd
+from devices import bac, cccd, pace
 from devices.card_errors import (AccessDeniedError, CardCommunicationError, CardDataError, CardError,
                                  CardRemovedError, CardTamperedError, NoCardError, NoReaderError,
                                  NotAnIdCardError, QrFormatError, ReaderServiceError)
@@ -82,6 +82,7 @@ class CardResult:
     reader_name: str = ""
     apdu_count: int = 0
     logins: int = 0
+    access_protocol: str = ""  # "PACE" or "BAC"
 
     def to_dict(self) -> dict:
         """JSON-ready, without the photo."""
@@ -89,7 +90,8 @@ class CardResult:
                 "verification_message_vi": self.verification_message_vi,
                 "verification_message_en": self.verification_message_en,
                 "data_groups": self.data_groups, "checked_data_groups": self.checked_data_groups,
-                "reader_name": self.reader_name, "apdu_count": self.apdu_count}
+                "reader_name": self.reader_name, "apdu_count": self.apdu_count,
+                "access_protocol": self.access_protocol}
 
 
 # --- PC/SC -------------------------------------------------------------------------------------------
@@ -211,17 +213,82 @@ class CardReading:
     """One reading of one chip: BAC, then files under secure messaging, logging in again when the
     session breaks (up to MAX_LOGINS times in all)."""
 
-    def __init__(self, transport, key: CardKey):
+    def __init__(self, transport, key: CardKey, access: str = "auto"):
+        if access not in ("auto", "pace", "bac"):
+            raise ValueError("access is one of 'auto', 'pace', 'bac'")
         self.transport = transport
         self.key = key
+        self.access = access
         self.session: bac.SessionKeys | None = None
+        self.protocol: str | None = None
+        self.pace_infos: list | None = None  # from EF.CardAccess, read once
         self.logins = 0
         self.block_size_index = 0
 
-    # BAC
     def login(self) -> None:
+        """PACE when the chip offers it (and access allows), else BAC; a PACE that fails falls back to BAC
+        under "auto" (the chip may expect another PACE password than the CAN)."""
         self.session = None
         self.logins += 1
+        if self.access != "bac":
+            try:
+                if self._login_pace():
+                    self.protocol = "PACE"
+                    return
+                if self.access == "pace":
+                    raise NotAnIdCardError("the chip does not offer PACE")
+            except pace.PaceRefused as exc:
+                if self.access == "pace":
+                    raise AccessDeniedError(exc.detail) from None
+            except CardCommunicationError:
+                if self.access == "pace":
+                    raise
+            self.session = None
+        self._login_bac()
+        self.protocol = "BAC"
+
+    def _plain(self, apdu: bytes) -> tuple[bytes, int]:
+        response = self.transport.transmit(apdu)
+        return response[:-2], _sw(response)
+
+    def _login_pace(self) -> bool:
+        """Run PACE with the CAN (last 6 digits) if EF.CardAccess offers a variant we speak."""
+        if self.pace_infos is None:
+            self.pace_infos = self._read_card_access()
+        if not self.pace_infos:
+            return False
+        if self.logins > 1:
+            # Logging in again: go back to the MF, where PACE starts (the answer does not matter).
+            self._plain(b"\x00\xA4\x00\x0C\x02\x3F\x00")
+        can = self.key.number[-6:].encode("ascii")
+        self.session = pace.run_pace(self._plain, self.pace_infos[0], can, pace.PASSWORD_CAN)
+        _, sw = self._protected(0xA4, 0x04, 0x0C, EMRTD_AID)
+        if sw != 0x9000:
+            raise CardCommunicationError(f"SELECT eMRTD application after PACE: {sw:04X}")
+        return True
+
+    def _read_card_access(self) -> list:
+        """EF.CardAccess (plain, by short file id) -> the PACE variants we support; [] for BAC-only chips."""
+        card_access, le = b"", BLOCK_SIZES[self.block_size_index]
+        while True:
+            data, sw = self._plain(bytes([0x00, 0xB0, 0x9C, len(card_access), le]))
+            if sw in (0x6700,) or (sw & 0xFF00) == 0x6C00:
+                le = sw & 0xFF if (sw & 0xFF00) == 0x6C00 and sw & 0xFF else le // 2
+                if le < 0x10:
+                    return []
+                continue
+            if sw not in (0x9000, 0x6282):
+                return []  # no EF.CardAccess: a BAC-only chip
+            card_access += data
+            total = card_tlv_length(card_access)
+            if total is None or len(card_access) >= total or not data or len(card_access) > 0xFF:
+                break
+        try:
+            return pace.parse_card_access(card_access)
+        except CardDataError:
+            return []
+
+    def _login_bac(self) -> None:
         sw = _sw(self.transport.transmit(b"\x00\xA4\x04\x0C" + bytes([len(EMRTD_AID)]) + EMRTD_AID))
         if sw in (0x6A82, 0x6A86, 0x6D00, 0x6E00, 0x6999):
             raise NotAnIdCardError(f"SELECT eMRTD application: {sw:04X}")
@@ -311,6 +378,14 @@ class CardReading:
         return out
 
 
+def card_tlv_length(head: bytes) -> int | None:
+    from devices import card_tlv
+    try:
+        return card_tlv.total_length(bytes(head[:6]))
+    except CardDataError:
+        return None
+
+
 def _file_length(head: bytes | bytearray) -> int:
     from devices import card_tlv
     try:
@@ -347,18 +422,21 @@ def _photo_bytes(dg2: bytes) -> bytes | None:
 
 
 def read_cccd(key: CardKey, *, reader_name: str | None = None, csca_dir: str | Path | None = None,
-              want_photo: bool = False, timeout_s: float = 10.0) -> CardResult:
-    """Wait for a CCCD, read and verify it. Raises a CardError subclass on any failure."""
+              want_photo: bool = False, timeout_s: float = 10.0, access: str = "auto") -> CardResult:
+    """Wait for a CCCD, read and verify it. Raises a CardError subclass on any failure.
+
+    access: "auto" (PACE when the chip offers it, else or on failure BAC), "pace" or "bac"."""
     transport = connect_card(reader_name, timeout_s)
     try:
-        return read_with(transport, key, csca_dir=csca_dir, want_photo=want_photo)
+        return read_with(transport, key, csca_dir=csca_dir, want_photo=want_photo, access=access)
     finally:
         transport.close()
 
 
-def read_with(transport, key: CardKey, *, csca_dir=None, want_photo: bool = False) -> CardResult:
+def read_with(transport, key: CardKey, *, csca_dir=None, want_photo: bool = False,
+              access: str = "auto") -> CardResult:
     """The read over an already connected transport (anything with ``transmit(bytes) -> bytes``)."""
-    reading = CardReading(transport, key)
+    reading = CardReading(transport, key, access)
     fids = [cccd.EF_COM, cccd.EF_DG1, cccd.EF_DG13, cccd.EF_SOD] + ([cccd.EF_DG2] if want_photo else [])
     files = reading.read_files(fids)
     data_groups = []
@@ -386,6 +464,8 @@ def read_with(transport, key: CardKey, *, csca_dir=None, want_photo: bool = Fals
                         verification_message_vi=pa.message_vi, verification_message_en=pa.message_en,
                         mrz=mrz, data_groups=data_groups, checked_data_groups=pa.checked_data_groups,
                         photo=photo, reader_name=getattr(transport, "reader_name", ""),
-                        apdu_count=getattr(transport, "apdu_count", 0), logins=reading.logins)
-    log.info("card read: %d APDUs, %d login(s), verified=%s", result.apdu_count, reading.logins, pa.verified)
+                        apdu_count=getattr(transport, "apdu_count", 0), logins=reading.logins,
+                        access_protocol=reading.protocol or "")
+    log.info("card read: %s, %d APDUs, %d login(s), verified=%s", result.access_protocol, result.apdu_count,
+             reading.logins, pa.verified)
     return result

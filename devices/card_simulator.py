@@ -17,7 +17,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from devices import bac
+from devices import bac, card_tlv, pace
+from devices.card_errors import CardDataError
 from devices.mrz import bac_document_number, mrz_key_string
 from devices.secure_messaging import SecureMessagingError, protect_response, unprotect_command
 from devices.vpcd import POWER_OFF, RESET, VPCD_HOST, VPCD_PORT, VirtualCardLink
@@ -65,6 +66,15 @@ class CardSimulator:
                                   date.fromisoformat(key["expiry_date"]))
         self._bac_keys = bac.BacKeys.from_mrz_info(mrz_info)
         self.files = {int(fid, 16): bytes.fromhex(content) for fid, content in profile["files"].items()}
+        # PACE passwords: the CAN (last 6 digits of the number unless the profile says otherwise) and the MRZ.
+        self._pace_passwords = {pace.PASSWORD_CAN: (key.get("can") or key["number"][-6:]).encode("ascii"),
+                                pace.PASSWORD_MRZ: pace.mrz_password(mrz_info)}
+        self._pace_infos = []
+        if 0x011C in self.files:
+            try:
+                self._pace_infos = pace.parse_card_access(self.files[0x011C])
+            except CardDataError:
+                self._pace_infos = []
         self.atr = bytes.fromhex(profile.get("atr") or "3B8880010000000000000000")
         self.max_read = profile.get("max_read") or 0xDF
         self.apdu_count = 0
@@ -121,6 +131,7 @@ class CardSimulator:
         self._challenge: bytes | None = None
         self._session: bac.SessionKeys | None = None
         self._current: int | None = None
+        self._pace: pace.PaceChip | None = None
 
     def _on_power(self, event: int) -> None:
         self._powered = event != POWER_OFF
@@ -153,10 +164,14 @@ class CardSimulator:
         cla = apdu[0]
         if cla & 0x0C == 0x0C:
             return self._process_protected(apdu)
-        if cla != 0x00:
+        if cla not in (0x00, 0x10):
             return _sw(SW_CLA)
         ins, p1, p2 = apdu[1], apdu[2], apdu[3]
         data = apdu[5:5 + apdu[4]] if len(apdu) > 5 else b""
+        if ins == 0x86:
+            return self._general_authenticate(cla, data)
+        if cla != 0x00:
+            return _sw(SW_CLA)
         if self._session is not None:
             # A plain command ends the secure messaging session, as on a real chip.
             self._session = None
@@ -166,6 +181,19 @@ class CardSimulator:
             self._selected_app = data == EMRTD_AID
             self._challenge = None
             return _sw(SW_OK if self._selected_app else SW_NOT_FOUND)
+        if ins == 0xA4 and p1 == 0x00 and data == b"\x3F\x00":
+            self._selected_app = False
+            return _sw(SW_OK)
+        if ins == 0xB0 and p1 == 0x9C and not self._selected_app:
+            # EF.CardAccess is readable by anyone, by its short file identifier, from the MF.
+            if 0x011C not in self.files:
+                return _sw(SW_NOT_FOUND)
+            le = (apdu[4] or 256) if len(apdu) == 5 else 256
+            if le > self.max_read:
+                return _sw(SW_WRONG_LENGTH)
+            return self.files[0x011C][p2:p2 + le] + _sw(SW_OK)
+        if ins == 0x22 and p1 == 0xC1 and p2 == 0xA4:
+            return self._mse_set_at(data)
         if not self._selected_app:
             return _sw(SW_CONDITIONS if ins in (0x84, 0x82) else SW_SECURITY)
         if ins == 0x84:
@@ -187,6 +215,33 @@ class CardSimulator:
             return _sw(SW_SECURITY)  # files need BAC first
         return _sw(SW_INS)
 
+    def _mse_set_at(self, data: bytes) -> bytes:
+        self._pace = None
+        try:
+            items = {t.tag: t.value for t in card_tlv.parse_all(data)}
+        except CardDataError:
+            return _sw(0x6A80)
+        info = next((i for i in self._pace_infos if i.oid == items.get(0x80)
+                     and (0x84 not in items or items[0x84] == bytes([i.parameter_id]))), None)
+        ref = items.get(0x83, b"\x00")[0] if items.get(0x83) else 0
+        if info is None or ref not in self._pace_passwords:
+            return _sw(0x6A80)
+        self._pace = pace.PaceChip(info, self._pace_passwords[ref])
+        return _sw(SW_OK)
+
+    def _general_authenticate(self, cla: int, data: bytes) -> bytes:
+        chip = self._pace
+        if chip is None:
+            return _sw(SW_CONDITIONS)
+        out, sw = chip.answer(data)
+        if sw != SW_OK or cla == 0x00:
+            self._pace = None
+        if sw == SW_OK and cla == 0x00:
+            if chip.session is None:
+                return _sw(SW_CONDITIONS)
+            self._session = chip.session
+        return out + _sw(sw)
+
     def _process_protected(self, apdu: bytes) -> bytes:
         keys = self._session
         if keys is None:
@@ -197,7 +252,10 @@ class CardSimulator:
             self._session = None
             return _sw(SW_SM_INCORRECT)
         out, sw = b"", SW_OK
-        if ins == 0xA4 and p1 == 0x02:
+        if ins == 0xA4 and p1 == 0x04:
+            self._selected_app = data == EMRTD_AID
+            sw = SW_OK if self._selected_app else SW_NOT_FOUND
+        elif ins == 0xA4 and p1 == 0x02:
             fid = int.from_bytes(data, "big") if len(data) == 2 else -1
             if fid in self.files:
                 self._current = fid

@@ -15,6 +15,7 @@ from devices.mrz import parse_td1
 
 # File identifiers in the eMRTD application, and the outer tag of each file.
 EF_COM, EF_DG1, EF_DG2, EF_DG13, EF_SOD = 0x011E, 0x0101, 0x0102, 0x010D, 0x011D
+EF_CARD_ACCESS = 0x011C  # in the MF, read before authentication; lists the PACE variants
 FILE_TAGS = {EF_COM: 0x60, EF_DG1: 0x61, EF_DG2: 0x75, EF_DG13: 0x6D, EF_SOD: 0x77}
 DG_NUMBERS = {EF_DG1: 1, EF_DG2: 2, EF_DG13: 13}
 # EF.COM lists data groups by their tag.

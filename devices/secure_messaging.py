@@ -1,8 +1,53 @@
-"""Secure messaging with 3DES session keys (ICAO 9303 part 11, section 9.8): protect a command APDU,
-check and open the protected response. The chip's mirror image (open a command, protect a response) is
-here too, for the card simulator."""
+"""Secure messaging (ICAO 9303 part 11, section 9.8): protect a command APDU, check and open the
+protected response. 3DES (after BAC: retail MAC, zero IV, 8-byte counter) and AES (after PACE: CMAC
+truncated to 8 bytes, IV = E(KSenc, SSC), 16-byte counter). The chip's mirror image (open a command,
+protect a response) is here too, for the card simulator."""
+from cryptography.hazmat.primitives import cmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from devices.bac import SessionKeys, mac_equal, pad, retail_mac, tdes_decrypt, tdes_encrypt, unpad
 from devices.card_errors import CardCommunicationError
+
+
+def _pad16(data: bytes) -> bytes:
+    data += b"\x80"
+    return data + bytes(-len(data) % 16)
+
+
+def _aes_ecb(key: bytes, block: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return enc.update(block) + enc.finalize()
+
+
+def _block_pad(keys: SessionKeys, data: bytes) -> bytes:
+    return _pad16(data) if keys.cipher == "aes" else pad(data)
+
+
+def _encrypt(keys: SessionKeys, data: bytes) -> bytes:
+    if keys.cipher == "aes":
+        iv = _aes_ecb(keys.enc, _ssc_bytes(keys))
+        enc = Cipher(algorithms.AES(keys.enc), modes.CBC(iv)).encryptor()
+        return enc.update(_pad16(data)) + enc.finalize()
+    return tdes_encrypt(keys.enc, pad(data))
+
+
+def _decrypt(keys: SessionKeys, data: bytes) -> bytes:
+    if keys.cipher == "aes":
+        if not data or len(data) % 16:
+            raise SecureMessagingError("encrypted data is not a whole number of AES blocks")
+        iv = _aes_ecb(keys.enc, _ssc_bytes(keys))
+        dec = Cipher(algorithms.AES(keys.enc), modes.CBC(iv)).decryptor()
+        return unpad(dec.update(data) + dec.finalize())
+    return unpad(tdes_decrypt(keys.enc, data))
+
+
+def _mac(keys: SessionKeys, data: bytes) -> bytes:
+    """MAC over SSC || data (padded); 8 bytes."""
+    if keys.cipher == "aes":
+        c = cmac.CMAC(algorithms.AES(keys.mac))
+        c.update(_pad16(_ssc_bytes(keys) + data))
+        return c.finalize()[:8]
+    return retail_mac(keys.mac, _ssc_bytes(keys) + data)
 
 
 class SecureMessagingError(CardCommunicationError):
@@ -46,8 +91,9 @@ def _read_dos(data: bytes) -> list[tuple[int, bytes, bytes]]:
     return out
 
 
-def _ssc_bytes(ssc: int) -> bytes:
-    return (ssc & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+def _ssc_bytes(keys: SessionKeys) -> bytes:
+    width = 16 if keys.cipher == "aes" else 8
+    return (keys.ssc % (1 << (8 * width))).to_bytes(width, "big")
 
 
 def protect_command(keys: SessionKeys, cla: int, ins: int, p1: int, p2: int, data: bytes = b"",
@@ -55,12 +101,12 @@ def protect_command(keys: SessionKeys, cla: int, ins: int, p1: int, p2: int, dat
     """Wrap one command APDU; advances the send sequence counter."""
     header = bytes([cla | 0x0C, ins, p1, p2])
     body = b""
+    keys.ssc += 1
     if data:
-        body += _tlv(0x87, b"\x01" + tdes_encrypt(keys.enc, pad(data)))
+        body += _tlv(0x87, b"\x01" + _encrypt(keys, data))
     if le is not None:
         body += _tlv(0x97, bytes([le & 0xFF]))
-    keys.ssc += 1
-    cc = retail_mac(keys.mac, _ssc_bytes(keys.ssc) + pad(header) + body)
+    cc = _mac(keys, _block_pad(keys, header) + body)
     body += _tlv(0x8E, cc)
     return header + bytes([len(body)]) + body + b"\x00"
 
@@ -79,7 +125,7 @@ def unprotect_response(keys: SessionKeys, response: bytes) -> tuple[bytes, int]:
         raise SecureMessagingError("protected response lacks its status or MAC")
     keys.ssc += 1
     signed = b"".join(raw for tag, _, raw in dos if tag in (0x87, 0x99))
-    if not mac_equal(retail_mac(keys.mac, _ssc_bytes(keys.ssc) + signed), by_tag[0x8E][0]):
+    if not mac_equal(_mac(keys, signed), by_tag[0x8E][0]):
         raise SecureMessagingError("response MAC is wrong")
     inner_sw = by_tag[0x99][0]
     if len(inner_sw) != 2:
@@ -89,7 +135,7 @@ def unprotect_response(keys: SessionKeys, response: bytes) -> tuple[bytes, int]:
         value = by_tag[0x87][0]
         if not value or value[0] != 0x01:
             raise SecureMessagingError("bad padding indicator")
-        data = unpad(tdes_decrypt(keys.enc, value[1:]))
+        data = _decrypt(keys, value[1:])
     return data, int.from_bytes(inner_sw, "big")
 
 
@@ -110,11 +156,11 @@ def unprotect_command(keys: SessionKeys, apdu: bytes) -> tuple[int, int, int, in
         raise SecureMessagingError("command without MAC")
     keys.ssc += 1
     signed = b"".join(raw for tag, _, raw in dos if tag in (0x87, 0x97))
-    if not mac_equal(retail_mac(keys.mac, _ssc_bytes(keys.ssc) + pad(header) + signed), by_tag[0x8E][0]):
+    if not mac_equal(_mac(keys, _block_pad(keys, header) + signed), by_tag[0x8E][0]):
         raise SecureMessagingError("command MAC is wrong")
     data = b""
     if 0x87 in by_tag:
-        data = unpad(tdes_decrypt(keys.enc, by_tag[0x87][0][1:]))
+        data = _decrypt(keys, by_tag[0x87][0][1:])
     le = None
     if 0x97 in by_tag:
         le = by_tag[0x97][0][0] or 256
@@ -124,9 +170,9 @@ def unprotect_command(keys: SessionKeys, apdu: bytes) -> tuple[int, int, int, in
 def protect_response(keys: SessionKeys, data: bytes, sw: int) -> bytes:
     """Wrap a response on the chip. Advances the counter."""
     body = b""
-    if data:
-        body += _tlv(0x87, b"\x01" + tdes_encrypt(keys.enc, pad(data)))
-    body += _tlv(0x99, sw.to_bytes(2, "big"))
     keys.ssc += 1
-    cc = retail_mac(keys.mac, _ssc_bytes(keys.ssc) + body)
+    if data:
+        body += _tlv(0x87, b"\x01" + _encrypt(keys, data))
+    body += _tlv(0x99, sw.to_bytes(2, "big"))
+    cc = _mac(keys, body)
     return body + _tlv(0x8E, cc) + sw.to_bytes(2, "big")

@@ -101,3 +101,98 @@ def test_cccd_document_number_is_the_last_nine_digits():
 def test_retail_mac_differs_for_every_bit():
     key = os.urandom(16)
     assert bac.retail_mac(key, b"abc") != bac.retail_mac(key, b"abd")
+
+
+# --- PACE: the ICAO 9303-11 worked example (ECDH generic mapping, brainpoolP256r1, AES-128, MRZ password) ---
+
+from devices import pace  # noqa: E402
+
+PACE_CARD_ACCESS = H("31143012060A04007F0007020204020202010202010D")
+PACE_SCRIPT = [
+    ("0022C1A412800A04007F0007020204020283010184010D", "9000"),
+    ("10860000027C0000", "7C12801095A3A016522EE98D01E76CB6B98B42C39000"),
+    ("10860000457C438141047ACF3EFC982EC45565A4B155129EFBC74650DCBFA6362D896FC70262E0C2CC5E544552DCB672521879"
+     "9115B55C9BAA6D9F6BC3A9618E70C25AF71777A9C4922D00",
+     "7C43824104824FBA91C9CBE26BEF53A0EBE7342A3BF178CEA9F45DE0B70AA601651FBA3F5730D8C879AAA9C9F73991E61B58F4D5"
+     "2EB87A0A0C709A49DC63719363CCD13C549000"),
+    ("10860000457C438341042DB7A64C0355044EC9DF190514C625CBA2CEA48754887122F3A5EF0D5EDD301C3556F3B3B186DF10B857"
+     "B58F6A7EB80F20BA5DC7BE1D43D9BF850149FBB3646200",
+     "7C438441049E880F842905B8B3181F7AF7CAA9F0EFB743847F44A306D2D28C1D9EC65DF6DB7764B22277A2EDDC3C265A9F018F9C"
+     "B852E111B768B326904B59A0193776F0949000"),
+    ("008600000C7C0A8508C2B0BD78D94BA86600", "7C0A86083ABB9674BCE93C089000"),
+]
+PACE_MRZ_INFO = mrz_key_string("T22000129", date(1964, 8, 12), date(2010, 10, 31))
+
+
+def scripted(script):
+    steps = iter(script)
+
+    def transmit(apdu):
+        command, response = next(steps)
+        assert apdu == H(command)
+        response = H(response)
+        return response[:-2], int.from_bytes(response[-2:], "big")
+    return transmit
+
+
+def test_pace_card_access_and_password_key_of_the_worked_example():
+    [info] = pace.parse_card_access(PACE_CARD_ACCESS)
+    assert (info.parameter_id, info.key_length, info.version) == (13, 16, 2)
+    password = pace.mrz_password(PACE_MRZ_INFO)
+    assert password == H("7E2D2A41C74EA0B38CD36F863939BFA8E9032AAD")
+    assert pace.password_key(password, 16) == H("89DED1B26624EC1E634C1989302849DD")
+
+
+def test_pace_exchange_and_session_keys_of_the_worked_example():
+    [info] = pace.parse_card_access(PACE_CARD_ACCESS)
+    session = pace.run_pace(
+        scripted(PACE_SCRIPT), info, pace.mrz_password(PACE_MRZ_INFO), pace.PASSWORD_MRZ,
+        map_key=int("7F4EF07B9EA82FD78AD689B38D0BC78CF21F249D953BC46F4C6E19259C010F99", 16),
+        eph_key=int("A73FB703AC1436A18E0CFA5ABB3F7BEC7A070E7A6788486BEE230C4A22762595", 16))
+    assert session.enc == H("F5F0E35C0D7161EE6724EE513A0D9A7F")
+    assert session.mac == H("FE251C7858B356B24514B3BD5F4297D1")
+    assert (session.cipher, session.ssc) == ("aes", 0)
+
+
+def test_pace_refused_token_is_a_refusal():
+    [info] = pace.parse_card_access(PACE_CARD_ACCESS)
+    script = PACE_SCRIPT[:-1] + [(PACE_SCRIPT[-1][0], "6300")]
+    with pytest.raises(pace.PaceRefused):
+        pace.run_pace(scripted(script), info, pace.mrz_password(PACE_MRZ_INFO), pace.PASSWORD_MRZ,
+                      map_key=int("7F4EF07B9EA82FD78AD689B38D0BC78CF21F249D953BC46F4C6E19259C010F99", 16),
+                      eph_key=int("A73FB703AC1436A18E0CFA5ABB3F7BEC7A070E7A6788486BEE230C4A22762595", 16))
+
+
+@pytest.mark.parametrize("parameter_id", [12, 13])
+def test_pace_reader_and_chip_agree_and_a_wrong_can_is_refused(parameter_id):
+    [info] = pace.parse_card_access(pace.build_card_access(parameter_id))
+
+    def chip_transmit(chip):
+        def transmit(apdu):
+            if apdu[1] == 0x22:
+                return b"", 0x9000
+            return chip.answer(apdu[5:5 + apdu[4]])
+        return transmit
+
+    chip = pace.PaceChip(info, b"012345")
+    session = pace.run_pace(chip_transmit(chip), info, b"012345", pace.PASSWORD_CAN)
+    assert session.enc == chip.session.enc and session.mac == chip.session.mac
+    # AES secure messaging both ways
+    apdu = protect_command(session, 0x00, 0xB0, 0x00, 0x10, le=0xDF)
+    assert unprotect_command(chip.session, apdu) == (0x00, 0xB0, 0x00, 0x10, b"", 0xDF)
+    answer = protect_response(chip.session, b"x" * 40, 0x9000)
+    assert unprotect_response(session, answer) == (b"x" * 40, 0x9000)
+    broken = bytearray(protect_response(chip.session, b"y", 0x9000))
+    broken[3] ^= 1
+    with pytest.raises(SecureMessagingError):
+        unprotect_response(session, bytes(broken))
+    with pytest.raises(pace.PaceRefused):
+        pace.run_pace(chip_transmit(pace.PaceChip(info, b"012345")), info, b"999999", pace.PASSWORD_CAN)
+
+
+def test_pace_rejects_a_public_key_off_the_curve():
+    curve = pace.Curve(13)
+    point = bytearray(curve.encode(curve.g * 5))
+    point[-1] ^= 1
+    with pytest.raises(CardCommunicationError):
+        curve.decode(bytes(point))

@@ -201,6 +201,17 @@ def test_fuzz_binary_parsers(data):
 
 
 @FUZZ
+@given(st.binary(max_size=200))
+def test_fuzz_card_access(data):
+    from devices.pace import parse_card_access
+    for candidate in (data, b"\x31" + card_tlv.encode_length(len(data)) + data):
+        try:
+            assert isinstance(parse_card_access(candidate), list)
+        except CardDataError:
+            pass
+
+
+@FUZZ
 @given(st.binary(max_size=200).map(lambda b: b"\x6D" + card_tlv.encode_length(len(b)) + b))
 def test_fuzz_dg13_with_a_valid_outer_tag(data):
     try:

@@ -72,14 +72,35 @@ def test_the_checked_in_test_card_verifies_against_the_checked_in_csca(insert_ca
     assert result.verified
 
 
-def test_wrong_key_is_access_denied(card, key):
-    wrong = CardKey(key.number, date(1990, 5, 18), key.expiry_date)
+def test_wrong_number_is_access_denied_by_pace_and_bac(card, key):
+    wrong = CardKey("001090012346", key.birth_date, key.expiry_date)
     with pytest.raises(AccessDeniedError) as info:
         read_cccd(wrong, timeout_s=5)
     assert_bilingual(info.value)
     assert "không khớp" in info.value.message_vi
     # the chip still opens with the right key afterwards
     assert read_cccd(key, timeout_s=5).fields["id_number"] == key.number
+
+
+def test_wrong_birth_date_is_access_denied_by_bac(card, key):
+    wrong = CardKey(key.number, date(1990, 5, 18), key.expiry_date)
+    with pytest.raises(AccessDeniedError):
+        read_cccd(wrong, timeout_s=5, access="bac")
+    # PACE with the CAN (last 6 digits of the number) does not need the dates
+    assert read_cccd(wrong, timeout_s=5, access="pace").access_protocol == "PACE"
+
+
+def test_pace_is_used_when_the_chip_offers_it_and_bac_otherwise(insert_card, test_pki, key, csca_dir):
+    sim = insert_card(build_profile(pki=test_pki, pace_parameter_id=12))  # NIST P-256
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5)
+    assert result.access_protocol == "PACE" and result.verified
+    sim.pull_out()
+    card_state(False)
+    insert_card(build_profile(pki=test_pki, pace_parameter_id=None))
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5)
+    assert result.access_protocol == "BAC" and result.verified
+    with pytest.raises(NotAnIdCardError):
+        read_cccd(key, timeout_s=5, access="pace")
 
 
 def test_card_pulled_out_mid_read(card, key):
@@ -89,11 +110,12 @@ def test_card_pulled_out_mid_read(card, key):
     assert_bilingual(info.value)
 
 
+@pytest.mark.parametrize("access", ["pace", "bac"])
 @pytest.mark.parametrize("fault", ["garbage", "truncate", "bad_mac", "plain_error"])
-def test_one_broken_answer_restarts_from_login_and_the_read_completes(card, key, csca_dir, fault):
-    card.inject(fault, after=10)
-    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5)
-    assert result.logins == 2
+def test_one_broken_answer_restarts_from_login_and_the_read_completes(card, key, csca_dir, fault, access):
+    card.inject(fault, after=12)  # while reading DG1 or DG13
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5, access=access)
+    assert result.logins == 2 and result.access_protocol == access.upper()
     assert result.verified and result.fields["full_name"] == "Nguyễn Văn Thử"
 
 
@@ -199,7 +221,7 @@ def test_cli_read_prints_fields_and_status(card, key, csca_dir):
 
 
 def test_cli_read_reports_errors_in_both_languages(card, key):
-    out = CliRunner().invoke(card_cli, ["read", "--number", key.number, "--birth", "1990-05-18",
+    out = CliRunner().invoke(card_cli, ["read", "--number", "001090012346", "--birth", "1990-05-18",
                                         "--expiry", "2030-05-17", "--timeout", "5"])
     assert out.exit_code == 1
     error = json.loads(out.output.strip().splitlines()[-1])["error"]
@@ -236,12 +258,12 @@ def test_reader_logic_without_pcsc(profile, key, csca_dir):
             self.apdu_count += 1
             return self.sim.process(apdu)
 
-    result = read_with(Direct(CardSimulator(profile)), key, csca_dir=csca_dir)
+    result = read_with(Direct(CardSimulator(profile)), key, csca_dir=csca_dir, access="bac")
     assert result.verified and 15 <= result.apdu_count <= 25  # SELECT + BAC + 4 files in 0xDF blocks
 
 
 def test_bench_card_read(pcscd):
     card_state(False)
     stats = bench_card_read(n=5)
-    assert stats["name"] and stats["n"] == 5 and 15 <= stats["apdus"] <= 25
+    assert stats["name"] == "card_read_bac_dg1_dg13_sod" and stats["n"] == 5 and 15 <= stats["apdus"] <= 25
     assert 0 < stats["p50_ms"] <= stats["p95_ms"] < 2000
