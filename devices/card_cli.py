@@ -53,12 +53,14 @@ def simulate(profile: Path, host: str, port: int, seconds: float | None):
 @click.option("--csca-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of trusted CSCA certificates for Passive Authentication.")
 @click.option("--timeout", "timeout_s", default=10.0, show_default=True, help="Seconds to wait for a card.")
-def read(number, birth, expiry, reader_name, csca_dir, timeout_s):
+@click.option("--access", type=click.Choice(["auto", "pace", "bac"]), default="auto", show_default=True,
+              help="PACE (with the last 6 digits) when the chip offers it, else BAC; or force one.")
+def read(number, birth, expiry, reader_name, csca_dir, timeout_s, access):
     """Read the card on the reader and print its DG13 fields and verification status as JSON."""
     from devices.card_reader import CardKey, read_cccd
     try:
         key = CardKey.from_strings(number, birth, expiry)
-        result = read_cccd(key, reader_name=reader_name, csca_dir=csca_dir, timeout_s=timeout_s)
+        result = read_cccd(key, reader_name=reader_name, csca_dir=csca_dir, timeout_s=timeout_s, access=access)
     except CardError as err:
         _fail(err)
     click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
