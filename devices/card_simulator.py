@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 
 from devices import bac, card_tlv, pace
-from devices.card_errors import CardDataError
+from devices.card_errors import CardDataError, CardError
 from devices.mrz import bac_document_number, mrz_key_string
 from devices.secure_messaging import SecureMessagingError, protect_response, unprotect_command
 from devices.vpcd import POWER_OFF, RESET, VPCD_HOST, VPCD_PORT, VirtualCardLink
@@ -73,7 +73,7 @@ class CardSimulator:
         if 0x011C in self.files:
             try:
                 self._pace_infos = pace.parse_card_access(self.files[0x011C])
-            except CardDataError:
+            except CardError:  # unparseable, or no ecdsa package: a BAC-only chip
                 self._pace_infos = []
         self.atr = bytes.fromhex(profile.get("atr") or "3B8880010000000000000000")
         self.max_read = profile.get("max_read") or 0xDF

@@ -23,7 +23,10 @@ PASSWORD_MRZ, PASSWORD_CAN = 1, 2
 
 
 def _curves():
-    from ecdsa import curves
+    try:
+        from ecdsa import curves
+    except ImportError:  # without the ecdsa package there is no PACE; readers fall back to BAC
+        raise PaceUnsupported("the ecdsa package is not installed") from None
     return {12: curves.NIST256p, 13: curves.BRAINPOOLP256r1, 14: curves.BRAINPOOLP320r1,
             15: curves.NIST384p, 16: curves.BRAINPOOLP384r1, 17: curves.BRAINPOOLP512r1, 18: curves.NIST521p}
 
