@@ -271,3 +271,14 @@ def test_fuzz_protected_responses(data):
         unprotect_response(keys, data)
     except CardError:
         pass
+
+
+@FUZZ
+@given(st.lists(st.binary(min_size=0, max_size=60), max_size=6))
+def test_fuzz_simulator_answers_any_apdu_with_a_status_word(profile, apdus):
+    from devices.card_simulator import CardSimulator
+    sim = CardSimulator(profile)
+    for prefix in (b"", b"\x00\xA4\x04\x0C\x07\xA0\x00\x00\x02\x47\x10\x01", b"\x00\x22\xC1\xA4"):
+        for apdu in apdus:
+            response = sim.process(prefix + apdu if prefix[:2] != b"\x00\x22" else prefix + apdu)
+            assert isinstance(response, bytes) and len(response) >= 2

@@ -211,6 +211,23 @@ def test_keys_data_and_photo_stay_out_of_logs_and_reprs(card, key, csca_dir, cap
     assert "card read" in caplog.text
 
 
+def test_a_read_opens_no_file_for_writing(card, key, csca_dir, monkeypatch):
+    import builtins
+    import io
+    writes = []
+    real_open = builtins.open
+
+    def watching_open(file, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax+"):
+            writes.append(str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", watching_open)
+    monkeypatch.setattr(io, "open", watching_open)
+    result = read_cccd(key, csca_dir=csca_dir, want_photo=True, timeout_s=5)
+    assert result.photo and writes == []
+
+
 def test_cli_read_prints_fields_and_status(card, key, csca_dir):
     out = CliRunner().invoke(card_cli, ["read", "--number", key.number, "--birth", "17/05/1990",
                                         "--expiry", "2030-05-17", "--csca-dir", str(csca_dir), "--timeout", "5"])
