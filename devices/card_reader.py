@@ -66,6 +66,18 @@ class CardKey:
         return cls(number.strip(), parse(birth, "Ngày sinh", "birth date"),
                    parse(expiry, "Ngày hết hạn", "expiry date"))
 
+    @classmethod
+    def from_front_qr(cls, text: str, expiry: str | None = None) -> "CardKey":
+        """From the QR printed on the card. The QR has no expiry date: give the one printed on the card,
+        or the estimate from the renewal ages is used (PACE needs only the number; BAC needs the real
+        expiry). Raises QrFormatError, or CardDataError when no expiry can be had."""
+        qr = parse_front_qr(text)
+        expiry = expiry or qr["expiry_date_estimated"]
+        if not expiry:
+            raise CardDataError("no expiry date", message_vi="Vui lòng nhập ngày hết hạn in trên thẻ.",
+                                message_en="Please enter the expiry date printed on the card.")
+        return cls.from_strings(qr["number"], qr["birth_date"], expiry)
+
 
 @dataclass
 class CardResult:

@@ -51,6 +51,14 @@ def test_read_gives_the_prefill_fields_and_says_verified(card, key, csca_dir):
     assert result.checked_data_groups == [1, 13]
 
 
+def test_key_from_the_front_qr_opens_the_card(card, key):
+    qr = f"{key.number}|012345678|Nguyễn Văn Thử|17051990|Nam|Hà Nội|15042021"
+    from_qr = CardKey.from_front_qr(qr)
+    assert from_qr == key  # the estimated expiry (renewal at 40) is the one on this card
+    assert read_cccd(from_qr, timeout_s=5, access="bac").fields["id_number"] == key.number
+    assert CardKey.from_front_qr(qr, "2031-01-01").expiry_date == date(2031, 1, 1)
+
+
 def test_photo_only_on_request(card, key, csca_dir):
     result = read_cccd(key, csca_dir=csca_dir, want_photo=True, timeout_s=5)
     assert result.photo.startswith(b"\xFF\xD8\xFF")
