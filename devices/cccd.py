@@ -116,7 +116,6 @@ def build_dg13(values: dict) -> bytes:
         return card_tlv.encode(0x30, card_tlv.encode(0x02, bytes([number])) + b"".join(utf8(t) for t in texts))
 
     body = b""
-    by_name = {v: k for k, v in DG13_FIELDS.items()}
     for number in range(1, 17):
         if number == DG13_PARENTS:
             if "father_name" in values or "mother_name" in values:

@@ -131,7 +131,8 @@ def auth_token(mac_key: bytes, oid: bytes, public_key: bytes) -> bytes:
 
 
 def _dyn(tag: int, value: bytes) -> bytes:
-    return card_tlv.encode(0x7C, card_tlv.encode(tag, value) if value is not None else b"")
+    """A General Authenticate dynamic authentication data object: 7C { tag value }."""
+    return card_tlv.encode(0x7C, card_tlv.encode(tag, value))
 
 
 def _from_dyn(response: bytes, tag: int) -> bytes:

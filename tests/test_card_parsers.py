@@ -1,5 +1,4 @@
 """DG1, DG13, EF.COM, the front QR and Passive Authentication; fuzzed: bad input gives a clean CardError."""
-import copy
 import hashlib
 
 import pytest

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from devices import cccd
 from devices.card_bench import bench_card_read
 from devices.card_cli import card as card_cli
 from devices.card_profile import build_profile
@@ -206,7 +205,7 @@ def test_pcscd_not_running_is_a_reader_service_error(tmp_path):
                          cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr
     name, _, message = out.stdout.partition(" | ")
-    assert name == "ReaderServiceError"
+    assert name == ReaderServiceError.__name__
     assert "pcscd" in message and "không chạy" in message
 
 
@@ -254,7 +253,6 @@ def test_cli_read_reports_errors_in_both_languages(card, key):
 
 
 def test_cli_simulate_puts_a_card_on_the_reader(pcscd, tmp_path, key):
-    profile_path = tmp_path / "card.json"
     out = CliRunner().invoke(card_cli, ["make-profile", str(tmp_path)])
     assert out.exit_code == 0, out.output
     profile_path = tmp_path / "synthetic_cccd.json"
