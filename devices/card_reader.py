@@ -222,7 +222,7 @@ def _sw(response: bytes) -> int:
 
 
 class CardReading:
-    """One reading of one chip: BAC, then files under secure messaging, logging in again when the
+    """One reading of one chip: PACE or BAC, then files under secure messaging, logging in again when the
     session breaks (up to MAX_LOGINS times in all)."""
 
     def __init__(self, transport, key: CardKey, access: str = "auto"):
