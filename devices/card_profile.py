@@ -19,7 +19,7 @@ from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from devices import card_tlv, cccd
@@ -53,10 +53,11 @@ SYNTHETIC_PERSON = {
 
 @dataclass
 class TestPki:
-    csca_key: ec.EllipticCurvePrivateKey
+    csca_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     csca_cert: x509.Certificate
-    ds_key: ec.EllipticCurvePrivateKey
+    ds_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     ds_cert: x509.Certificate
+    kind: str = "ec"
 
 
 def _name(cn: str) -> x509.Name:
@@ -65,10 +66,17 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_test_pki(label: str = "Test CSCA") -> TestPki:
-    """A throwaway CSCA and a Document Signer it issued (EC P-256), valid around today."""
+def _new_key(kind: str):
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def make_test_pki(label: str = "Test CSCA", kind: str = "ec") -> TestPki:
+    """A throwaway CSCA and a Document Signer it issued (EC P-256, or RSA 2048 with kind="rsa" or
+    "rsa-pss"), valid around today."""
     now = datetime.now(timezone.utc) - timedelta(days=1)
-    csca_key = ec.generate_private_key(ec.SECP256R1())
+    csca_key = _new_key("rsa" if kind.startswith("rsa") else "ec")
     csca_name = _name(f"dvc-kiosk {label}")
     csca_cert = (x509.CertificateBuilder().subject_name(csca_name).issuer_name(csca_name)
                  .public_key(csca_key.public_key()).serial_number(x509.random_serial_number())
@@ -77,7 +85,7 @@ def make_test_pki(label: str = "Test CSCA") -> TestPki:
                  .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
                                 critical=True)
                  .sign(csca_key, hashes.SHA256()))
-    ds_key = ec.generate_private_key(ec.SECP256R1())
+    ds_key = _new_key("rsa" if kind.startswith("rsa") else "ec")
     ds_cert = (x509.CertificateBuilder().subject_name(_name(f"dvc-kiosk {label} Document Signer"))
                .issuer_name(csca_name).public_key(ds_key.public_key())
                .serial_number(x509.random_serial_number())
@@ -85,7 +93,7 @@ def make_test_pki(label: str = "Test CSCA") -> TestPki:
                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
                               critical=True)
                .sign(csca_key, hashes.SHA256()))
-    return TestPki(csca_key, csca_cert, ds_key, ds_cert)
+    return TestPki(csca_key, csca_cert, ds_key, ds_cert, kind)
 
 
 def build_sod(data_groups: dict[int, bytes], pki: TestPki) -> bytes:
@@ -102,14 +110,26 @@ def build_sod(data_groups: dict[int, bytes], pki: TestPki) -> bytes:
         cms.CMSAttribute({"type": "content_type", "values": [cms.ContentType(LDS_SECURITY_OBJECT_OID)]}),
         cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(lso).digest()]}),
     ])
-    signature = pki.ds_key.sign(signed_attrs.dump(), ec.ECDSA(hashes.SHA256()))
+    if pki.kind == "rsa-pss":
+        signature = pki.ds_key.sign(signed_attrs.dump(), padding.PSS(padding.MGF1(hashes.SHA256()), 32),
+                                    hashes.SHA256())
+        algorithm = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pss", "parameters": {
+            "hash_algorithm": {"algorithm": "sha256"},
+            "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha256"}},
+            "salt_length": 32, "trailer_field": "trailer_field_bc"}})
+    elif pki.kind == "rsa":
+        signature = pki.ds_key.sign(signed_attrs.dump(), padding.PKCS1v15(), hashes.SHA256())
+        algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_rsa"})
+    else:
+        signature = pki.ds_key.sign(signed_attrs.dump(), ec.ECDSA(hashes.SHA256()))
+        algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
     signer = cms.SignerInfo({
         "version": "v1",
         "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber({
             "issuer": ds_asn1.issuer, "serial_number": ds_asn1.serial_number})}),
         "digest_algorithm": {"algorithm": "sha256"},
         "signed_attrs": signed_attrs,
-        "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}),
+        "signature_algorithm": algorithm,
         "signature": signature,
     })
     signed = cms.SignedData({

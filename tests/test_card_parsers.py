@@ -156,6 +156,19 @@ def test_a_card_signed_under_another_csca_is_not_verified(csca_dir):
     assert not result.verified and "không thuộc" in result.message_vi
 
 
+@pytest.mark.parametrize("kind", ["rsa", "rsa-pss"])
+def test_rsa_signed_cards_verify_and_a_bit_flip_in_the_signature_is_refused(kind, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    pki = make_test_pki(f"RSA {kind}", kind=kind)
+    (tmp_path / "csca.der").write_bytes(pki.csca_cert.public_bytes(serialization.Encoding.DER))
+    sod, groups = signed_inputs(build_profile(pki=pki))
+    assert passive_authentication(sod, groups, tmp_path).verified
+    signature_end = len(sod) - 1  # the signature is the last field of the SignerInfo
+    broken = sod[:signature_end] + bytes([sod[signature_end] ^ 1])
+    with pytest.raises(CardTamperedError):
+        passive_authentication(broken, groups, tmp_path)
+
+
 def test_a_changed_data_group_is_refused(profile, csca_dir):
     sod, groups = signed_inputs(profile)
     changed = groups[13].replace("Nguyễn Văn Thử".encode(), "Nguyễn Văn Giả".encode())
