@@ -1,0 +1,97 @@
+"""``kiosk card ...``: run the card simulator, read a card, make synthetic test cards, parse a QR."""
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from devices.card_errors import CardError
+
+
+def _fail(err: CardError) -> None:
+    click.echo(json.dumps({"error": {"type": type(err).__name__, "message_vi": err.message_vi,
+                                     "message_en": err.message_en}}, ensure_ascii=False), err=True)
+    sys.exit(1)
+
+
+@click.group("card")
+def card():
+    """Chip ID card (CCCD): read it over PC/SC, or simulate one for tests and demos."""
+
+
+@card.command("simulate")
+@click.argument("profile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where vpcd (in pcscd) listens.")
+@click.option("--port", default=35963, show_default=True, type=int)
+@click.option("--seconds", type=float, default=None, help="Pull the card out after this long (default: Ctrl-C).")
+def simulate(profile: Path, host: str, port: int, seconds: float | None):
+    """Put the synthetic card PROFILE (JSON) on the virtual reader until Ctrl-C."""
+    from devices.card_simulator import CardSimulator
+    try:
+        sim = CardSimulator(profile).connect(host, port)
+    except (ConnectionError, KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Card simulator connected to vpcd at {host}:{port}. Ctrl-C takes the card out.")
+    try:
+        if seconds is not None:
+            time.sleep(seconds)
+        else:
+            sim.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.pull_out()
+        click.echo(f"Card out after {sim.apdu_count} APDUs.")
+
+
+@card.command("read")
+@click.option("--number", required=True, help="The 12-digit CCCD number.")
+@click.option("--birth", required=True, help="Birth date, yyyy-mm-dd or dd/mm/yyyy.")
+@click.option("--expiry", required=True, help="Expiry date, yyyy-mm-dd or dd/mm/yyyy.")
+@click.option("--reader", "reader_name", default=None, help="Reader name (or its start); default: any.")
+@click.option("--csca-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of trusted CSCA certificates for Passive Authentication.")
+@click.option("--timeout", "timeout_s", default=10.0, show_default=True, help="Seconds to wait for a card.")
+@click.option("--access", type=click.Choice(["auto", "pace", "bac"]), default="auto", show_default=True,
+              help="PACE (with the last 6 digits) when the chip offers it, else BAC; or force one.")
+def read(number, birth, expiry, reader_name, csca_dir, timeout_s, access):
+    """Read the card on the reader and print its DG13 fields and verification status as JSON."""
+    from devices.card_reader import CardKey, read_cccd
+    try:
+        key = CardKey.from_strings(number, birth, expiry)
+        result = read_cccd(key, reader_name=reader_name, csca_dir=csca_dir, timeout_s=timeout_s, access=access)
+    except CardError as err:
+        _fail(err)
+    click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+
+
+@card.command("make-profile")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def make_profile(folder: Path):
+    """Write a synthetic, test-signed card profile and its test CSCA certificate into FOLDER."""
+    from devices.card_profile import write_test_card
+    for path in write_test_card(folder):
+        click.echo(str(path))
+
+
+@card.command("qr")
+@click.argument("text")
+def qr(text: str):
+    """Parse the text of the QR code printed on a CCCD."""
+    from devices.card_reader import parse_front_qr
+    try:
+        click.echo(json.dumps(parse_front_qr(text), ensure_ascii=False, indent=2))
+    except CardError as err:
+        _fail(err)
+
+
+@card.command("readers")
+def readers():
+    """List the PC/SC readers pcscd knows."""
+    from devices.card_reader import list_readers
+    try:
+        for name in list_readers():
+            click.echo(name)
+    except CardError as err:
+        _fail(err)
