@@ -53,6 +53,8 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     app.config.update(AUDIO_DIR=folder / "audio", AUDIO_PROMPTS=audio.all_prompts(app.config["CATALOG"]))
     app.config["AUDIO_ON"] = audio.available() or any(app.config["AUDIO_DIR"].glob("*.wav"))
     db.migrate(app.config["DATABASE"])
+    from sync import schema as sync_schema
+    sync_schema.migrate(app.config["DATABASE"])
     # Device settings are checked now, so a typo in the station file stops start-up, not a citizen.
     try:
         printer_connection = printer_settings(station).connection

@@ -95,10 +95,43 @@ def audio_build(station_file):
     click.echo(f"{made} prompts made, {kept} already there")
 
 
-def _add_device_commands():
+@main.group("audit")
+def audit_group():
+    """The station's audit log."""
+
+
+@audit_group.command("verify")
+@station_option
+def audit_verify(station_file):
+    """Check the hash chain of every audit event; exit 1 naming each edited or missing event."""
+    from . import audit, db
+    from .config import data_dir
+
+    config = _load(station_file)
+    path = data_dir(config) / "station.db"
+    if not path.exists():
+        raise click.ClickException(f"{path}: no station database")
+    conn = db.connect(path)
+    try:
+        problems = audit.verify(conn)
+        count = conn.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0]
+    finally:
+        conn.close()
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        raise click.ClickException(f"the audit log has been changed: {len(problems)} problem(s) in {count} events")
+    click.echo(f"{count} audit events, chain intact")
+
+
+def _add_subsystem_commands():
+    from devices.card_cli import card
     from devices.printer_cli import printer
+    from sync.central_cli import central
+    from sync.sync_cli import sync
 
-    main.add_command(printer)
+    for group in (card, printer, sync, central):
+        main.add_command(group)
 
 
-_add_device_commands()
+_add_subsystem_commands()
