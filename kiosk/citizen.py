@@ -20,6 +20,7 @@ from .catalog import CATEGORIES, Procedure
 from .db import get_db
 
 bp = Blueprint("citizen", __name__)
+CARD_KEY = "_card"  # in a draft's answers: the fields read from the CCCD chip, for prefilling
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -149,14 +150,28 @@ def start(slug):
 
 # --- one question per page -----------------------------------------------------------------------------
 
-def _render_question(proc, page, shown, errors, status=200, change=False, answers=None):
+def card_value(answers: dict, field: dict):
+    """What the CCCD chip read for this field, if the card was read in this draft (kept, sealed, under
+    ``_card`` in the draft; never part of the submitted answers unless the citizen confirms it)."""
+    source = field.get("prefill", "")
+    card = answers.get(CARD_KEY) or {}
+    if not source.startswith("card.") or source[5:] not in card:
+        return None
+    value = card[source[5:]]
+    if field["type"] == "choice":  # the card says "Nam"/"Nữ"; the options have their own values
+        folded = _fold(str(value))
+        return next((o["value"] for o in field["options"] if _fold(o["vi"]) == folded), None)
+    return value
+
+
+def _render_question(proc, page, shown, errors, status=200, change=False, answers=None, prefilled=()):
     active = _active_pages(proc, answers or {})
     step = next((i for i, p in enumerate(active) if p["id"] == page["id"]), 0) + 1
     back = url_for("citizen.check", slug=proc.slug) if change else (
         url_for("citizen.question", slug=proc.slug, page_id=active[step - 2]["id"]) if step > 1
         else url_for("citizen.overview", slug=proc.slug))
     return render_template("citizen/question.html", proc=proc, page=page, shown=shown, errors=errors,
-                           step=step, total=len(active), back=back, change=change), status
+                           step=step, total=len(active), back=back, change=change, prefilled=prefilled), status
 
 
 @bp.route("/p/<slug>/q/<page_id>", methods=["GET", "POST"])
@@ -174,8 +189,15 @@ def question(slug, page_id):
         return _see_other("citizen.check", slug=slug)
 
     if request.method == "GET":
-        shown = {f["name"]: answers_mod.shown_from_value(f, answers.get(f["name"])) for f in page["fields"]}
-        return _render_question(proc, page, shown, {}, change=change, answers=answers)
+        shown, prefilled = {}, set()
+        for field in page["fields"]:
+            value = answers.get(field["name"])
+            if value is None and field["name"] not in answers:
+                value = card_value(answers, field)
+                if value is not None:
+                    prefilled.add(field["name"])
+            shown[field["name"]] = answers_mod.shown_from_value(field, value)
+        return _render_question(proc, page, shown, {}, change=change, answers=answers, prefilled=prefilled)
 
     readings = {f["name"]: answers_mod.read_field(f, request.form) for f in page["fields"]}
     fields = {f["name"]: f for f in page["fields"]}

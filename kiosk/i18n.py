@@ -1,6 +1,7 @@
-"""Vietnamese first, English on request: the interface's words live in messages.toml, one key each.
+"""Vietnamese first, English on request: the interface's words live in messages*.toml, one key each
+(messages.toml for the citizen's path, messages_<part>.toml for other parts).
 
-Two languages and one file need no gettext toolchain or compile step; a test checks that every key has
+Two languages in TOML files need no gettext toolchain or compile step; a test checks that every key has
 both languages and that every key used in a template exists.
 """
 import tomllib
@@ -9,7 +10,19 @@ from pathlib import Path
 from flask import session
 
 LANGUAGES = ("vi", "en")
-MESSAGES: dict[str, dict[str, str]] = tomllib.loads((Path(__file__).parent / "messages.toml").read_text("utf-8"))
+
+
+def _load_messages() -> dict[str, dict[str, str]]:
+    messages: dict[str, dict[str, str]] = {}
+    for path in sorted(Path(__file__).parent.glob("messages*.toml")):
+        for key, text in tomllib.loads(path.read_text("utf-8")).items():
+            if key in messages:
+                raise ValueError(f"{path.name}: message key '{key}' is defined twice")
+            messages[key] = text
+    return messages
+
+
+MESSAGES = _load_messages()
 
 
 def current_language() -> str:

@@ -321,3 +321,22 @@ def test_year_fields_refuse_the_future(client, catalog):
     form[year_field] = str(date.today().year + 1)
     response = answer(client, f"/p/{proc.slug}/q/{page['id']}", form)
     assert response.status_code == 422 and f"Hãy nhập số từ 1900 đến {date.today().year}" in response.text
+
+
+def test_answers_are_prefilled_from_a_card_read_into_the_draft(app, client, catalog):
+    from kiosk import drafts
+    from kiosk.db import connect
+    proc = catalog["dang-ky-khai-sinh"]
+    path = start(client, proc.slug)
+    with client.session_transaction() as session:
+        draft_id = session["draft"]["id"]
+    conn = connect(app.config["DATABASE"])
+    drafts.save(conn, app.config["PAYLOAD_KEY"], draft_id,
+                {"_card": {"full_name": "TRẦN THỊ BÌNH", "id_number": "079190001234"}})
+    conn.close()
+    name_page = next(p for p in proc.pages if p["fields"][0].get("prefill") == "card.full_name")
+    page = client.get(f"/p/{proc.slug}/q/{name_page['id']}")
+    assert 'value="TRẦN THỊ BÌNH"' in page.text and "Lấy từ thẻ căn cước" in page.text
+    # Prefilled is only offered: the answer is the citizen's once they continue.
+    other = next(p for p in proc.pages if p["fields"][0].get("prefill") is None and p["fields"][0]["type"] == "text")
+    assert "Lấy từ thẻ căn cước" not in client.get(f"/p/{proc.slug}/q/{other['id']}").text
