@@ -71,6 +71,8 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     app.jinja_env.filters["money"] = lambda n: f"{n:,}".replace(",", ".")
     zone = ZoneInfo(station["station"]["timezone"])
     app.jinja_env.filters["local_date"] = lambda iso: datetime.fromisoformat(iso).astimezone(zone).strftime("%d/%m/%Y")
+    app.jinja_env.filters["local_time"] = lambda iso: datetime.fromisoformat(iso).astimezone(zone).strftime("%H:%M %d/%m/%Y")
+    app.jinja_env.filters["age"] = lambda iso: i18n.age(datetime.fromisoformat(iso))
 
     @app.context_processor
     def layout():
@@ -121,6 +123,13 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
                                          request.url_rule, "".join(traceback.format_tb(exc.__traceback__)))
         return render_template("error.html", title_key="error_page_title", text_key="error_page_text"), 500
 
+    @app.errorhandler(403)
+    def forbidden(_e):
+        return render_template("error.html", title_key="forbidden_title", text_key="forbidden_text"), 403
+
+    from agent import views as agent_views
+
     from . import citizen
     app.register_blueprint(citizen.bp)
+    app.register_blueprint(agent_views.bp)
     return app

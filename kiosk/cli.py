@@ -95,6 +95,56 @@ def audio_build(station_file):
     click.echo(f"{made} prompts made, {kept} already there")
 
 
+def _station_db(station_file):
+    from . import db
+    from .config import data_dir
+
+    config = _load(station_file)
+    path = data_dir(config) / "station.db"
+    db.migrate(path)
+    return db.connect(path)
+
+
+@main.group()
+def staff():
+    """Staff accounts of counter and mobile stations."""
+
+
+@staff.command("add")
+@station_option
+@click.argument("username")
+@click.option("--name", "display_name", required=True, help="The name shown on screens and reports.")
+@click.option("--role", type=click.Choice(["agent", "supervisor"]), default="agent", show_default=True)
+@click.option("--pin-stdin", is_flag=True, help="Read the PIN from standard input instead of asking twice.")
+def staff_add(station_file, username, display_name, role, pin_stdin):
+    """Add a staff account; asks for its PIN (6+ digits) or password (10+ characters)."""
+    from agent import staff as accounts
+
+    secret = sys.stdin.readline().rstrip("\n") if pin_stdin else click.prompt(
+        "PIN", hide_input=True, confirmation_prompt=True)
+    conn = _station_db(station_file)
+    try:
+        accounts.add(conn, username, display_name, role, secret)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        conn.close()
+    click.echo(f"{username} ({role}) added")
+
+
+@staff.command("list")
+@station_option
+def staff_list(station_file):
+    """List staff accounts: user name, role, locked or not."""
+    conn = _station_db(station_file)
+    try:
+        for row in conn.execute("SELECT username, display_name, role, locked_until, active FROM staff ORDER BY username"):
+            state = "inactive" if not row["active"] else ("locked until " + row["locked_until"] if row["locked_until"] else "active")
+            click.echo(f"{row['username']}\t{row['role']}\t{row['display_name']}\t{state}")
+    finally:
+        conn.close()
+
+
 @main.group("audit")
 def audit_group():
     """The station's audit log."""

@@ -20,8 +20,9 @@ DEFAULTS = {
     "server": {"host": "127.0.0.1", "port": 8080},
     "paths": {"data": "var"},
     "central": {"url": "http://127.0.0.1:8090"},
-    "session": {"idle_seconds": 120, "warning_seconds": 30, "draft_idle_minutes": 20},
+    "session": {"idle_seconds": 120, "warning_seconds": 30, "draft_idle_minutes": 20, "staff_idle_minutes": 15},
     "devices": {"card_reader": "auto", "printer": "auto"},
+    "sync": {"export_dir": "/media/usb"},
 }
 
 

@@ -41,3 +41,14 @@ def pick(text: dict | None) -> str:
     if not text:
         return ""
     return text.get(current_language()) or text["vi"]
+
+
+def age(since) -> str:
+    """How long ago, in words: "3 giờ", "2 ngày" (for "waiting for ..." banners)."""
+    from datetime import datetime, timezone
+
+    seconds = max(0, int((datetime.now(timezone.utc) - since).total_seconds()))
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return t(f"age_{unit}", n=seconds // size)
+    return t("age_moments")

@@ -194,3 +194,18 @@ def apply_ack_file(conn: sqlite3.Connection, data: bytes, *, station_id: str, ce
 
 def write_ack_file(path: Path, ack_file: dict) -> None:
     _write_atomically(Path(path), json.dumps(ack_file, ensure_ascii=False, indent=1).encode())
+
+
+def export_station_bundle(config: dict, conn: sqlite3.Connection, folder: Path) -> dict:
+    """``export_bundle`` with the station's own keys, for the CLI and the staff screen alike.
+    Raises FileNotFoundError when the station has not been enrolled (no central keys yet)."""
+    from kiosk.sealing import load_or_create_key
+
+    from .keys import load_central_keys, load_or_create_signing_key
+    from .worker import station_paths
+
+    paths = station_paths(config)
+    _signing, bundle_key = load_central_keys(paths["central_keys"])
+    return export_bundle(conn, Path(folder), station_id=config["station"]["id"],
+                         station_key=load_or_create_signing_key(paths["station_key"]),
+                         payload_key=load_or_create_key(paths["payload_key"]), central_bundle_key=bundle_key)

@@ -132,20 +132,13 @@ def status_command(as_json):
 @click.argument("folder", type=click.Path(file_okay=False))
 def export_command(folder):
     """Write every waiting dossier to a signed, encrypted bundle in FOLDER (a USB stick)."""
-    from kiosk.sealing import load_or_create_key
-
-    from .bundle import export_bundle
-    from .keys import load_or_create_signing_key
-    from .worker import station_paths
+    from .bundle import export_station_bundle
 
     config = _config()
-    paths = station_paths(config)
-    _signing, bundle_key = _central_keys(config)
+    _central_keys(config)  # a clear message when the station is not enrolled yet
     conn = _open_db(config)
     try:
-        result = export_bundle(conn, Path(folder), station_id=config["station"]["id"],
-                               station_key=load_or_create_signing_key(paths["station_key"]),
-                               payload_key=load_or_create_key(paths["payload_key"]), central_bundle_key=bundle_key)
+        result = export_station_bundle(config, conn, Path(folder))
     finally:
         conn.close()
     if result["path"] is None:

@@ -1,0 +1,70 @@
+"""The end-of-day report of a station: dossiers by procedure, fees expected against fees taken, reprints
+and what has not been sent yet, per staff member and for the whole station.
+
+Every number is counted from the dossiers and the ledger themselves, so the report reconciles with them
+by construction; a supervisor's sign-off stores the report with its hash.
+"""
+import hashlib
+import json
+import sqlite3
+from datetime import datetime, timezone
+
+from kiosk import audit
+from kiosk.db import write_transaction
+
+
+def _bucket() -> dict:
+    return {"dossiers": 0, "by_procedure": {}, "fees_expected_vnd": 0, "fees_taken_vnd": 0, "reprints": 0,
+            "unsynced": 0}
+
+
+def day_report(conn: sqlite3.Connection, day: str) -> dict:
+    """The report of local day ``day`` (YYYY-MM-DD). Kiosk dossiers (no staff) count under "kiosk"."""
+    people = {row["id"]: row["username"] for row in conn.execute("SELECT id, username FROM staff")}
+    by_staff: dict[str, dict] = {}
+    station = _bucket()
+
+    def bucket(staff_id):
+        return by_staff.setdefault(people.get(staff_id, "kiosk"), _bucket())
+
+    for row in conn.execute(
+        "SELECT d.staff_id, d.procedure_code, d.fee_due_vnd, o.state FROM dossiers d "
+        "JOIN outbox o USING (submission_id) WHERE d.local_day = ?", (day,)
+    ):
+        for target in (bucket(row["staff_id"]), station):
+            target["dossiers"] += 1
+            target["by_procedure"][row["procedure_code"]] = target["by_procedure"].get(row["procedure_code"], 0) + 1
+            if row["staff_id"] is not None:  # a fee is taken at a counter; at a kiosk it is paid later
+                target["fees_expected_vnd"] += row["fee_due_vnd"]
+            if row["state"] != "sent":
+                target["unsynced"] += 1
+    for row in conn.execute("SELECT staff_id, kind, amount_vnd FROM ledger WHERE local_day = ?", (day,)):
+        for target in (bucket(row["staff_id"]), station):
+            if row["kind"] == "fee":
+                target["fees_taken_vnd"] += row["amount_vnd"]
+            else:
+                target["reprints"] += 1
+    for target in (*by_staff.values(), station):
+        target["fee_difference_vnd"] = target["fees_taken_vnd"] - target["fees_expected_vnd"]
+    return {"day": day, "station": station, "by_staff": dict(sorted(by_staff.items()))}
+
+
+def closing(conn: sqlite3.Connection, day: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM day_closings WHERE local_day = ?", (day,)).fetchone()
+
+
+def sign_off(conn: sqlite3.Connection, day: str, supervisor: sqlite3.Row) -> dict:
+    """Store the day's report as signed by ``supervisor``; a day is signed once."""
+    if supervisor["role"] != "supervisor":
+        raise PermissionError("only a supervisor signs off a day")
+    report = day_report(conn, day)
+    text = json.dumps(report, ensure_ascii=False, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    with write_transaction(conn):
+        if closing(conn, day) is not None:
+            raise ValueError(f"{day} is already signed off")
+        conn.execute("INSERT INTO day_closings (local_day, report, report_sha256, signed_by, signed_at) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     (day, text, digest, supervisor["id"], datetime.now(timezone.utc).isoformat()))
+        audit.append(conn, supervisor["username"], "day.signed_off", day, {"report_sha256": digest})
+    return report

@@ -1,0 +1,330 @@
+"""Staff screens (/agent): log in, submit on a citizen's behalf with the documents checklist, fee and
+consent, find and reprint dossiers, the day's report and its sign-off, the rejected queue.
+
+The questions themselves are the citizen's wizard (/p/...), the same pages and checks; after "check
+answers" a logged-in staff member comes here to finish instead of to the citizen's consent page.
+"""
+import time
+from datetime import date, datetime, timezone
+from functools import wraps
+from zoneinfo import ZoneInfo
+
+from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
+                   url_for)
+
+from kiosk import audit, dossiers, i18n, receipts, tracking_code
+from kiosk.answers import normalise
+from kiosk.citizen import _draft, _first_unanswered, _active_answers, _procedure, _receipt, _tracking_url
+from kiosk.db import get_db, write_transaction
+from kiosk.masking import mask_name
+from sync import outbox
+
+from . import report, staff
+
+bp = Blueprint("agent", __name__, url_prefix="/agent")
+
+
+def _today() -> str:
+    zone = ZoneInfo(current_app.config["STATION"]["station"]["timezone"])
+    return datetime.now(timezone.utc).astimezone(zone).date().isoformat()
+
+
+@bp.before_app_request
+def load_staff():
+    """Who is logged in; a staff session idle longer than the station allows is logged out."""
+    g.staff = None
+    who = session.get("staff")
+    if not who:
+        return
+    limit = current_app.config["STATION"]["session"]["staff_idle_minutes"] * 60
+    now = int(time.time())
+    if now - session.get("staff_seen", now) > limit:
+        session.pop("staff", None)
+        return
+    session["staff_seen"] = now
+    g.staff = who
+
+
+@bp.app_context_processor
+def staff_context():
+    if not getattr(g, "staff", None):
+        return {"staff": None}
+    return {"staff": g.staff, "waiting": outbox.waiting(get_db())}
+
+
+def login_required(role: str | None = None):
+    def wrap(view):
+        @wraps(view)
+        def inner(*args, **kwargs):
+            if not g.staff:
+                return redirect(url_for("agent.login", next=request.full_path.rstrip("?")), code=303)
+            if role and g.staff["role"] != role:
+                abort(403)
+            return view(*args, **kwargs)
+        return inner
+    return wrap
+
+
+def _staff_row():
+    return get_db().execute("SELECT * FROM staff WHERE id = ?", (g.staff["id"],)).fetchone()
+
+
+# --- log in / out ------------------------------------------------------------------------------------
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    errors = {}
+    username = ""
+    if request.method == "POST":
+        username = normalise(request.form.get("username", "")).lower()[:64]
+        secret = request.form.get("secret", "")[:128]
+        try:
+            row = staff.login(get_db(), username, secret)
+        except staff.LoginRefused as refused:
+            if refused.reason == "locked":
+                zone = ZoneInfo(current_app.config["STATION"]["station"]["timezone"])
+                errors["secret"] = i18n.t("login_locked", until=refused.until.astimezone(zone).strftime("%H:%M"))
+            else:
+                errors["secret"] = i18n.t("login_wrong")
+        else:
+            lang = session.get("lang")
+            session.clear()  # a fresh session for the staff member, nothing carried over
+            if lang:
+                session["lang"] = lang
+            session["staff"] = {"id": row["id"], "username": row["username"], "role": row["role"],
+                                "name": row["display_name"]}
+            session["staff_seen"] = int(time.time())
+            target = request.args.get("next", "")
+            if not target.startswith("/agent") or target.startswith("//"):
+                target = url_for("agent.home")
+            return redirect(target, code=303)
+    return render_template("agent/login.html", errors=errors, username=username), 422 if errors else 200
+
+
+@bp.post("/logout")
+def logout():
+    if g.staff:
+        with write_transaction(get_db()):
+            audit.append(get_db(), g.staff["username"], "staff.logout", g.staff["username"])
+    from kiosk.citizen import wipe_session
+    wipe_session()
+    return redirect(url_for("agent.login"), code=303)
+
+
+# --- home, search, detail, reprint ------------------------------------------------------------------
+
+@bp.get("/")
+@login_required()
+def home():
+    conn = get_db()
+    recent = conn.execute(
+        "SELECT d.*, o.state AS sync_state FROM dossiers d JOIN outbox o USING (submission_id) "
+        "WHERE d.local_day = ? ORDER BY d.submitted_at DESC LIMIT 20", (_today(),)).fetchall()
+    return render_template("agent/home.html", recent=recent, procedures=current_app.config["CATALOG"].values(),
+                           export_default=current_app.config["STATION"]["sync"]["export_dir"])
+
+
+@bp.post("/export")
+@login_required()
+def export_bundle():
+    """Mobile teams with no link: every waiting dossier into a signed, encrypted bundle on a USB stick.
+    Exported dossiers stay waiting until the central's acknowledgement comes back."""
+    from pathlib import Path
+
+    from sync.bundle import export_station_bundle
+
+    folder = Path(normalise(request.form.get("folder", "")) or current_app.config["STATION"]["sync"]["export_dir"])
+    if not folder.is_dir():
+        flash(i18n.t("export_no_folder", folder=str(folder)))
+        return redirect(url_for("agent.home"), code=303)
+    try:
+        result = export_station_bundle(current_app.config["STATION"], get_db(), folder)
+    except FileNotFoundError:
+        flash(i18n.t("export_not_enrolled"))
+        return redirect(url_for("agent.home"), code=303)
+    except OSError:
+        flash(i18n.t("export_failed", folder=str(folder)))
+        return redirect(url_for("agent.home"), code=303)
+    with write_transaction(get_db()):
+        audit.append(get_db(), g.staff["username"], "bundle.exported", result["bundle_id"],
+                     {"dossiers": result["dossiers"]})
+    flash(i18n.t("export_done", count=result["dossiers"], path=str(result["path"])) if result["path"]
+          else i18n.t("export_nothing"))
+    return redirect(url_for("agent.home"), code=303)
+
+
+@bp.get("/search")
+@login_required()
+def search():
+    query = normalise(request.args.get("q", ""))[:80]
+    conn = get_db()
+    results = []
+    if query and tracking_code.is_valid(query):
+        found = dossiers.find_by_tracking_code(conn, query)
+        results = [found] if found else []
+    elif query:
+        # Names are sealed: staff find a dossier by the masked form, typed whole or as its start.
+        masked = mask_name(query)
+        results = conn.execute(
+            "SELECT * FROM dossiers WHERE applicant_masked = ? OR applicant_masked LIKE ? ESCAPE '\\' "
+            "ORDER BY submitted_at DESC LIMIT 50",
+            (masked, query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")).fetchall()
+    return render_template("agent/search.html", query=query, results=results)
+
+
+def _dossier_or_404(code: str):
+    row = dossiers.find_by_tracking_code(get_db(), code) if tracking_code.is_valid(code) else None
+    if row is None:
+        abort(404)
+    return row
+
+
+@bp.get("/d/<code>")
+@login_required()
+def dossier(code):
+    conn = get_db()
+    row = _dossier_or_404(code)
+    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
+    document = dossiers.open_payload(conn, current_app.config["PAYLOAD_KEY"], row["submission_id"])
+    sync = conn.execute("SELECT * FROM outbox WHERE submission_id = ?", (row["submission_id"],)).fetchone()
+    prints = conn.execute("SELECT p.*, COALESCE(s.username, p.requested_by) AS who FROM receipt_prints p "
+                          "LEFT JOIN staff s ON s.username = p.requested_by WHERE submission_id = ? ORDER BY id",
+                          (row["submission_id"],)).fetchall()
+    money = conn.execute("SELECT l.*, s.username FROM ledger l JOIN staff s ON s.id = l.staff_id "
+                         "WHERE submission_id = ? ORDER BY l.id", (row["submission_id"],)).fetchall()
+    answers = []
+    if document and proc:
+        from kiosk.answers import display
+        for field in proc.fields():
+            if field["name"] in document["answers"]:
+                answers.append((i18n.pick(field["label"]),
+                                display(field, document["answers"][field["name"]], i18n.current_language())))
+    return render_template("agent/dossier.html", dossier=row, proc=proc, sync=sync, prints=prints, money=money,
+                           answers=answers, counter=(document or {}).get("counter"))
+
+
+@bp.get("/d/<code>/receipt.png")
+@login_required()
+def receipt_png(code):
+    row = _dossier_or_404(code)
+    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
+    if proc is None:
+        abort(404)
+    png = receipts.receipt_png(_receipt(proc, row["submission_id"], row["tracking_code"]))
+    return current_app.response_class(png, mimetype="image/png")
+
+
+@bp.post("/d/<code>/reprint")
+@login_required()
+def reprint(code):
+    conn = get_db()
+    row = _dossier_or_404(code)
+    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
+    if proc is None:
+        abort(404)
+    with write_transaction(conn):
+        conn.execute("INSERT INTO ledger (at, local_day, staff_id, kind, submission_id) VALUES (?, ?, ?, 'reprint', ?)",
+                     (datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"], row["submission_id"]))
+        audit.append(conn, g.staff["username"], "receipt.reprint", row["submission_id"])
+    if current_app.config["PRINTER_CONNECTION"] != "none":
+        current_app.extensions["receipts"].request(conn, _receipt(proc, row["submission_id"], row["tracking_code"]),
+                                                   row["submission_id"], actor=g.staff["username"])
+    flash(i18n.t("reprint_requested"))
+    return redirect(url_for("agent.dossier", code=row["tracking_code"]), code=303)
+
+
+# --- finishing an application at the counter -------------------------------------------------------
+
+@bp.route("/p/<slug>/finish", methods=["GET", "POST"])
+@login_required()
+def finish(slug):
+    proc = _procedure(slug)
+    draft = _draft(proc)
+    if draft is None:
+        return redirect(url_for("citizen.overview", slug=slug), code=303)
+    draft_id, answers = draft
+    missing = _first_unanswered(proc, answers)
+    if missing is not None:
+        return redirect(url_for("citizen.question", slug=slug, page_id=missing["id"]), code=303)
+    form = request.form
+    errors, values = {}, {"documents": set(), "delivery": "counter", "address": "", "fee": str(proc.fee_vnd),
+                          "consent": False}
+    if request.method == "POST":
+        values = {"documents": {int(i) for i in form.getlist("documents") if i.isdigit()},
+                  "delivery": form.get("delivery", "counter"), "address": normalise(form.get("address", ""), True),
+                  "fee": normalise(form.get("fee", "")), "consent": form.get("consent") == "yes"}
+        lacking = [doc[i18n.current_language()] for i, doc in enumerate(proc.documents)
+                   if doc["required"] and i not in values["documents"]]
+        if lacking:
+            errors["documents"] = i18n.t("documents_missing", documents="; ".join(lacking))
+        if values["delivery"] not in ("counter", "post"):
+            errors["delivery"] = i18n.t("error_required_choice")
+        elif values["delivery"] == "post" and not 10 <= len(values["address"]) <= 300:
+            errors["address"] = i18n.t("delivery_address_needed")
+        if not (values["fee"].isascii() and values["fee"].isdigit() and int(values["fee"]) <= 100_000_000):
+            errors["fee"] = i18n.t("fee_invalid")
+        if not values["consent"]:
+            errors["consent"] = i18n.t("consent_not_recorded")
+        if not errors:
+            station = current_app.config["STATION"]
+            counter = {
+                "documents_checked": [proc.documents[i]["vi"] for i in sorted(values["documents"])
+                                      if i < len(proc.documents)],
+                "delivery": {"method": values["delivery"],
+                             **({"address": values["address"]} if values["delivery"] == "post" else {})},
+                "consent_recorded_by": g.staff["username"],
+            }
+            submitted = dossiers.submit(
+                get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
+                channel=station["station"]["kind"], procedure=proc, answers=_active_answers(proc, answers),
+                draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
+                fee_taken_vnd=int(values["fee"]))
+            session.pop("draft", None)
+            if submitted is None:
+                return redirect(url_for("agent.home"), code=303)
+            if current_app.config["PRINTER_CONNECTION"] != "none":
+                current_app.extensions["receipts"].request(
+                    get_db(), _receipt(proc, submitted.submission_id, submitted.tracking_code),
+                    submitted.submission_id, actor=g.staff["username"])
+            flash(i18n.t("submitted_for_citizen"))
+            return redirect(url_for("agent.dossier", code=submitted.tracking_code), code=303)
+    return render_template("agent/finish.html", proc=proc, errors=errors, values=values), 422 if errors else 200
+
+
+# --- the day's report, the rejected queue ------------------------------------------------------------
+
+@bp.get("/report")
+@login_required()
+def day_report():
+    day = request.args.get("day") or _today()
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        abort(404)
+    conn = get_db()
+    data = report.day_report(conn, day)
+    closed = report.closing(conn, day)
+    signer = conn.execute("SELECT display_name FROM staff WHERE id = ?", (closed["signed_by"],)).fetchone() if closed else None
+    return render_template("agent/report.html", report=data, closed=closed, signer=signer,
+                           catalog={p.code: p for p in current_app.config["CATALOG"].values()})
+
+
+@bp.post("/report/sign")
+@login_required(role="supervisor")
+def sign_report():
+    day = request.form.get("day", "")
+    try:
+        date.fromisoformat(day)
+        report.sign_off(get_db(), day, _staff_row())
+    except ValueError:
+        flash(i18n.t("already_signed"))
+    return redirect(url_for("agent.day_report", day=day or None), code=303)
+
+
+@bp.get("/rejected")
+@login_required()
+def rejected():
+    rows = get_db().execute(
+        "SELECT d.tracking_code, d.procedure_code, d.submitted_at, o.last_error, o.attempts FROM outbox o "
+        "JOIN dossiers d USING (submission_id) WHERE o.state = 'rejected' ORDER BY d.submitted_at").fetchall()
+    return render_template("agent/rejected.html", rows=rows)
