@@ -1,0 +1,279 @@
+"""Counter and mobile-team staff: accounts, submitting for a citizen, reprints, the day's report."""
+import re
+import sqlite3
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from agent import report, staff
+from devices.fake_printer import FakeNetworkPrinter
+from kiosk import audit, create_app
+from kiosk.cli import main
+from kiosk.db import connect
+
+from .conftest import csrf_token
+from .wizard import answer_all, submit
+
+PIN = "246810"
+
+
+def _station(tmp_path, **extra):
+    return create_app({"station": {"kind": "counter", "id": "BD01"}, "paths": {"data": str(tmp_path / "var")},
+                       **extra})
+
+
+def _add(app, username, role="agent", name=None):
+    conn = connect(app.config["DATABASE"])
+    try:
+        return staff.add(conn, username, name or username.title(), role, PIN)
+    finally:
+        conn.close()
+
+
+def _login(client, username, secret=PIN):
+    page = client.get("/agent/login")
+    return client.post("/agent/login", data={"csrf_token": csrf_token(page.text), "username": username,
+                                             "secret": secret})
+
+
+def _rows(app, sql, *args):
+    with sqlite3.connect(app.config["DATABASE"]) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def _finish(client, proc, **overrides):
+    page = client.get(f"/agent/p/{proc.slug}/finish")
+    assert page.status_code == 200, page.text[:500]
+    form = {"csrf_token": csrf_token(page.text), "delivery": "counter", "fee": str(proc.fee_vnd), "consent": "yes",
+            "documents": [str(i) for i, d in enumerate(proc.documents) if d["required"]]}
+    form.update(overrides)
+    return client.post(f"/agent/p/{proc.slug}/finish", data=form)
+
+
+def _counter_submit(client, proc, **overrides):
+    answer_all(client, proc)
+    response = _finish(client, proc, **overrides)
+    assert response.status_code == 303, response.text[:2000]
+    return response.headers["Location"].rsplit("/", 1)[1]
+
+
+def test_staff_add_from_the_command_line_then_login(tmp_path):
+    station = tmp_path / "station.toml"
+    station.write_text(f'[station]\nkind = "counter"\n[paths]\ndata = "{tmp_path / "var"}"\n')
+    runner = CliRunner()
+    result = runner.invoke(main, ["staff", "add", "--station", str(station), "lan", "--name", "Nguyễn Thị Lan",
+                                  "--role", "supervisor", "--pin-stdin"], input=PIN + "\n")
+    assert result.exit_code == 0, result.output
+    weak = runner.invoke(main, ["staff", "add", "--station", str(station), "minh", "--name", "M", "--pin-stdin"],
+                         input="123\n")
+    assert weak.exit_code == 1 and "at least 6 digits" in weak.output
+    listed = runner.invoke(main, ["staff", "list", "--station", str(station)])
+    assert "lan\tsupervisor\tNguyễn Thị Lan\tactive" in listed.output
+    app = create_app(station_file=str(station))
+    client = app.test_client()
+    response = _login(client, "lan")
+    assert response.status_code == 303 and response.headers["Location"] == "/agent/"
+    home = client.get("/agent/")
+    assert "Cán bộ: Nguyễn Thị Lan" in home.text and "Giám sát" in home.text
+    secret_hash = _rows(app, "SELECT secret_hash FROM staff")[0][0]
+    assert secret_hash.startswith("$argon2id$") and PIN not in secret_hash
+
+
+def test_wrong_pins_lock_the_account(tmp_path):
+    app = _station(tmp_path)
+    _add(app, "minh")
+    client = app.test_client()
+    for _ in range(staff.MAX_FAILURES - 1):
+        response = _login(client, "minh", "000000")
+        assert response.status_code == 422 and "Tên đăng nhập hoặc mã PIN không đúng" in response.text
+    locked = _login(client, "minh", "000000")
+    assert "Tài khoản tạm khoá" in locked.text
+    assert "Tài khoản tạm khoá" in _login(client, "minh").text  # the right PIN does not open it now
+    assert _login(client, "nobody").status_code == 422
+    actions = [a for (a,) in _rows(app, "SELECT action FROM audit_events")]
+    assert actions.count("staff.login_failed") == staff.MAX_FAILURES
+    assert "staff.login" not in actions
+
+
+def test_staff_pages_need_a_login_and_sign_off_needs_a_supervisor(tmp_path):
+    app = _station(tmp_path)
+    _add(app, "minh")
+    client = app.test_client()
+    assert client.get("/agent/report").headers["Location"].startswith("/agent/login")
+    _login(client, "minh")
+    page = client.get("/agent/report")
+    assert page.status_code == 200 and "Ký xác nhận" not in page.text
+    response = client.post("/agent/report/sign", data={"csrf_token": csrf_token(page.text), "day": "2026-01-01"})
+    assert response.status_code == 403 and "Không có quyền" in response.text
+
+
+def test_idle_staff_are_logged_out(tmp_path, monkeypatch):
+    app = _station(tmp_path)
+    _add(app, "minh")
+    client = app.test_client()
+    _login(client, "minh")
+    assert client.get("/agent/").status_code == 200
+    later = time.time() + 16 * 60
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert client.get("/agent/").headers["Location"].startswith("/agent/login")
+
+
+def test_submit_for_a_citizen_with_checklist_fee_post_and_receipt(tmp_path, catalog):
+    proc = catalog["cap-phieu-ly-lich-tu-phap"]
+    with FakeNetworkPrinter("ok") as printer:
+        app = _station(tmp_path, **printer.config())
+        _add(app, "minh", name="Trần Văn Minh")
+        client = app.test_client()
+        _login(client, "minh")
+        answer_all(client, proc)
+        check = client.get(f"/p/{proc.slug}/check")
+        assert f'href="/agent/p/{proc.slug}/finish"' in check.text
+
+        missing = _finish(client, proc, documents=[])
+        assert missing.status_code == 422
+        required = [d["vi"] for d in proc.documents if d["required"]]
+        assert "Còn thiếu giấy tờ bắt buộc: " + "; ".join(required) in missing.text
+        no_address = _finish(client, proc, delivery="post", address="")
+        assert no_address.status_code == 422 and "Hãy ghi địa chỉ nhận kết quả" in no_address.text
+        assert _rows(app, "SELECT COUNT(*) FROM dossiers") == [(0,)]
+
+        done = _finish(client, proc, delivery="post", address="Số 5 ngõ 12 phố Huế, Hà Nội")
+        assert done.status_code == 303
+        code = done.headers["Location"].rsplit("/", 1)[1]
+        app.extensions["receipts"].wait()
+        assert printer.jobs == 1
+    detail = client.get(f"/agent/d/{code}")
+    assert "Đã nộp hồ sơ, đang in giấy tiếp nhận" in detail.text
+    assert "Gửi qua bưu điện: Số 5 ngõ 12 phố Huế, Hà Nội" in detail.text
+    assert "200.000 đ · minh" in detail.text
+    [(staff_id, channel, masked)] = _rows(app, "SELECT staff_id, channel, applicant_masked FROM dossiers")
+    assert channel == "counter" and masked == "Nguyễn V** A*"
+    assert _rows(app, "SELECT kind, amount_vnd FROM ledger") == [("fee", 200000)]
+    assert _rows(app, "SELECT requested_by, ok FROM receipt_prints") == [("minh", 1)]
+    png = client.get(f"/agent/d/{code}/receipt.png")
+    assert png.status_code == 200 and png.data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reprint_is_recorded_and_search_finds_by_code_and_name(tmp_path, catalog):
+    app = _station(tmp_path)
+    _add(app, "minh")
+    client = app.test_client()
+    _login(client, "minh")
+    code = _counter_submit(client, catalog["dang-ky-khai-tu"])
+    page = client.get(f"/agent/d/{code}")
+    response = client.post(f"/agent/d/{code}/reprint", data={"csrf_token": csrf_token(page.text)})
+    assert response.status_code == 303
+    assert _rows(app, "SELECT kind FROM ledger") == [("reprint",)]
+    assert ("receipt.reprint",) in _rows(app, "SELECT action FROM audit_events")
+    for query in (code.lower().replace("-", " "), "Nguyễn Văn An", "Nguyễn V** A*", "Nguyễn V"):
+        found = client.get("/agent/search", query_string={"q": query})
+        assert f"/agent/d/{code}" in found.text, query
+    assert f"/agent/d/{code}" not in client.get("/agent/search", query_string={"q": "Lê Thị Hoa"}).text
+
+
+def test_a_day_of_mixed_activity_reconciles_exactly(tmp_path, catalog):
+    app = _station(tmp_path)
+    for name, role in (("minh", "agent"), ("lan", "agent"), ("hoa", "supervisor")):
+        _add(app, name, role)
+    plan = [("minh", "cap-phieu-ly-lich-tu-phap", "200000"), ("minh", "dang-ky-thuong-tru", "20000"),
+            ("minh", "cap-phieu-ly-lich-tu-phap", "0"),          # exempt: taken 0
+            ("lan", "doi-giay-phep-lai-xe", "135000"), ("lan", "dang-ky-khai-sinh", "0"),
+            ("lan", "xac-nhan-tinh-trang-hon-nhan", "3000")]
+    codes = {}
+    for who, slug, fee in plan:
+        client = app.test_client()
+        _login(client, who)
+        codes.setdefault(who, []).append(_counter_submit(client, catalog[slug], fee=fee))
+        if who == "lan":  # lan reprints each of hers once
+            code = codes[who][-1]
+            client.post(f"/agent/d/{code}/reprint", data={"csrf_token": csrf_token(client.get(f"/agent/d/{code}").text)})
+    kiosk = app.test_client()   # and a citizen at the kiosk
+    answer_all(kiosk, catalog["dang-ky-khai-tu"])
+    submit(kiosk, catalog["dang-ky-khai-tu"])
+
+    conn = connect(app.config["DATABASE"])
+    day = conn.execute("SELECT DISTINCT local_day FROM dossiers").fetchone()[0]
+    data = report.day_report(conn, day)
+    # Independently of the report: counted straight from the tables.
+    assert data["station"]["dossiers"] == conn.execute("SELECT COUNT(*) FROM dossiers").fetchone()[0] == 7
+    assert data["by_staff"]["minh"]["dossiers"] == 3 and data["by_staff"]["lan"]["dossiers"] == 3
+    assert data["by_staff"]["kiosk"]["dossiers"] == 1
+    fees_due = sum(catalog[slug].fee_vnd for _, slug, _ in plan)
+    assert data["station"]["fees_expected_vnd"] == fees_due
+    assert data["station"]["fees_taken_vnd"] == sum(int(fee) for *_, fee in plan) == fees_due - 200000
+    assert data["by_staff"]["minh"]["fee_difference_vnd"] == -200000
+    assert data["by_staff"]["lan"]["fee_difference_vnd"] == 0 and data["by_staff"]["lan"]["reprints"] == 3
+    assert data["station"]["unsynced"] == 7
+    assert data["station"]["by_procedure"]["3.000333"] == 2
+    assert sum(data["station"]["by_procedure"].values()) == 7
+
+    supervisor = app.test_client()
+    _login(supervisor, "hoa")
+    page = supervisor.get("/agent/report")
+    assert 'data-k="fees_taken">' + f"{fees_due - 200000:,}".replace(",", ".") in page.text
+    supervisor.post("/agent/report/sign", data={"csrf_token": csrf_token(page.text), "day": day})
+    assert "Đã ký xác nhận bởi Hoa" in supervisor.get("/agent/report").text
+    with pytest.raises(ValueError, match="already signed off"):
+        report.sign_off(conn, day, conn.execute("SELECT * FROM staff WHERE username = 'hoa'").fetchone())
+    assert audit.verify(conn) == []
+    conn.close()
+
+
+def test_audit_verify_command_finds_edits_and_removals(tmp_path, catalog):
+    station = tmp_path / "station.toml"
+    station.write_text(f'[station]\nkind = "counter"\n[paths]\ndata = "{tmp_path / "var"}"\n')
+    app = create_app(station_file=str(station))
+    _add(app, "minh")
+    client = app.test_client()
+    _login(client, "minh")
+    _counter_submit(client, catalog["dang-ky-khai-tu"])
+    runner = CliRunner()
+    ok = runner.invoke(main, ["audit", "verify", "--station", str(station)])
+    assert ok.exit_code == 0 and "chain intact" in ok.output
+    conn = sqlite3.connect(app.config["DATABASE"])
+    conn.execute("DROP TRIGGER audit_no_delete")
+    conn.execute("DELETE FROM audit_events WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    broken = runner.invoke(main, ["audit", "verify", "--station", str(station)])
+    assert broken.exit_code == 1 and "event 2..2 missing" in broken.output
+
+
+def test_rejected_queue_and_waiting_banner(tmp_path, catalog):
+    app = _station(tmp_path)
+    _add(app, "minh")
+    client = app.test_client()
+    _login(client, "minh")
+    code = _counter_submit(client, catalog["dang-ky-khai-tu"])
+    home = client.get("/agent/")
+    assert re.search(r'data-waiting="1">1 hồ sơ đang chờ gửi đi, hồ sơ cũ nhất chờ (vài giây|\d+ phút)', home.text)
+    with sqlite3.connect(app.config["DATABASE"]) as conn:
+        conn.execute("UPDATE outbox SET state = 'rejected', last_error = 'Thiếu chữ ký số'")
+    page = client.get("/agent/rejected")
+    assert code in page.text and "Thiếu chữ ký số" in page.text
+    assert "Mọi hồ sơ đã được gửi đi" in client.get("/agent/").text
+
+
+def test_mobile_team_exports_a_usb_bundle_from_the_screen(tmp_path, catalog):
+    from sync.central import open_central
+    from sync.harness import enrol, make_station
+
+    config = make_station(tmp_path / "team", "http://127.0.0.1:9", station_id="M01")
+    central = open_central(tmp_path / "central")
+    enrol(central, config)
+    app = create_app({"station": {"kind": "mobile", "id": "M01"}}, station_file=config["source"])
+    _add(app, "minh")
+    client = app.test_client()
+    _login(client, "minh")
+    _counter_submit(client, catalog["dang-ky-khai-tu"])
+    usb = tmp_path / "usb"
+    home = client.get("/agent/")
+    assert "Chép hồ sơ ra USB" in home.text
+    missing = client.post("/agent/export", data={"csrf_token": csrf_token(home.text), "folder": str(tmp_path / "nope")})
+    assert "Không thấy thư mục" in client.get(missing.headers["Location"]).text
+    usb.mkdir()
+    done = client.post("/agent/export", data={"csrf_token": csrf_token(home.text), "folder": str(usb)})
+    assert "Đã chép 1 hồ sơ vào" in client.get(done.headers["Location"]).text
+    assert len(list(usb.iterdir())) == 1
+    assert _rows(app, "SELECT state FROM outbox") == [("pending",)]  # waiting until acknowledged
