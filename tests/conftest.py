@@ -52,15 +52,15 @@ def free_port() -> int:
 class LiveStation:
     """`kiosk serve` in its own process, on a free port, with its own data folder."""
 
-    def __init__(self, data_dir: Path, port: int | None = None):
+    def __init__(self, data_dir: Path, port: int | None = None, kind: str = "kiosk", extra: str = ""):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.station_file = self.data_dir / "station.toml"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.station_file.write_text(
-            f'[station]\nid = "T01"\nkind = "kiosk"\npublic_url = "{self.url}"\n'
-            f'[server]\nport = {self.port}\n[paths]\ndata = "{self.data_dir / "var"}"\n'
+            f'[station]\nid = "T01"\nkind = "{kind}"\npublic_url = "{self.url}"\n'
+            f'[server]\nport = {self.port}\n[paths]\ndata = "{self.data_dir / "var"}"\n{extra}'
         )
         self.process = None
 

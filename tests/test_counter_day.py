@@ -1,0 +1,114 @@
+"""A whole counter day in headless Chromium: an agent submits for citizens (the checklist stops one that
+lacks a document), takes fees, reprints; the supervisor reads the day's report and signs it off."""
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from devices.fake_printer import FakeNetworkPrinter
+from kiosk.samples import form_for_page
+
+from .conftest import LiveStation
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+PIN = "135790"
+
+
+def _add_staff(station, username, name, role):
+    subprocess.run([sys.executable, "-m", "kiosk", "staff", "add", "--station", str(station.station_file), username,
+                    "--name", name, "--role", role, "--pin-stdin"], input=PIN + "\n", text=True, check=True,
+                   capture_output=True, cwd=station.data_dir)
+
+
+def _login(page, base, username):
+    page.goto(base + "/agent/login")
+    page.get_by_label("Tên đăng nhập").fill(username)
+    page.get_by_label("Mã PIN hoặc mật khẩu").fill(PIN)
+    page.get_by_role("button", name="Đăng nhập").click()
+    page.wait_for_url(base + "/agent/")
+
+
+def _apply_for(page, base, proc, drop_document=None):
+    page.goto(base + "/agent/")
+    page.get_by_role("link", name=proc.name["vi"]).click()
+    page.get_by_role("button", name="Bắt đầu").click()
+    while True:
+        page.wait_for_url(re.compile(r"/(q/[^/]+|check)$"))
+        if page.url.endswith("/check"):
+            break
+        for name, value in form_for_page(proc.page(page.url.rsplit("/", 1)[1])).items():
+            radio = page.locator(f"input[type=radio][name='{name}'][value='{value}']")
+            if radio.count():
+                radio.check()
+            else:
+                page.locator(f"[name='{name}']").fill(value)
+        before = page.url
+        page.locator("#main").get_by_role("button", name="Tiếp tục").click()
+        page.wait_for_function("url => location.href !== url", arg=before)
+    page.locator("#main").get_by_role("link", name="Tiếp tục").click()
+    page.wait_for_url(re.compile(r"/finish$"))
+    for index, doc in enumerate(proc.documents):
+        if doc["required"] and index != drop_document:
+            page.locator(f"#doc-{index}").check()
+    page.get_by_label("Công dân đã nghe đọc, đồng ý và cam đoan").check()
+    page.get_by_role("button", name="Nộp hồ sơ").click()
+
+
+def test_a_counter_day(tmp_path, browser, catalog):
+    with FakeNetworkPrinter("ok") as printer:
+        extra = f'[devices]\nprinter = "network"\n[printer]\nhost = "127.0.0.1"\nport = {printer.port}\ntimeout_s = 1.0\n'
+        station = LiveStation(tmp_path / "counter", kind="counter", extra=extra)
+        _add_staff(station, "minh", "Trần Văn Minh", "agent")
+        _add_staff(station, "hoa", "Lê Thị Hoa", "supervisor")
+        station.start()
+        base = station.url
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = context.new_page()
+        try:
+            _login(page, base, "minh")
+            judicial = catalog["cap-phieu-ly-lich-tu-phap"]
+            first_required = next(i for i, d in enumerate(judicial.documents) if d["required"])
+            _apply_for(page, base, judicial, drop_document=first_required)
+            page.locator(".error-summary").wait_for()
+            assert "Còn thiếu giấy tờ bắt buộc" in page.locator(".error-summary").inner_text()
+            page.locator(f"#doc-{first_required}").check()
+            page.get_by_role("button", name="Nộp hồ sơ").click()
+            page.wait_for_url(re.compile(r"/agent/d/"))
+            first_code = page.locator("[data-tracking-code]").inner_text()
+
+            _apply_for(page, base, catalog["dang-ky-thuong-tru"])
+            page.wait_for_url(re.compile(r"/agent/d/"))
+            page.get_by_role("button", name="In lại giấy tiếp nhận").click()
+            page.wait_for_selector("text=Đã gửi lệnh in lại")
+
+            page.get_by_role("link", name="Quầy tiếp nhận").click()
+            page.get_by_label("Tìm hồ sơ").fill(first_code)
+            page.get_by_role("button", name="Tìm").click()
+            page.get_by_role("link", name=first_code).click()
+            page.wait_for_url(re.compile(rf"/agent/d/{first_code}$"))
+            assert "200.000 đ · minh" in page.content()
+
+            page.get_by_role("link", name="Báo cáo cuối ngày").click()
+            station_table = page.locator("[data-report='station']")
+            station_table.wait_for()
+            assert station_table.locator("[data-k='dossiers']").inner_text() == "2"
+            assert station_table.locator("[data-k='fees_taken']").inner_text() == "220.000"
+            assert station_table.locator("[data-k='reprints']").inner_text() == "1"
+            assert page.get_by_role("button", name="Ký xác nhận báo cáo ngày").count() == 0
+            page.get_by_role("button", name="Đăng xuất").click()
+            page.wait_for_url(base + "/agent/login")
+
+            _login(page, base, "hoa")
+            page.get_by_role("link", name="Báo cáo cuối ngày").click()
+            page.get_by_role("button", name="Ký xác nhận báo cáo ngày").click()
+            page.wait_for_selector("[data-signed]")
+            assert "Đã ký xác nhận bởi Lê Thị Hoa" in page.locator("[data-signed]").inner_text()
+        finally:
+            context.close()
+            station.stop()
+        assert printer.jobs >= 3  # two receipts and a reprint
+    with sqlite3.connect(station.database) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM day_closings").fetchone() == (1,)
+        assert conn.execute("SELECT SUM(amount_vnd) FROM ledger WHERE kind = 'fee'").fetchone() == (220000,)
