@@ -175,14 +175,30 @@ def print_table(rows: list[dict]) -> None:
               f"{_cell(row.get('p99_ms'))} | {_cell(row.get('app_p95_ms'))} |")
 
 
+def print_sync_table(rows: list[dict]) -> None:
+    print("| sync benchmark | dossiers | dossiers/s | bytes sent per dossier |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['name']} | {row['n']} | {row['dossiers_per_s']:.1f} | {row['bytes_per_dossier']:.0f} |")
+
+
 def run_all(clients: int = 8, rounds: int = 6) -> int:
+    from devices.card_bench import bench_card_read
     from devices.receipt_bench import bench_receipt
+    from sync.bench import bench_sync
 
     rows = bench_wizard(clients, rounds)
     rows += bench_page_load()
     rows += [bench_receipt(n=30, paper_mm=80), bench_receipt(n=30, paper_mm=58)]
+    card_rows = [bench_card_read(n=10, access="bac"), bench_card_read(n=10, access="pace")]
+    for row in card_rows:
+        row["name"] = f"{row['name']} ({row['apdus']} APDUs)"
+    rows += card_rows
     print(f"wizard: {clients} concurrent clients, {rounds} whole applications each, over loopback HTTP; "
           "page load: navigation start to load event in headless Chromium, one browser; "
-          "receipt: compose + status + send + status to the fake network printer")
+          "receipt: compose + status + send + status to the fake network printer; "
+          "card: DG1 + DG13 + EF.SOD with Passive Authentication through pcscd from the simulated card")
     print_table(rows)
+    print()
+    print_sync_table(bench_sync())
     return 0
