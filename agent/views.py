@@ -14,7 +14,7 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
 
 from kiosk import audit, dossiers, i18n, receipts, tracking_code
 from kiosk.answers import normalise
-from kiosk.citizen import _draft, _first_unanswered, _active_answers, _procedure, _receipt, _tracking_url
+from kiosk.citizen import _active_answers, _draft, _first_unanswered, _procedure, _receipt
 from kiosk.db import get_db, write_transaction
 from kiosk.masking import mask_name
 from sync import outbox
@@ -179,6 +179,15 @@ def _dossier_or_404(code: str):
     return row
 
 
+def _dossier_receipt(code: str):
+    """(dossier row, its receipt) for a dossier whose procedure this station still knows."""
+    row = _dossier_or_404(code)
+    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
+    if proc is None:
+        abort(404)
+    return row, _receipt(proc, row["submission_id"], row["tracking_code"])
+
+
 @bp.get("/d/<code>")
 @login_required()
 def dossier(code):
@@ -206,11 +215,8 @@ def dossier(code):
 @bp.get("/d/<code>/receipt.png")
 @login_required()
 def receipt_png(code):
-    row = _dossier_or_404(code)
-    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
-    if proc is None:
-        abort(404)
-    png = receipts.receipt_png(_receipt(proc, row["submission_id"], row["tracking_code"]))
+    _row, receipt = _dossier_receipt(code)
+    png = receipts.receipt_png(receipt)
     return current_app.response_class(png, mimetype="image/png")
 
 
@@ -218,17 +224,13 @@ def receipt_png(code):
 @login_required()
 def reprint(code):
     conn = get_db()
-    row = _dossier_or_404(code)
-    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
-    if proc is None:
-        abort(404)
+    row, receipt = _dossier_receipt(code)
     with write_transaction(conn):
         conn.execute("INSERT INTO ledger (at, local_day, staff_id, kind, submission_id) VALUES (?, ?, ?, 'reprint', ?)",
                      (datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"], row["submission_id"]))
         audit.append(conn, g.staff["username"], "receipt.reprint", row["submission_id"])
     if current_app.config["PRINTER_CONNECTION"] != "none":
-        current_app.extensions["receipts"].request(conn, _receipt(proc, row["submission_id"], row["tracking_code"]),
-                                                   row["submission_id"], actor=g.staff["username"])
+        current_app.extensions["receipts"].request(conn, receipt, row["submission_id"], actor=g.staff["username"])
     flash(i18n.t("reprint_requested"))
     return redirect(url_for("agent.dossier", code=row["tracking_code"]), code=303)
 

@@ -427,16 +427,24 @@ def _printed(status: Status) -> PrintOutcome:
     return PrintOutcome(ok=True, status=status, message_vi=vi, message_en=en, sent=True)
 
 
-def print_image(config: Mapping, image, label: str = "image") -> PrintOutcome:
-    """Print a 1-bit image as one job, checking the printer before and after. Never raises for device
-    trouble. ``label`` names the job in the log; it must not contain personal data."""
+def _usable_settings(config: Mapping) -> tuple[PrinterSettings | None, PrintOutcome | None]:
+    """The printer settings, or the outcome to give when there is no printer to print on."""
     try:
         settings = printer_settings(config)
     except ConfigError as exc:
         log.error("%s", exc)
-        return _failed(Status.CONFIG_ERROR, sent=False)
+        return None, _failed(Status.CONFIG_ERROR, sent=False)
     if settings.connection == "none":
-        return _failed(Status.NO_PRINTER, sent=False)
+        return None, _failed(Status.NO_PRINTER, sent=False)
+    return settings, None
+
+
+def print_image(config: Mapping, image, label: str = "image") -> PrintOutcome:
+    """Print a 1-bit image as one job, checking the printer before and after. Never raises for device
+    trouble. ``label`` names the job in the log; it must not contain personal data."""
+    settings, refusal = _usable_settings(config)
+    if refusal is not None:
+        return refusal
     sent = False
     try:
         with _connected(settings) as printer:
@@ -482,12 +490,8 @@ def print_receipt(config: Mapping, receipt: Receipt, payment: PaymentAccount | M
     there is one and the fee is not 0 (an unusable account is logged and left out). The outcome's
     messages say what the citizen should do.
     """
-    try:
-        settings = printer_settings(config)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return _failed(Status.CONFIG_ERROR, sent=False)
-    if settings.connection == "none":
-        return _failed(Status.NO_PRINTER, sent=False)
+    settings, refusal = _usable_settings(config)
+    if refusal is not None:
+        return refusal
     image = render_receipt_image(receipt, settings.width_px, _usable_payment(config, payment))
     return print_image(config, image, label=f"receipt {receipt.tracking_code}")

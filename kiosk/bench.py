@@ -92,7 +92,7 @@ def bench_page_load(rounds: int = 5) -> list[dict]:
     an application, loaded as a whole page (the slow case; htmx navigation only swaps <main>)."""
     from playwright.sync_api import sync_playwright
 
-    from .samples import form_for_page
+    from .samples import fill_page_in_browser
 
     procs = list(load_catalog().values())
     loads: dict[str, list[float]] = {}
@@ -124,12 +124,7 @@ def bench_page_load(rounds: int = 5) -> list[dict]:
                     while "/q/" in page.url:
                         url = page.url
                         measure(page, "question", url)
-                        for name, value in form_for_page(proc.page(url.rsplit("/", 1)[1])).items():
-                            radio = page.locator(f"input[type=radio][name='{name}'][value='{value}']")
-                            if radio.count():
-                                radio.check()
-                            else:
-                                page.locator(f"[name='{name}']").fill(value)
+                        fill_page_in_browser(page, proc)
                         page.locator("#main form button[type=submit]").click()
                         page.wait_for_function("url => location.href !== url", arg=url)
                     measure(page, "check answers", f"{base}/p/{proc.slug}/check")

@@ -190,10 +190,11 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def migrate(path: str | Path) -> None:
+def migrate(path: str | Path, migration_set: Migrations = migrations) -> None:
+    """Apply what is pending of ``migration_set`` (the station's own, or another part's such as sync's)."""
     conn = connect(path)
     try:
-        migrations.apply(sqlite_utils.Database(conn))
+        migration_set.apply(sqlite_utils.Database(conn))
     finally:
         conn.close()
 

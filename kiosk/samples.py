@@ -41,3 +41,15 @@ def form_for_page(page: dict, today: date | None = None) -> dict[str, str]:
     for field in page["fields"]:
         form.update(form_for_field(field, today))
     return form
+
+
+def fill_page_in_browser(page, proc) -> None:
+    """Answer the question page a Playwright ``page`` shows, with the sample answers (benchmarks and
+    browser tests): radios are checked, every other input typed."""
+    page_id = page.url.split("?")[0].rsplit("/", 1)[1]
+    for name, value in form_for_page(proc.page(page_id)).items():
+        radio = page.locator(f"input[type=radio][name='{name}'][value='{value}']")
+        if radio.count():
+            radio.check()
+        else:
+            page.locator(f"[name='{name}']").fill(value)

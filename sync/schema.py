@@ -50,10 +50,6 @@ def m001_sync_tables(db: sqlite_utils.Database):
 
 
 def migrate(path: str | Path) -> None:
-    from kiosk.db import connect
+    from kiosk.db import migrate as apply_migrations
 
-    conn = connect(path)
-    try:
-        migrations.apply(sqlite_utils.Database(conn))
-    finally:
-        conn.close()
+    apply_migrations(path, migrations)

@@ -1,23 +1,12 @@
 """Whole applications clicked through in headless Chromium (Debian's), with and without JavaScript."""
 import re
 import sqlite3
-from urllib.parse import urlsplit
 
 import pytest
 
-from kiosk.samples import form_for_page
+from kiosk.samples import fill_page_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _fill_current_page(page, proc):
-    page_id = urlsplit(page.url).path.rsplit("/", 1)[1]
-    for name, value in form_for_page(proc.page(page_id)).items():
-        target = page.locator(f"input[type=radio][name='{name}'][value='{value}']")
-        if target.count():
-            target.check()
-        else:
-            page.locator(f"[name='{name}']").fill(value)
 
 
 def _apply(page, base_url, proc, search):
@@ -32,7 +21,7 @@ def _apply(page, base_url, proc, search):
             break
         heading = page.locator("h1")
         heading.wait_for()
-        _fill_current_page(page, proc)
+        fill_page_in_browser(page, proc)
         before = page.url
         page.get_by_role("button", name="Tiếp tục").click()
         page.wait_for_function("url => location.href !== url", arg=before)

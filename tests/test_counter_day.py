@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from devices.fake_printer import FakeNetworkPrinter
-from kiosk.samples import form_for_page
+from kiosk.samples import fill_page_in_browser
 
 from .conftest import LiveStation
 
@@ -38,12 +38,7 @@ def _apply_for(page, base, proc, drop_document=None):
         page.wait_for_url(re.compile(r"/(q/[^/]+|check)$"))
         if page.url.endswith("/check"):
             break
-        for name, value in form_for_page(proc.page(page.url.rsplit("/", 1)[1])).items():
-            radio = page.locator(f"input[type=radio][name='{name}'][value='{value}']")
-            if radio.count():
-                radio.check()
-            else:
-                page.locator(f"[name='{name}']").fill(value)
+        fill_page_in_browser(page, proc)
         before = page.url
         page.locator("#main").get_by_role("button", name="Tiếp tục").click()
         page.wait_for_function("url => location.href !== url", arg=before)

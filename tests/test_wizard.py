@@ -327,7 +327,7 @@ def test_answers_are_prefilled_from_a_card_read_into_the_draft(app, client, cata
     from kiosk import drafts
     from kiosk.db import connect
     proc = catalog["dang-ky-khai-sinh"]
-    path = start(client, proc.slug)
+    start(client, proc.slug)
     with client.session_transaction() as session:
         draft_id = session["draft"]["id"]
     conn = connect(app.config["DATABASE"])
