@@ -121,6 +121,7 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
                                          request.url_rule, "".join(traceback.format_tb(exc.__traceback__)))
         return render_template("error.html", title_key="error_page_title", text_key="error_page_text"), 500
 
-    from . import citizen
+    from . import card_views, citizen
     app.register_blueprint(citizen.bp)
+    app.register_blueprint(card_views.bp)
     return app
