@@ -382,6 +382,15 @@ def _shown_result(proc, job: ReadJob) -> dict:
             "will_fill": will_fill}
 
 
+def _waiting_shown(job: ReadJob) -> str:
+    return "notice" if job.notice else "waiting"
+
+
+@bp.app_template_global("card_waiting_shown")
+def _waiting_shown_global(job: ReadJob) -> str:
+    return _waiting_shown(job)
+
+
 @bp.get("/p/<slug>/card/read")
 def read(slug):
     proc = _card_procedure(slug)
@@ -398,6 +407,9 @@ def read(slug):
     context = {"proc": proc, "job": job, "lang_key": lang}
     if job.state == "waiting":
         if request.headers.get("HX-Trigger") == "card-read":
+            if request.args.get("shown") == _waiting_shown(job):
+                # Nothing new: no swap, so a screen reader does not hear the same notice every second.
+                return current_app.response_class("", 204)
             return render_template("card/_waiting.html", **context)
         return render_template("card/read.html", **context)
     if job.state == "done":

@@ -16,6 +16,7 @@ from kiosk.card_views import reads
 from kiosk.samples import form_for_page
 
 from .conftest import LiveStation, csrf_token
+from .test_accessibility import _check as check_accessibility
 from .wizard import submit
 
 try:
@@ -255,6 +256,8 @@ def test_no_card_on_the_reader(tmp_path, pcscd):
     app = make_app(tmp_path, card_wait_seconds=1)
     client = app.test_client()
     give_key(client)
+    # htmx's poll gets "no change" (204, nothing swapped) while the notice it shows is still right.
+    assert client.get(f"/p/{SLUG}/card/read?shown=waiting", headers=POLL).status_code == 204
     waiting = client.get(f"/p/{SLUG}/card/read")  # without JavaScript: the notice and a link
     assert "Đặt thẻ lên đầu đọc…" in waiting.text and "Kiểm tra lại" in waiting.text
     failed = wait_for_read(client)
@@ -347,6 +350,11 @@ def test_card_read_in_the_browser_prefills_and_submits(tmp_path, page, catalog, 
         proc = catalog[SLUG]
         page.goto(f"{station.url}/p/{SLUG}")
         page.get_by_role("link", name="Đọc thẻ căn cước để điền sẵn").click()
+        page.get_by_role("button", name="Tiếp tục").click()  # nothing typed: the error state
+        page.locator(".error-summary").wait_for()
+        assert page.title().startswith("Lỗi:")
+        problems = []
+        check_accessibility(page, "card number with error", problems)
         page.get_by_label("Số căn cước của bạn").fill(NUMBER)
         page.get_by_role("button", name="Tiếp tục").click()
         page.wait_for_url(re.compile(r"/card/birth-date$"))
@@ -359,10 +367,13 @@ def test_card_read_in_the_browser_prefills_and_submits(tmp_path, page, catalog, 
         page.get_by_role("button", name="Tiếp tục").click()
         page.locator("#card-read").wait_for()
         assert page.locator("h1").inner_text() == "Đặt thẻ lên đầu đọc…"
+        check_accessibility(page, "waiting for the card", problems)
         insert_card(profile)
         page.locator("[data-card-verified], [data-card-error]").wait_for(timeout=10000)  # htmx polled
         assert page.locator("[data-card-verified]").count(), page.locator("main").inner_text()
         assert "Nguyễn V** T**" in page.locator("main").inner_text()
+        check_accessibility(page, "card read", problems)
+        assert problems == []
         page.get_by_role("button", name="Dùng thông tin này").click()
         page.wait_for_url(re.compile(r"/q/ho-ten$"))
         assert page.locator("input[name=applicant_name]").input_value() == NAME
@@ -392,3 +403,29 @@ def test_card_read_in_the_browser_prefills_and_submits(tmp_path, page, catalog, 
         [(submission_id, sealed)] = conn.execute("SELECT submission_id, payload_sealed FROM dossiers").fetchall()
     answers = sealing.open_sealed(key, sealed, submission_id)["answers"]
     assert answers["applicant_name"] == NAME and answers["applicant_id_number"] == NUMBER
+
+
+@pytest.mark.browser
+def test_qr_scanner_keystrokes_in_the_browser_then_not_using_the_card(tmp_path, page, catalog, csca_dir, card):
+    station = LiveStation(tmp_path / "live")
+    with open(station.station_file, "a", encoding="utf-8") as f:
+        f.write(f'[devices]\ncsca_dir = "{csca_dir}"\ncard_wait_seconds = 20\n')
+    station.start()
+    try:
+        page.goto(f"{station.url}/p/{SLUG}/card")
+        page.get_by_role("link", name="Quét mã QR ở mặt trước thẻ").click()
+        page.wait_for_url(re.compile(r"/card/qr$"))
+        problems = []
+        check_accessibility(page, "QR", problems)
+        # A keyboard-wedge scanner types into whatever has the focus, then presses Enter: no touch first.
+        page.keyboard.type(QR)
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/card/expiry-date$"))
+        assert page.locator("input[name=expiry_date__year]").input_value() == "2030"
+        page.get_by_role("button", name="Tiếp tục").click()
+        page.get_by_role("button", name="Không dùng, tự nhập").click()
+        page.wait_for_url(re.compile(r"/q/ho-ten$"))
+        assert page.locator("input[name=applicant_name]").input_value() == ""
+        assert problems == []
+    finally:
+        station.stop()
