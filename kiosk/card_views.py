@@ -165,6 +165,9 @@ class CardReads:
 
     def _run(self, job: ReadJob) -> None:
         from devices.card_reader import CardError, CardRemovedError, NoCardError, read_cccd
+        key = job.key  # forget() may drop job.key at any time; this read finishes with its own copy
+        if key is None:
+            return
         deadline = time.monotonic() + job.wait_s
         removed: CardRemovedError | None = None
         removals = 0
@@ -174,7 +177,7 @@ class CardReads:
                     return
                 wait = max(0.2, min(SLICE_S, deadline - time.monotonic()))
                 try:
-                    result = read_cccd(job.key, reader_name=job.reader_name, csca_dir=job.csca_dir,
+                    result = read_cccd(key, reader_name=job.reader_name, csca_dir=job.csca_dir,
                                        want_photo=False, timeout_s=wait)
                     break
                 except NoCardError:
@@ -187,6 +190,8 @@ class CardReads:
                     if removals >= MAX_REMOVALS or time.monotonic() >= deadline:
                         raise
                     job.notice = {"vi": err.message_vi, "en": err.message_en}
+            if job.cancelled.is_set():  # forgotten while the chip was answering: keep nothing
+                return
             job.fields = {k: v for k, v in result.fields.items() if k in PREFILL_NAMES}
             job.verified = result.verified
             job.verification = {"vi": result.verification_message_vi, "en": result.verification_message_en}

@@ -264,6 +264,19 @@ def test_no_card_on_the_reader(tmp_path, pcscd):
     assert 'data-card-error="NoCardError"' in failed and "Chưa có thẻ trên đầu đọc" in failed
 
 
+def test_cancelling_while_waiting_stops_the_read_at_once(tmp_path, catalog, pcscd):
+    card_state(False)
+    client = make_app(tmp_path, card_wait_seconds=60).test_client()
+    give_key(client)
+    waiting = client.get(f"/p/{SLUG}/card/read")
+    assert "Huỷ, tự nhập thông tin" in waiting.text
+    started = time.monotonic()
+    response = client.post(f"/p/{SLUG}/card/skip", data={"csrf_token": csrf_token(waiting.text)})
+    assert response.status_code == 303 and "/q/" in response.headers["Location"]
+    assert reads.wait_idle(3) and time.monotonic() - started < 3
+    assert client.get(f"/p/{SLUG}/card/read").status_code == 303  # nothing left to show
+
+
 def test_no_such_reader(tmp_path, pcscd):
     client = make_app(tmp_path, card_reader="Reader That Is Not There").test_client()
     give_key(client)
@@ -429,3 +442,14 @@ def test_qr_scanner_keystrokes_in_the_browser_then_not_using_the_card(tmp_path, 
         assert problems == []
     finally:
         station.stop()
+
+
+@pytest.mark.parametrize("devices,message", [
+    ({"csca_dir": "/no/such/folder"}, "devices.csca_dir"),
+    ({"card_wait_seconds": 0}, "devices.card_wait_seconds"),
+    ({"card_wait_seconds": "30"}, "devices.card_wait_seconds"),
+])
+def test_card_settings_are_checked_at_start(tmp_path, devices, message):
+    from kiosk.config import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        create_app({"paths": {"data": str(tmp_path / "var")}, "devices": devices})
