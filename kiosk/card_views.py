@@ -265,8 +265,9 @@ def _first_question(proc):
 
 
 def _render_key_page(proc, fld, shown, errors, step, back, status=200, note=None):
+    """``step`` is (n, total): three pages when typed, two after the QR (which gives number and birth date)."""
     return render_template("card/key_question.html", proc=proc, field=fld, shown={fld["name"]: shown},
-                           errors=errors, step=step, back=back, note=note,
+                           errors=errors, step=step[0], total=step[1], back=back, note=note,
                            action=url_for(request.endpoint, slug=proc.slug)), status
 
 
@@ -283,14 +284,14 @@ def number(slug):
     draft = _draft(proc)
     if request.method == "GET":
         typed = reads.typed(draft[0], _keep_s()) if draft else {}
-        return _render_key_page(proc, NUMBER_FIELD, typed.get("number", ""), {}, 1, back)
+        return _render_key_page(proc, NUMBER_FIELD, typed.get("number", ""), {}, (1, 3), back)
     raw = request.form.get("card_number", "")
     if "|" in raw:  # the scanner typed the front QR into this field: take it as the QR
         return _take_qr(proc, raw)
     reading = answers_mod.read_field(NUMBER_FIELD, request.form)
     if reading.error is not None:
         errors = {"card_number": _error_text(reading.error, NUMBER_FIELD)}
-        return _render_key_page(proc, NUMBER_FIELD, reading.shown, errors, 1, back, status=422)
+        return _render_key_page(proc, NUMBER_FIELD, reading.shown, errors, (1, 3), back, status=422)
     reads.remember(_ensure_draft(proc), number=reading.value, via="number")
     return _see_other("card.birth_date", slug=slug)
 
@@ -329,11 +330,11 @@ def birth_date(slug):
         return _see_other("card.number", slug=slug)
     back = url_for("card.number", slug=slug)
     if request.method == "GET":
-        return _render_key_page(proc, BIRTH_FIELD, _date_shown(typed.get("birth_date")), {}, 2, back)
+        return _render_key_page(proc, BIRTH_FIELD, _date_shown(typed.get("birth_date")), {}, (2, 3), back)
     reading = answers_mod.read_field(BIRTH_FIELD, request.form)
     if reading.error is not None:
         errors = {"birth_date": _error_text(reading.error, BIRTH_FIELD)}
-        return _render_key_page(proc, BIRTH_FIELD, reading.shown, errors, 2, back, status=422)
+        return _render_key_page(proc, BIRTH_FIELD, reading.shown, errors, (2, 3), back, status=422)
     reads.remember(draft[0], birth_date=reading.value)
     return _see_other("card.expiry_date", slug=slug)
 
@@ -347,18 +348,18 @@ def expiry_date(slug):
         return _see_other("card.number", slug=slug)
     from_qr = typed.get("via") == "qr"
     back = url_for("card.qr", slug=slug) if from_qr else url_for("card.birth_date", slug=slug)
-    note = None
+    note, step = None, ((2, 2) if from_qr else (3, 3))
     if from_qr:
         note = i18n.t("card_qr_taken", number=mask_id(typed["number"]))
         if typed.get("expiry_estimate"):
             note += " " + i18n.t("card_expiry_estimated")
     if request.method == "GET":
         shown = _date_shown(typed.get("expiry_date") or typed.get("expiry_estimate"))
-        return _render_key_page(proc, EXPIRY_FIELD, shown, {}, 3, back, note=note)
+        return _render_key_page(proc, EXPIRY_FIELD, shown, {}, step, back, note=note)
     reading = answers_mod.read_field(EXPIRY_FIELD, request.form)
     if reading.error is not None:
         errors = {"expiry_date": _error_text(reading.error, EXPIRY_FIELD)}
-        return _render_key_page(proc, EXPIRY_FIELD, reading.shown, errors, 3, back, status=422, note=note)
+        return _render_key_page(proc, EXPIRY_FIELD, reading.shown, errors, step, back, status=422, note=note)
 
     from devices.card_reader import CardKey
     key = CardKey(typed["number"], date.fromisoformat(typed["birth_date"]), date.fromisoformat(reading.value))

@@ -145,6 +145,7 @@ def test_whole_application_with_the_card_prefilling_name_and_id(app, client, cat
     assert "Đọc thẻ căn cước để điền sẵn" in overview.text and "Bắt đầu" in overview.text
     number_page = client.get(f"/p/{SLUG}/card")
     assert 'inputmode="numeric"' in number_page.text and "<h1>Số căn cước của bạn</h1>" in number_page.text
+    assert "Bước 1 / 3" in number_page.text
     give_key(client)
     result = wait_for_read(client)
     assert "<h1>Đã đọc thẻ căn cước</h1>" in result
@@ -324,7 +325,7 @@ def test_qr_from_the_scanner_fills_number_and_birth_date(client, card):
     assert response.status_code == 303 and response.headers["Location"].endswith("/card/expiry-date")
     expiry = client.get(f"/p/{SLUG}/card/expiry-date")
     # The number and birth date came from the QR; the expiry is the estimate, for the citizen to confirm.
-    assert "********2345" in expiry.text and "ước tính" in expiry.text
+    assert "********2345" in expiry.text and "ước tính" in expiry.text and "Bước 2 / 2" in expiry.text
     assert 'value="17"' in expiry.text and 'value="2030"' in expiry.text
     response = client.post(f"/p/{SLUG}/card/expiry-date", data={"csrf_token": csrf_token(expiry.text),
                                                                 "expiry_date__day": "17", "expiry_date__month": "5",
