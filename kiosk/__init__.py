@@ -129,7 +129,8 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
 
     from agent import views as agent_views
 
-    from . import citizen
+    from . import card_views, citizen
     app.register_blueprint(citizen.bp)
+    app.register_blueprint(card_views.bp)
     app.register_blueprint(agent_views.bp)
     return app

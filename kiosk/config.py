@@ -21,7 +21,8 @@ DEFAULTS = {
     "paths": {"data": "var"},
     "central": {"url": "http://127.0.0.1:8090"},
     "session": {"idle_seconds": 120, "warning_seconds": 30, "draft_idle_minutes": 20, "staff_idle_minutes": 15},
-    "devices": {"card_reader": "auto", "printer": "auto"},
+    # card_reader: "auto" (any PC/SC reader), "none" (no card step), or the start of one reader's name.
+    "devices": {"card_reader": "auto", "printer": "auto", "csca_dir": "", "card_wait_seconds": 30},
     "sync": {"export_dir": "/media/usb"},
 }
 
@@ -79,6 +80,13 @@ def check_station(config: dict) -> None:
         raise ConfigError(f"{source}: session.warning_seconds must be at least 20 (time to answer the warning)")
     if not isinstance(session.get("idle_seconds"), int) or session["idle_seconds"] < 10:
         raise ConfigError(f"{source}: session.idle_seconds must be at least 10")
+    devices = config["devices"]
+    wait = devices.get("card_wait_seconds")
+    if not isinstance(wait, int) or isinstance(wait, bool) or not 1 <= wait <= 300:
+        raise ConfigError(f"{source}: devices.card_wait_seconds must be a whole number of seconds, 1 to 300")
+    csca_dir = devices.get("csca_dir")
+    if not isinstance(csca_dir, str) or (csca_dir and not Path(csca_dir).is_dir()):
+        raise ConfigError(f"{source}: devices.csca_dir must name a folder of CSCA certificates (or be empty)")
     port = config["server"].get("port")
     if not isinstance(port, int) or not 0 <= port < 65536:
         raise ConfigError(f"{source}: server.port must be a port number")
