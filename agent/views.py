@@ -14,7 +14,7 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
 
 from kiosk import audit, dossiers, i18n, receipts, tracking_code
 from kiosk.answers import normalise
-from kiosk.citizen import _active_answers, _draft, _first_unanswered, _procedure, _receipt
+from kiosk.citizen import active_answers, current_draft, first_unanswered, procedure_or_404, receipt_of
 from kiosk.db import get_db, write_transaction
 from kiosk.masking import mask_name
 from sync import outbox
@@ -185,7 +185,7 @@ def _dossier_receipt(code: str):
     proc = current_app.config["CATALOG"].get(row["procedure_slug"])
     if proc is None:
         abort(404)
-    return row, _receipt(proc, row["submission_id"], row["tracking_code"])
+    return row, receipt_of(proc, row["submission_id"], row["tracking_code"])
 
 
 @bp.get("/d/<code>")
@@ -240,12 +240,12 @@ def reprint(code):
 @bp.route("/p/<slug>/finish", methods=["GET", "POST"])
 @login_required()
 def finish(slug):
-    proc = _procedure(slug)
-    draft = _draft(proc)
+    proc = procedure_or_404(slug)
+    draft = current_draft(proc)
     if draft is None:
         return redirect(url_for("citizen.overview", slug=slug), code=303)
     draft_id, answers = draft
-    missing = _first_unanswered(proc, answers)
+    missing = first_unanswered(proc, answers)
     if missing is not None:
         return redirect(url_for("citizen.question", slug=slug, page_id=missing["id"]), code=303)
     form = request.form
@@ -278,7 +278,7 @@ def finish(slug):
             }
             submitted = dossiers.submit(
                 get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
-                channel=station["station"]["kind"], procedure=proc, answers=_active_answers(proc, answers),
+                channel=station["station"]["kind"], procedure=proc, answers=active_answers(proc, answers),
                 draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
                 fee_taken_vnd=int(values["fee"]))
             session.pop("draft", None)
@@ -286,7 +286,7 @@ def finish(slug):
                 return redirect(url_for("agent.home"), code=303)
             if current_app.config["PRINTER_CONNECTION"] != "none":
                 current_app.extensions["receipts"].request(
-                    get_db(), _receipt(proc, submitted.submission_id, submitted.tracking_code),
+                    get_db(), receipt_of(proc, submitted.submission_id, submitted.tracking_code),
                     submitted.submission_id, actor=g.staff["username"])
             flash(i18n.t("submitted_for_citizen"))
             return redirect(url_for("agent.dossier", code=submitted.tracking_code), code=303)

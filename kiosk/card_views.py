@@ -23,7 +23,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from . import answers as answers_mod
 from . import drafts, i18n
 from .catalog import PREFILL_SOURCES
-from .citizen import CARD_KEY, _draft, _procedure
+from .citizen import CARD_KEY, current_draft, procedure_or_404
 from .db import get_db
 from .masking import mask_id, mask_name
 
@@ -240,12 +240,12 @@ def _see_other(endpoint: str, **values):
 def _card_procedure(slug: str):
     if not card_reading_on():
         abort(404)
-    return _procedure(slug)
+    return procedure_or_404(slug)
 
 
 def _ensure_draft(proc) -> str:
     """This session's draft for ``proc``, made now if there is none (as "Bắt đầu" does)."""
-    existing = _draft(proc)
+    existing = current_draft(proc)
     if existing is not None:
         return existing[0]
     draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version)
@@ -281,7 +281,7 @@ def _date_shown(iso: str | None) -> dict:
 def number(slug):
     proc = _card_procedure(slug)
     back = url_for("citizen.overview", slug=slug)
-    draft = _draft(proc)
+    draft = current_draft(proc)
     if request.method == "GET":
         typed = reads.typed(draft[0], _keep_s()) if draft else {}
         return _render_key_page(proc, NUMBER_FIELD, typed.get("number", ""), {}, (1, 3), back)
@@ -324,7 +324,7 @@ def _take_qr(proc, raw: str):
 @bp.route("/p/<slug>/card/birth-date", methods=["GET", "POST"])
 def birth_date(slug):
     proc = _card_procedure(slug)
-    draft = _draft(proc)
+    draft = current_draft(proc)
     typed = reads.typed(draft[0], _keep_s()) if draft else {}
     if "number" not in typed:
         return _see_other("card.number", slug=slug)
@@ -342,7 +342,7 @@ def birth_date(slug):
 @bp.route("/p/<slug>/card/expiry-date", methods=["GET", "POST"])
 def expiry_date(slug):
     proc = _card_procedure(slug)
-    draft = _draft(proc)
+    draft = current_draft(proc)
     typed = reads.typed(draft[0], _keep_s()) if draft else {}
     if "number" not in typed or "birth_date" not in typed:
         return _see_other("card.number", slug=slug)
@@ -400,7 +400,7 @@ def _waiting_shown_global(job: ReadJob) -> str:
 @bp.get("/p/<slug>/card/read")
 def read(slug):
     proc = _card_procedure(slug)
-    draft = _draft(proc)
+    draft = current_draft(proc)
     job = reads.job(draft[0], _keep_s()) if draft else None
     if job is None:
         if request.headers.get("HX-Trigger") == "card-read":
@@ -432,7 +432,7 @@ def read(slug):
 def use(slug):
     """The citizen takes what the chip said: it goes, sealed, into the draft, for the questions to offer."""
     proc = _card_procedure(slug)
-    draft = _draft(proc)
+    draft = current_draft(proc)
     if draft is None:
         return _see_other("citizen.overview", slug=slug)
     draft_id, answers = draft

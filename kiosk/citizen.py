@@ -29,7 +29,7 @@ def _catalog() -> dict[str, Procedure]:
     return current_app.config["CATALOG"]
 
 
-def _procedure(slug: str) -> Procedure:
+def procedure_or_404(slug: str) -> Procedure:
     proc = _catalog().get(slug)
     if proc is None:
         abort(404)
@@ -40,7 +40,7 @@ def _idle_minutes() -> int:
     return current_app.config["STATION"]["session"]["draft_idle_minutes"]
 
 
-def _draft(proc: Procedure) -> tuple[str, dict] | None:
+def current_draft(proc: Procedure) -> tuple[str, dict] | None:
     """(draft id, answers) of this session's application for ``proc``, if there is one."""
     ref = session.get("draft")
     if not ref or ref.get("slug") != proc.slug:
@@ -65,11 +65,11 @@ def _is_answered(page: dict, answers: dict) -> bool:
     return all(f["name"] in answers for f in page["fields"])
 
 
-def _first_unanswered(proc: Procedure, answers: dict) -> dict | None:
+def first_unanswered(proc: Procedure, answers: dict) -> dict | None:
     return next((p for p in _active_pages(proc, answers) if not _is_answered(p, answers)), None)
 
 
-def _active_answers(proc: Procedure, answers: dict) -> dict:
+def active_answers(proc: Procedure, answers: dict) -> dict:
     """Only the answers of pages that apply: a page switched off by a later change leaves nothing behind."""
     return {f["name"]: answers.get(f["name"]) for p in _active_pages(proc, answers) for f in p["fields"]}
 
@@ -134,14 +134,14 @@ def index():
 
 @bp.get("/p/<slug>")
 def overview(slug):
-    proc = _procedure(slug)
+    proc = procedure_or_404(slug)
     return render_template("citizen/overview.html", proc=proc)
 
 
 @bp.post("/p/<slug>/start")
 def start(slug):
-    proc = _procedure(slug)
-    existing = _draft(proc)
+    proc = procedure_or_404(slug)
+    existing = current_draft(proc)
     if existing is None:
         draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version)
         session["draft"] = {"id": draft_id, "slug": proc.slug}
@@ -176,11 +176,11 @@ def _render_question(proc, page, shown, errors, status=200, change=False, answer
 
 @bp.route("/p/<slug>/q/<page_id>", methods=["GET", "POST"])
 def question(slug, page_id):
-    proc = _procedure(slug)
+    proc = procedure_or_404(slug)
     page = proc.page(page_id)
     if page is None:
         abort(404)
-    draft = _draft(proc)
+    draft = current_draft(proc)
     if draft is None:
         return _see_other("citizen.overview", slug=slug)
     draft_id, answers = draft
@@ -211,7 +211,7 @@ def question(slug, page_id):
         session.pop("draft", None)
         return _see_other("citizen.overview", slug=slug)
 
-    missing = _first_unanswered(proc, answers)
+    missing = first_unanswered(proc, answers)
     if change:
         if missing is None:
             return _see_other("citizen.check", slug=slug)
@@ -240,11 +240,11 @@ def _summary_rows(proc: Procedure, answers: dict) -> list[dict]:
 
 @bp.get("/p/<slug>/check")
 def check(slug):
-    proc = _procedure(slug)
-    draft = _draft(proc)
+    proc = procedure_or_404(slug)
+    draft = current_draft(proc)
     if draft is None:
         return _see_other("citizen.overview", slug=slug)
-    missing = _first_unanswered(proc, draft[1])
+    missing = first_unanswered(proc, draft[1])
     if missing is not None:
         return _see_other("citizen.question", slug=slug, page_id=missing["id"])
     return render_template("citizen/check.html", proc=proc, rows=_summary_rows(proc, draft[1]))
@@ -252,15 +252,15 @@ def check(slug):
 
 @bp.route("/p/<slug>/submit", methods=["GET", "POST"])
 def consent(slug):
-    proc = _procedure(slug)
-    draft = _draft(proc)
+    proc = procedure_or_404(slug)
+    draft = current_draft(proc)
     if draft is None:
         # A second press of "submit" after the first went through lands here: show what was submitted.
         if request.method == "POST" and session.get("submitted", {}).get("slug") == slug:
             return _see_other("citizen.done")
         return _see_other("citizen.overview", slug=slug)
     draft_id, answers = draft
-    missing = _first_unanswered(proc, answers)
+    missing = first_unanswered(proc, answers)
     if missing is not None:
         return _see_other("citizen.question", slug=slug, page_id=missing["id"])
     if request.method == "GET":
@@ -272,7 +272,7 @@ def consent(slug):
     station = current_app.config["STATION"]
     submitted = dossiers.submit(
         get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
-        channel=station["station"]["kind"], procedure=proc, answers=_active_answers(proc, answers),
+        channel=station["station"]["kind"], procedure=proc, answers=active_answers(proc, answers),
         draft_id=draft_id,
     )
     session.pop("draft", None)
@@ -280,13 +280,13 @@ def consent(slug):
         session["submitted"] = {"slug": slug, "code": submitted.tracking_code, "id": submitted.submission_id}
         # The dossier is committed: whatever the printer does now cannot lose it.
         if current_app.config["PRINTER_CONNECTION"] != "none":
-            current_app.extensions["receipts"].request(get_db(), _receipt(proc, submitted.submission_id,
+            current_app.extensions["receipts"].request(get_db(), receipt_of(proc, submitted.submission_id,
                                                                           submitted.tracking_code),
                                                        submitted.submission_id, actor="citizen")
     return _see_other("citizen.done")
 
 
-def _receipt(proc: Procedure, submission_id: str, code: str):
+def receipt_of(proc: Procedure, submission_id: str, code: str):
     return receipts.receipt_for(get_db(), current_app.config["PAYLOAD_KEY"], current_app.config["STATION"],
                                 proc, submission_id, _tracking_url(code))
 
@@ -332,7 +332,7 @@ def done_receipt():
     if found is None:
         abort(404)
     proc, submitted = found
-    png = receipts.receipt_png(_receipt(proc, submitted["id"], submitted["code"]))
+    png = receipts.receipt_png(receipt_of(proc, submitted["id"], submitted["code"]))
     return current_app.response_class(png, mimetype="image/png")
 
 
