@@ -45,10 +45,10 @@ def _start_station(folder: Path, port: int) -> subprocess.Popen:
 
 
 def _client(args):
-    port, rounds, seed = args
+    port, rounds, seed, think_ms = args
     procs = list(load_catalog().values())
     rng = random.Random(seed)
-    citizen = HttpCitizen("127.0.0.1", port)
+    citizen = HttpCitizen("127.0.0.1", port, think_s=think_ms / 1000)
     try:
         for _ in range(rounds):
             citizen.apply(rng.choice(procs))
@@ -64,14 +64,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_wizard(clients: int = 8, rounds: int = 6) -> list[dict]:
+def bench_wizard(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> list[dict]:
+    """Each client walks whole applications; ``think_ms`` is its pause before each request (0: none, the
+    station saturated; a citizen really takes seconds per page)."""
     with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
         port = _free_port()
         station = _start_station(Path(tmp), port)
         try:
-            _client((port, 1, -1))  # warm up: templates compiled, database created
+            _client((port, 1, -1, 0))  # warm up: templates compiled, database created
             with multiprocessing.get_context("fork").Pool(clients) as pool:
-                results = pool.map(_client, [(port, rounds, seed) for seed in range(clients)])
+                results = pool.map(_client, [(port, rounds, seed, think_ms) for seed in range(clients)])
         finally:
             station.terminate()
             station.wait(10)
@@ -80,7 +82,8 @@ def bench_wizard(clients: int = 8, rounds: int = 6) -> list[dict]:
         client_ms = [c for timings in results for s, c, _ in timings if s == step]
         app_ms = [a for timings in results for s, _, a in timings if s == step and a is not None]
         if client_ms:
-            rows.append({"name": f"wizard: {step}", "n": len(client_ms),
+            rows.append({"name": f"wizard{' (think ' + str(think_ms) + ' ms)' if think_ms else ''}: {step}",
+                         "n": len(client_ms),
                          "p50_ms": percentile(client_ms, 50), "p95_ms": percentile(client_ms, 95),
                          "p99_ms": percentile(client_ms, 99),
                          "app_p95_ms": percentile(app_ms, 95) if app_ms else None})
@@ -177,19 +180,20 @@ def print_sync_table(rows: list[dict]) -> None:
         print(f"| {row['name']} | {row['n']} | {row['dossiers_per_s']:.1f} | {row['bytes_per_dossier']:.0f} |")
 
 
-def run_all(clients: int = 8, rounds: int = 6) -> int:
+def run_all(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> int:
     from devices.card_bench import bench_card_read
     from devices.receipt_bench import bench_receipt
     from sync.bench import bench_sync
 
-    rows = bench_wizard(clients, rounds)
+    rows = bench_wizard(clients, rounds, think_ms)
     rows += bench_page_load()
     rows += [bench_receipt(n=30, paper_mm=80), bench_receipt(n=30, paper_mm=58)]
     card_rows = [bench_card_read(n=10, access="bac"), bench_card_read(n=10, access="pace")]
     for row in card_rows:
         row["name"] = f"{row['name']} ({row['apdus']} APDUs)"
     rows += card_rows
-    print(f"wizard: {clients} concurrent clients, {rounds} whole applications each, over loopback HTTP; "
+    print(f"wizard: {clients} concurrent clients, {rounds} whole applications each, over loopback HTTP, "
+          f"{think_ms} ms pause before each request; "
           "page load: navigation start to load event in headless Chromium, one browser; "
           "receipt: compose + status + send + status to the fake network printer; "
           "card: DG1 + DG13 + EF.SOD with Passive Authentication through pcscd from the simulated card")

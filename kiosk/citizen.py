@@ -4,6 +4,7 @@ Every page is a plain form post that works without JavaScript; with htmx (hx-boo
 inside of <main> is fetched and swapped. State changes answer 303 (post/redirect/get); a page with
 errors answers 422 with the error summary.
 """
+import functools
 import io
 import time
 import unicodedata
@@ -86,10 +87,15 @@ def _tracking_url(code: str) -> str:
     return f"{base}{url_for('citizen.track_code', code=code)}"
 
 
-def _qr_svg(data: str) -> Markup:
-    image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=12, border=2)
+@functools.lru_cache(maxsize=64)
+def qr_svg(data: str) -> Markup:
+    """The QR code of ``data`` as inline SVG. The mask is fixed rather than searched: every decoder reads
+    all eight masks, and the search is most of the cost of making the code."""
+    code = qrcode.QRCode(image_factory=qrcode.image.svg.SvgPathImage, box_size=12, border=2, mask_pattern=0)
+    code.add_data(data)
+    code.make(fit=True)
     out = io.BytesIO()
-    image.save(out)
+    code.make_image().save(out)
     svg = out.getvalue().decode()
     return Markup(svg[svg.index("<svg"):])
 
@@ -312,7 +318,7 @@ def done():
         return _see_other("citizen.index")
     proc, submitted = found
     code = submitted["code"]
-    return render_template("citizen/done.html", proc=proc, code=code, qr=_qr_svg(_tracking_url(code)),
+    return render_template("citizen/done.html", proc=proc, code=code, qr=qr_svg(_tracking_url(code)),
                            printing=_print_state(submitted["id"]))
 
 
@@ -451,7 +457,7 @@ def patterns():
     shown = {"ho_ten": "Nguyễn Văn An", "so_dinh_danh": "0010990", "ngay_sinh": {"day": "31", "month": "2", "year": "1990"}}
     samples = list(_catalog().values())[:3]
     return render_template("patterns.html", fields=fields, errors=errors, shown=shown, procedures=samples,
-                           qr=_qr_svg("http://127.0.0.1:8080/track/K01-261128-0042-1"))
+                           qr=qr_svg("http://127.0.0.1:8080/track/K01-261128-0042-1"))
 
 
 @bp.get("/track")

@@ -44,6 +44,9 @@ def serve(station_file, host, port, threads):
     except (ConfigError, CatalogError) as exc:
         raise click.ClickException(str(exc)) from None
     server = config["server"]
+    # A thread that comes back from a commit's fsync waits for the GIL up to the switch interval while
+    # other threads render pages; a shorter interval keeps writes (and the lock they hold) short.
+    sys.setswitchinterval(0.0005)
     click.echo(f"dvc-kiosk ({config['station']['kind']} {config['station']['id']}) on "
                f"http://{server['host']}:{server['port']}/")
     waitress.serve(app, host=server["host"], port=server["port"], threads=threads, ident="dvc-kiosk")
@@ -68,11 +71,13 @@ def check(station_file):
 @main.command()
 @click.option("--clients", type=int, default=8, show_default=True, help="Concurrent clients.")
 @click.option("--rounds", type=int, default=6, show_default=True, help="Applications each client completes.")
-def bench(clients, rounds):
+@click.option("--think-ms", type=int, default=0, show_default=True,
+              help="Each client's pause before a request (0: back to back, the station saturated).")
+def bench(clients, rounds, think_ms):
     """Run the benchmarks and print a table of p50/p95/p99 response times."""
     from .bench import run_all
 
-    sys.exit(run_all(clients=clients, rounds=rounds))
+    sys.exit(run_all(clients=clients, rounds=rounds, think_ms=think_ms))
 
 
 @main.group()

@@ -230,14 +230,24 @@ _writer = threading.Lock()
 
 
 @contextmanager
-def write_transaction(conn: sqlite3.Connection):
-    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so two writers never interleave."""
+def write_transaction(conn: sqlite3.Connection, durable: bool = True):
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so two writers never interleave.
+
+    ``durable=False`` is for writes that may be lost in a power cut (a draft's latest answer, which the
+    citizen would type again): its commit skips the fsync. A dossier is always written durably.
+    """
     with _writer:
-        conn.execute("BEGIN IMMEDIATE")
+        if not durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        else:
-            conn.commit()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                conn.commit()
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous=FULL")

@@ -34,11 +34,12 @@ def purge_idle(conn: sqlite3.Connection, idle_minutes: int) -> int:
 def create(conn: sqlite3.Connection, key: bytes, slug: str, version: str, answers: dict | None = None) -> str:
     draft_id = secrets.token_urlsafe(18)
     now = _now().isoformat()
-    with write_transaction(conn):
+    sealed = sealing.seal(key, answers or {}, draft_id)
+    with write_transaction(conn, durable=False):
         conn.execute(
             "INSERT INTO drafts (id, procedure_slug, procedure_version, answers_sealed, created_at, touched_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (draft_id, slug, version, sealing.seal(key, answers or {}, draft_id), now, now),
+            (draft_id, slug, version, sealed, now, now),
         )
     return draft_id
 
@@ -55,10 +56,11 @@ def load(conn: sqlite3.Connection, key: bytes, draft_id: str, idle_minutes: int)
 
 
 def save(conn: sqlite3.Connection, key: bytes, draft_id: str, answers: dict) -> bool:
-    with write_transaction(conn):
+    sealed = sealing.seal(key, answers, draft_id)  # outside the write lock: the lock is for the database
+    with write_transaction(conn, durable=False):
         return conn.execute(
             "UPDATE drafts SET answers_sealed = ?, touched_at = ? WHERE id = ?",
-            (sealing.seal(key, answers, draft_id), _now().isoformat(), draft_id),
+            (sealed, _now().isoformat(), draft_id),
         ).rowcount == 1
 
 

@@ -15,13 +15,16 @@ _CODE = re.compile(r"data-tracking-code>([^<]+)<")
 
 
 class HttpCitizen:
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0, think_s: float = 0.0):
         self.connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        self.think_s = think_s  # a pause before each request, as a person reading the page
         self.cookie = ""
         self.timings: list[tuple[str, float, float | None]] = []   # (step, client ms, server ms)
 
     def request(self, step: str, method: str, path: str, form: dict | None = None):
         body = urlencode(form).encode() if form is not None else None
+        if self.think_s:
+            time.sleep(self.think_s)
         headers = {"Cookie": self.cookie} if self.cookie else {}
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"

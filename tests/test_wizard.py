@@ -340,3 +340,22 @@ def test_answers_are_prefilled_from_a_card_read_into_the_draft(app, client, cata
     # Prefilled is only offered: the answer is the citizen's once they continue.
     other = next(p for p in proc.pages if p["fields"][0].get("prefill") is None and p["fields"][0]["type"] == "text")
     assert "Lấy từ thẻ căn cước" not in client.get(f"/p/{proc.slug}/q/{other['id']}").text
+
+
+def test_the_confirmation_qr_decodes_to_the_tracking_url():
+    import zxingcpp
+    from PIL import Image, ImageDraw
+
+    from kiosk.citizen import qr_svg
+    url = "http://127.0.0.1:8080/track/K01-261128-0042-1"
+    svg = str(qr_svg(url))
+    side = float(re.search(r'viewBox="0 0 ([\d.]+)', svg).group(1))
+    # The path is one square per dark module: "Mx,yHx2Vy2Hxz".
+    squares = [tuple(map(float, m)) for m in re.findall(r"M([\d.]+),([\d.]+)H([\d.]+)V([\d.]+)", svg)]
+    assert len(squares) > 100
+    scale = 10
+    image = Image.new("L", (int(side * scale), int(side * scale)), 255)
+    draw = ImageDraw.Draw(image)
+    for x1, y1, x2, y2 in squares:
+        draw.rectangle([x1 * scale, y1 * scale, x2 * scale - 1, y2 * scale - 1], fill=0)
+    assert [b.text for b in zxingcpp.read_barcodes(image)] == [url]
