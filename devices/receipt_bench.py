@@ -12,20 +12,23 @@ from devices.receipt import Receipt
 SAMPLE_PAYMENT = {"bank_bin": "970436", "account": "0071000123456", "account_name": "UBND PHUONG MAU"}
 
 
-def sample_receipt() -> Receipt:
-    return Receipt(
-        station_name="Trạm thử nghiệm – Bưu điện mẫu",
-        agency="UBND Phường Mẫu",
+def sample_receipt(**changes) -> Receipt:
+    """A receipt with made-up data (benchmarks, tests, the printer's test page); ``changes`` override."""
+    fields = dict(
+        station_name="Bưu điện Trung tâm Sài Gòn – Quầy số 3",
+        agency="UBND Phường Sài Gòn",
         procedure_name="Đăng ký khai sinh",
         procedure_code="1.001193",
-        citizen_name="Nguyễn Văn Mẫu",
-        citizen_id="001099000000",
+        citizen_name="Nguyễn Văn An",
+        citizen_id="001099012345",
         submitted_at=datetime(2026, 11, 27, 16, 5, tzinfo=timezone(timedelta(hours=7))),
         processing_days=3,
         fee_vnd=50000,
         tracking_code="K01-261127-0007-X",
         tracking_url="http://127.0.0.1:8080/track/K01-261127-0007-X",
     )
+    fields.update(changes)
+    return Receipt(**fields)
 
 
 def _percentile(sorted_ms: list[float], q: float) -> float:

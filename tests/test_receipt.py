@@ -7,11 +7,10 @@ import pytest
 import zxingcpp
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from PIL import ImageDraw
-
-from devices.receipt import FONT_FILES, Receipt, appointment_date, font, format_vnd, render_receipt_image, render_receipt_png
+from devices.receipt import FONT_FILES, appointment_date, font, format_vnd, render_receipt_image, render_receipt_png
+from devices.receipt_bench import sample_receipt
 from devices.vietqr import PaymentAccount
 from kiosk.masking import mask_id, mask_name
 
@@ -20,22 +19,7 @@ FRIDAY = date(2026, 11, 27)
 PAYMENT = PaymentAccount("970436", "0071000123456", "UBND PHUONG BEN NGHE")
 
 
-def make_receipt(**changes) -> Receipt:
-    fields = dict(
-        station_name="Bưu điện Trung tâm Sài Gòn – Quầy số 3",
-        agency="UBND Phường Sài Gòn",
-        procedure_name="Đăng ký khai sinh",
-        procedure_code="1.001193",
-        citizen_name="Nguyễn Văn An",
-        citizen_id="001099012345",
-        submitted_at=datetime(2026, 11, 27, 16, 5, tzinfo=VN),
-        processing_days=3,
-        fee_vnd=50000,
-        tracking_code="K01-261127-0007-X",
-        tracking_url="http://127.0.0.1:8080/track/K01-261127-0007-X",
-    )
-    fields.update(changes)
-    return Receipt(**fields)
+make_receipt = sample_receipt
 
 
 # -- appointment date ---------------------------------------------------------------------------
