@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
 
-from kiosk import audit, dossiers, i18n, receipts, tracking_code
+from kiosk import audit, dossiers, drafts, i18n, receipts, tracking_code
 from kiosk.answers import normalise
 from kiosk.citizen import active_answers, current_draft, first_unanswered, procedure_or_404, receipt_of
 from kiosk.db import get_db, write_transaction
@@ -22,6 +22,7 @@ from sync import outbox
 from . import report, staff
 
 bp = Blueprint("agent", __name__, url_prefix="/agent")
+SUPERSEDES_KEY = "_supersedes"  # in a draft's answers: the dossier this correction replaces
 
 
 def _today() -> str:
@@ -196,8 +197,7 @@ def dossier(code):
     proc = current_app.config["CATALOG"].get(row["procedure_slug"])
     document = dossiers.open_payload(conn, current_app.config["PAYLOAD_KEY"], row["submission_id"])
     sync = conn.execute("SELECT * FROM outbox WHERE submission_id = ?", (row["submission_id"],)).fetchone()
-    prints = conn.execute("SELECT p.*, COALESCE(s.username, p.requested_by) AS who FROM receipt_prints p "
-                          "LEFT JOIN staff s ON s.username = p.requested_by WHERE submission_id = ? ORDER BY id",
+    prints = conn.execute("SELECT *, requested_by AS who FROM receipt_prints WHERE submission_id = ? ORDER BY id",
                           (row["submission_id"],)).fetchall()
     money = conn.execute("SELECT l.*, s.username FROM ledger l JOIN staff s ON s.id = l.staff_id "
                          "WHERE submission_id = ? ORDER BY l.id", (row["submission_id"],)).fetchall()
@@ -208,8 +208,35 @@ def dossier(code):
             if field["name"] in document["answers"]:
                 answers.append((i18n.pick(field["label"]),
                                 display(field, document["answers"][field["name"]], i18n.current_language())))
+        # Who saw a citizen's details is itself on record.
+        with write_transaction(conn):
+            audit.append(conn, g.staff["username"], "dossier.viewed", row["submission_id"])
+    corrected_by = conn.execute("SELECT tracking_code FROM dossiers WHERE supersedes = ?",
+                                (row["submission_id"],)).fetchall()
+    supersedes = conn.execute("SELECT tracking_code FROM dossiers WHERE submission_id = ?",
+                              (row["supersedes"],)).fetchone() if row["supersedes"] else None
     return render_template("agent/dossier.html", dossier=row, proc=proc, sync=sync, prints=prints, money=money,
-                           answers=answers, counter=(document or {}).get("counter"))
+                           answers=answers, counter=(document or {}).get("counter"), can_correct=bool(document),
+                           corrected_by=[r[0] for r in corrected_by], supersedes=supersedes)
+
+
+@bp.post("/d/<code>/correct")
+@login_required()
+def correct(code):
+    """A submitted dossier never changes: a correction is a new application that starts from the old
+    answers and names the dossier it replaces."""
+    conn = get_db()
+    row = _dossier_or_404(code)
+    proc = procedure_or_404(row["procedure_slug"])
+    document = dossiers.open_payload(conn, current_app.config["PAYLOAD_KEY"], row["submission_id"])
+    if document is None:
+        abort(404)
+    answers = {**document["answers"], SUPERSEDES_KEY: row["submission_id"]}
+    draft_id = drafts.create(conn, current_app.config["PAYLOAD_KEY"], proc.slug, proc.version, answers)
+    session["draft"] = {"id": draft_id, "slug": proc.slug}
+    with write_transaction(conn):
+        audit.append(conn, g.staff["username"], "dossier.correction_started", row["submission_id"])
+    return redirect(url_for("citizen.check", slug=proc.slug), code=303)
 
 
 @bp.get("/d/<code>/receipt.png")
@@ -280,7 +307,7 @@ def finish(slug):
                 get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
                 channel=station["station"]["kind"], procedure=proc, answers=active_answers(proc, answers),
                 draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
-                fee_taken_vnd=int(values["fee"]))
+                fee_taken_vnd=int(values["fee"]), supersedes=answers.get(SUPERSEDES_KEY))
             session.pop("draft", None)
             if submitted is None:
                 return redirect(url_for("agent.home"), code=303)

@@ -277,3 +277,31 @@ def test_mobile_team_exports_a_usb_bundle_from_the_screen(tmp_path, catalog):
     assert "Đã chép 1 hồ sơ vào" in client.get(done.headers["Location"]).text
     assert len(list(usb.iterdir())) == 1
     assert _rows(app, "SELECT state FROM outbox") == [("pending",)]  # waiting until acknowledged
+
+
+def test_a_correction_is_a_new_dossier_that_names_the_old_one(tmp_path, catalog):
+    app = _station(tmp_path)
+    _add(app, "minh")
+    client = app.test_client()
+    _login(client, "minh")
+    proc = catalog["dang-ky-khai-tu"]
+    first = _counter_submit(client, proc)
+    page = client.get(f"/agent/d/{first}")
+    started = client.post(f"/agent/d/{first}/correct", data={"csrf_token": csrf_token(page.text)})
+    assert started.headers["Location"].endswith(f"/p/{proc.slug}/check")
+    check = client.get(f"/p/{proc.slug}/check")
+    assert "Nguyễn Văn An" in check.text  # the old answers, ready to change
+    name_page = next(p for p in proc.pages if p["fields"][0]["name"] == "applicant_name")
+    form = client.get(f"/p/{proc.slug}/q/{name_page['id']}?change=1")
+    client.post(f"/p/{proc.slug}/q/{name_page['id']}", data={"csrf_token": csrf_token(form.text), "change": "1",
+                                                             "applicant_name": "Nguyễn Văn Ân"})
+    response = _finish(client, proc)
+    second = response.headers["Location"].rsplit("/", 1)[1]
+    assert second != first
+    rows = dict(_rows(app, "SELECT tracking_code, supersedes FROM dossiers"))
+    ids = dict(_rows(app, "SELECT tracking_code, submission_id FROM dossiers"))
+    assert rows[first] is None and rows[second] == ids[first]
+    assert "Đã có hồ sơ sửa đổi thay thế" in client.get(f"/agent/d/{first}").text
+    assert f"sửa đổi và thay thế hồ sơ {first}" in client.get(f"/agent/d/{second}").text
+    actions = [a for (a,) in _rows(app, "SELECT action FROM audit_events")]
+    assert "dossier.correction_started" in actions and "dossier.viewed" in actions
