@@ -6,16 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Packages the station needs to run: a TrueType font with Vietnamese glyphs, PC/SC and what pyscard builds
-# with, libusb for USB printers, espeak-ng for spoken prompts.
-DEBS_RUN := fonts-dejavu-core pcscd libpcsclite-dev swig libusb-1.0-0 espeak-ng
+# with, the vpcd virtual reader (a simulated card when no reader is attached), libusb for USB printers,
+# espeak-ng for spoken prompts.
+DEBS_RUN := fonts-dejavu-core pcscd vsmartcard-vpcd libpcsclite-dev swig libusb-1.0-0 espeak-ng
 # ...and what the tests need on top: a browser and the virtual smart card reader.
-DEBS_TEST := $(DEBS_RUN) chromium vsmartcard-vpcd
+DEBS_TEST := $(DEBS_RUN) chromium
 
 .PHONY: run test bench debs-run debs-test clean
 
 run: debs-run $(STAMP)
 	$(BIN)/kiosk audio build
-	$(BIN)/kiosk serve
+	$(BIN)/kiosk serve --simulate-missing
 
 test: debs-test $(STAMP)
 	$(BIN)/pytest

@@ -31,14 +31,27 @@ def _load(station_file, overrides=None):
 @click.option("--host", default=None, help="Address to listen on (default: server.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: server.port, 8080).")
 @click.option("--threads", type=int, default=8, show_default=True, help="Worker threads.")
-def serve(station_file, host, port, threads):
+@click.option("--simulate-missing", is_flag=True,
+              help="With no card reader, put a simulated card in pcscd's virtual reader (demos, pilots).")
+def serve(station_file, host, port, threads, simulate_missing):
     """Serve the station's web app with waitress."""
+    import atexit
+
     import waitress
 
     from . import create_app
+    from .config import data_dir
 
     overrides = {"server": {k: v for k, v in (("host", host), ("port", port)) if v is not None}}
     config = _load(station_file, overrides)
+    if simulate_missing:
+        from .simulated_devices import start_missing
+
+        extra, notes, stop = start_missing(config, data_dir(config))
+        atexit.register(stop)
+        overrides.update(extra)
+        for line in notes:
+            click.echo(line)
     try:
         app = create_app(overrides, station_file)
     except (ConfigError, CatalogError) as exc:
