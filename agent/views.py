@@ -32,18 +32,8 @@ def _today() -> str:
 
 @bp.before_app_request
 def load_staff():
-    """Who is logged in; a staff session idle longer than the station allows is logged out."""
-    g.staff = None
-    who = session.get("staff")
-    if not who:
-        return
-    limit = current_app.config["STATION"]["session"]["staff_idle_minutes"] * 60
-    now = int(time.time())
-    if now - session.get("staff_seen", now) > limit:
-        session.pop("staff", None)
-        return
-    session["staff_seen"] = now
-    g.staff = who
+    """Who is logged in (an idle staff session has already been ended by citizen.end_idle_session)."""
+    g.staff = session.get("staff")
 
 
 @bp.app_context_processor
@@ -94,7 +84,7 @@ def login():
                 session["lang"] = lang
             session["staff"] = {"id": row["id"], "username": row["username"], "role": row["role"],
                                 "name": row["display_name"]}
-            session["staff_seen"] = int(time.time())
+            session["seen"] = int(time.time())
             target = request.args.get("next", "")
             if not target.startswith("/agent") or target.startswith("//"):
                 target = url_for("agent.home")

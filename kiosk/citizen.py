@@ -22,6 +22,10 @@ from .db import get_db
 
 bp = Blueprint("citizen", __name__)
 CARD_KEY = "_card"  # in a draft's answers: the fields read from the CCCD chip, for prefilling
+# Pictures and sounds load beside a page and are not activity; they never touch the session cookie, so
+# their replies cannot overwrite what a form's reply stored in it meanwhile (a message, a draft).
+PASSIVE_ENDPOINTS = {"static", "citizen.done_receipt", "citizen.prompt_audio", "agent.receipt_png"}
+SEEN_RESOLUTION_S = 10
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -354,15 +358,23 @@ def wipe_session() -> None:
 @bp.before_app_request
 def end_idle_session():
     """Without JavaScript (or with the browser closed) nobody sees the warning: the server ends a session
-    that has been idle past the warning's end, whatever the next request is."""
-    if request.endpoint == "static":
+    that has been idle past the warning's end, whatever the next request is. A staff member's session
+    has the longer staff limit; ending it logs them out."""
+    if request.endpoint in PASSIVE_ENDPOINTS:
         return
     limits = current_app.config["STATION"]["session"]
+    if "staff" in session:
+        limit = limits["staff_idle_minutes"] * 60
+    else:
+        limit = limits["idle_seconds"] + limits["warning_seconds"] + 10
     now = int(time.time())
     seen = session.get("seen")
-    if seen is not None and now - seen > limits["idle_seconds"] + limits["warning_seconds"] + 10:
+    if seen is not None and now - seen > limit:
         wipe_session()
-    if session or request.method == "POST":
+        seen = None
+    # Rewriting the cookie on every request is not needed to measure minutes, and every rewrite is a
+    # chance for a slow reply to overwrite what a newer one stored.
+    if (session or request.method == "POST") and (seen is None or now - seen >= SEEN_RESOLUTION_S):
         session["seen"] = now
 
 

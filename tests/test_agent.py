@@ -114,8 +114,10 @@ def test_idle_staff_are_logged_out(tmp_path, monkeypatch):
     client = app.test_client()
     _login(client, "minh")
     assert client.get("/agent/").status_code == 200
-    later = time.time() + 16 * 60
-    monkeypatch.setattr(time, "time", lambda: later)
+    start = time.time()
+    monkeypatch.setattr(time, "time", lambda: start + 5 * 60)  # past a citizen's limit, within staff's
+    assert client.get("/agent/").status_code == 200
+    monkeypatch.setattr(time, "time", lambda: start + 5 * 60 + 16 * 60)
     assert client.get("/agent/").headers["Location"].startswith("/agent/login")
 
 

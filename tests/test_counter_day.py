@@ -11,6 +11,7 @@ from devices.fake_printer import FakeNetworkPrinter
 from kiosk.samples import fill_page_in_browser
 
 from .conftest import LiveStation
+from .test_accessibility import _violations
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PIN = "135790"
@@ -62,16 +63,21 @@ def test_a_counter_day(tmp_path, browser, catalog):
         context = browser.new_context(viewport={"width": 1280, "height": 1000})
         page = context.new_page()
         try:
+            page.goto(base + "/agent/login")
+            problems = [("login", _violations(page))]
             _login(page, base, "minh")
+            problems.append(("home", _violations(page)))
             judicial = catalog["cap-phieu-ly-lich-tu-phap"]
             first_required = next(i for i, d in enumerate(judicial.documents) if d["required"])
             _apply_for(page, base, judicial, drop_document=first_required)
             page.locator(".error-summary").wait_for()
             assert "Còn thiếu giấy tờ bắt buộc" in page.locator(".error-summary").inner_text()
+            problems.append(("finish with errors", _violations(page)))
             page.locator(f"#doc-{first_required}").check()
             page.get_by_role("button", name="Nộp hồ sơ").click()
             page.wait_for_url(re.compile(r"/agent/d/"))
             first_code = page.locator("[data-tracking-code]").inner_text()
+            problems.append(("dossier", _violations(page)))
 
             _apply_for(page, base, catalog["dang-ky-thuong-tru"])
             page.wait_for_url(re.compile(r"/agent/d/"))
@@ -92,6 +98,8 @@ def test_a_counter_day(tmp_path, browser, catalog):
             assert station_table.locator("[data-k='fees_taken']").inner_text() == "220.000"
             assert station_table.locator("[data-k='reprints']").inner_text() == "1"
             assert page.get_by_role("button", name="Ký xác nhận báo cáo ngày").count() == 0
+            problems.append(("report", _violations(page)))
+            assert [p for p in problems if p[1]] == []
             page.get_by_role("button", name="Đăng xuất").click()
             page.wait_for_url(base + "/agent/login")
 
