@@ -65,12 +65,16 @@ def _tampered(detail: str, what_vi: str, what_en: str) -> CardTamperedError:
     return err
 
 
+# The hash algorithms ICAO 9303 part 10 allows for EF.SOD. Others (a SHAKE, say, whose digest needs a
+# length, or anything hashlib happens to know) are refused like a tampered file.
+ICAO_HASHES = ("sha1", "sha224", "sha256", "sha384", "sha512")
+
+
 def _digest(name: str, data: bytes) -> bytes:
-    try:
-        return hashlib.new(name, data).digest()
-    except ValueError as exc:
+    if name not in ICAO_HASHES:
         raise _tampered(f"unsupported hash {name}", "Chip dùng thuật toán băm không được hỗ trợ.",
-                        "The chip uses an unsupported hash algorithm.") from exc
+                        "The chip uses an unsupported hash algorithm.")
+    return hashlib.new(name, data).digest()
 
 
 def parse_sod(sod: bytes) -> tuple[cms.SignedData, LdsSecurityObject, bytes]:

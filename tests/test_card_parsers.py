@@ -294,3 +294,13 @@ def test_fuzz_simulator_answers_any_apdu_with_a_status_word(profile, apdus):
         for apdu in apdus:
             response = sim.process(prefix + apdu if prefix[:2] != b"\x00\x22" else prefix + apdu)
             assert isinstance(response, bytes) and len(response) >= 2
+
+
+def test_a_hash_outside_icao_is_refused_as_tampered():
+    # Found by the fuzzer: a flipped OID in EF.SOD named SHAKE-128, whose digest() needs a length.
+    from devices.card_errors import CardTamperedError
+    from devices.passive_auth import _digest
+    for name in ("shake_128", "md5", "sha3_256", "blake2b"):
+        with pytest.raises(CardTamperedError):
+            _digest(name, b"data")
+    assert len(_digest("sha256", b"data")) == 32
