@@ -212,8 +212,9 @@ def test_staff_page_asks_for_the_password_when_one_is_set(tmp_path):
     assert client.get("/staff/", headers={"Authorization": f"Basic {auth}"}).status_code == 200
 
 
-def _postgres_url():
-    url = os.environ.get("DVC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+def _postgres_url(url):
+    if url is None:
+        return None, "no PostgreSQL: set DVC_TEST_POSTGRES_URL or install Debian's postgresql (make test does)"
     try:
         import psycopg
     except ImportError:
@@ -225,8 +226,8 @@ def _postgres_url():
     return url, ""
 
 
-def test_postgresql_store_behaves_like_sqlite(tmp_path):
-    url, why = _postgres_url()
+def test_postgresql_store_behaves_like_sqlite(tmp_path, postgres_server):
+    url, why = _postgres_url(postgres_server)
     if url is None:
         pytest.skip(why)
     import psycopg
@@ -275,8 +276,8 @@ def test_concurrent_first_receipts_of_one_submission_make_one_record(central, st
     assert central.store.count() == 1
 
 
-def test_postgresql_concurrent_first_receipts_make_one_record(tmp_path):
-    url, why = _postgres_url()
+def test_postgresql_concurrent_first_receipts_make_one_record(tmp_path, postgres_server):
+    url, why = _postgres_url(postgres_server)
     if url is None:
         pytest.skip(why)
     import psycopg
