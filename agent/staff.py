@@ -84,3 +84,18 @@ def login(conn: sqlite3.Connection, username: str, secret: str) -> sqlite3.Row:
             conn.execute("UPDATE staff SET secret_hash = ? WHERE id = ?", (_hasher.hash(secret), row["id"]))
         audit.append(conn, username, "staff.login", username)
     return row
+
+
+def set_state(conn: sqlite3.Connection, username: str, *, active: bool | None = None, unlock: bool = False,
+              actor: str = "cli") -> None:
+    """Unlock an account locked by wrong PINs, or (de)activate it; audited. Raises ValueError if unknown."""
+    with write_transaction(conn):
+        row = conn.execute("SELECT id FROM staff WHERE username = ?", (username,)).fetchone()
+        if row is None:
+            raise ValueError(f"no staff account '{username}'")
+        if unlock:
+            conn.execute("UPDATE staff SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row[0],))
+            audit.append(conn, actor, "staff.unlocked", username)
+        if active is not None:
+            conn.execute("UPDATE staff SET active = ? WHERE id = ?", (int(active), row[0]))
+            audit.append(conn, actor, "staff.activated" if active else "staff.deactivated", username)

@@ -72,7 +72,9 @@ def login():
         try:
             row = staff.login(get_db(), username, secret)
         except staff.LoginRefused as refused:
-            if refused.reason == "locked":
+            if refused.reason == "inactive":
+                errors["secret"] = i18n.t("login_inactive")
+            elif refused.reason == "locked":
                 zone = ZoneInfo(current_app.config["STATION"]["station"]["timezone"])
                 errors["secret"] = i18n.t("login_locked", until=refused.until.astimezone(zone).strftime("%H:%M"))
             else:

@@ -150,6 +150,45 @@ def staff_add(station_file, username, display_name, role, pin_stdin):
     click.echo(f"{username} ({role}) added")
 
 
+def _staff_state(station_file, username, **change):
+    from agent import staff as accounts
+
+    conn = _station_db(station_file)
+    try:
+        accounts.set_state(conn, username, **change)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        conn.close()
+
+
+@staff.command("unlock")
+@station_option
+@click.argument("username")
+def staff_unlock(station_file, username):
+    """Unlock an account locked after wrong PINs (it also unlocks by itself after 15 minutes)."""
+    _staff_state(station_file, username, unlock=True)
+    click.echo(f"{username} unlocked")
+
+
+@staff.command("deactivate")
+@station_option
+@click.argument("username")
+def staff_deactivate(station_file, username):
+    """Stop an account from logging in (a member of staff who left); its records stay."""
+    _staff_state(station_file, username, active=False)
+    click.echo(f"{username} deactivated")
+
+
+@staff.command("activate")
+@station_option
+@click.argument("username")
+def staff_activate(station_file, username):
+    """Let a deactivated account log in again."""
+    _staff_state(station_file, username, active=True)
+    click.echo(f"{username} activated")
+
+
 @staff.command("list")
 @station_option
 def staff_list(station_file):

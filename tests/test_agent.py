@@ -307,3 +307,25 @@ def test_a_correction_is_a_new_dossier_that_names_the_old_one(tmp_path, catalog)
     assert f"sửa đổi và thay thế hồ sơ {first}" in client.get(f"/agent/d/{second}").text
     actions = [a for (a,) in _rows(app, "SELECT action FROM audit_events")]
     assert "dossier.correction_started" in actions and "dossier.viewed" in actions
+
+
+def test_supervisor_commands_unlock_and_deactivate_accounts(tmp_path):
+    station = tmp_path / "station.toml"
+    station.write_text(f'[station]\nkind = "counter"\n[paths]\ndata = "{tmp_path / "var"}"\n')
+    runner = CliRunner()
+    runner.invoke(main, ["staff", "add", "--station", str(station), "minh", "--name", "Minh", "--pin-stdin"],
+                  input=PIN + "\n")
+    app = create_app(station_file=str(station))
+    client = app.test_client()
+    for _ in range(staff.MAX_FAILURES):
+        _login(client, "minh", "000000")
+    assert "Tài khoản tạm khoá" in _login(client, "minh").text
+    assert runner.invoke(main, ["staff", "unlock", "--station", str(station), "minh"]).exit_code == 0
+    assert _login(client, "minh").status_code == 303
+    assert runner.invoke(main, ["staff", "deactivate", "--station", str(station), "minh"]).exit_code == 0
+    assert "đã ngừng hoạt động" in _login(app.test_client(), "minh").text
+    assert "minh\tagent\tMinh\tinactive" in runner.invoke(main, ["staff", "list", "--station", str(station)]).output
+    missing = runner.invoke(main, ["staff", "unlock", "--station", str(station), "lan"])
+    assert missing.exit_code == 1 and "no staff account 'lan'" in missing.output
+    actions = [a for (a,) in _rows(app, "SELECT action FROM audit_events")]
+    assert "staff.unlocked" in actions and "staff.deactivated" in actions
