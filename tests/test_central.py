@@ -212,29 +212,25 @@ def test_staff_page_asks_for_the_password_when_one_is_set(tmp_path):
     assert client.get("/staff/", headers={"Authorization": f"Basic {auth}"}).status_code == 200
 
 
-def _postgres_url(url):
-    if url is None:
-        return None, "no PostgreSQL: set DVC_TEST_POSTGRES_URL or install Debian's postgresql (make test does)"
-    try:
-        import psycopg
-    except ImportError:
-        return None, "psycopg is not installed"
-    try:
-        psycopg.connect(url, connect_timeout=2).close()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
-        return None, f"no PostgreSQL server reachable at {url} ({type(exc).__name__})"
-    return url, ""
-
-
-def test_postgresql_store_behaves_like_sqlite(tmp_path, postgres_server):
-    url, why = _postgres_url(postgres_server)
-    if url is None:
-        pytest.skip(why)
+@pytest.fixture
+def empty_postgres(postgres_server):
+    """The URL of a PostgreSQL database without the central's tables (see conftest.postgres_server)."""
+    if postgres_server is None:
+        pytest.skip("no PostgreSQL: set DVC_TEST_POSTGRES_URL or install Debian's postgresql (make test does)")
     import psycopg
 
-    with psycopg.connect(url, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(postgres_server, autocommit=True, connect_timeout=2)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {postgres_server} does not answer: {exc}")
+    with conn:
         for table in ("changes", "submissions", "code_sequence", "stations"):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+    return postgres_server
+
+
+def test_postgresql_store_behaves_like_sqlite(tmp_path, empty_postgres):
+    url = empty_postgres
     app = create_central_app({"DATA_DIR": str(tmp_path), "DATABASE": url})
     central = app.extensions["dvc_central"]
     key = Ed25519PrivateKey.generate()
@@ -276,15 +272,8 @@ def test_concurrent_first_receipts_of_one_submission_make_one_record(central, st
     assert central.store.count() == 1
 
 
-def test_postgresql_concurrent_first_receipts_make_one_record(tmp_path, postgres_server):
-    url, why = _postgres_url(postgres_server)
-    if url is None:
-        pytest.skip(why)
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        for table in ("changes", "submissions", "code_sequence", "stations"):
-            conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+def test_postgresql_concurrent_first_receipts_make_one_record(tmp_path, empty_postgres):
+    url = empty_postgres
     central = create_central_app({"DATA_DIR": str(tmp_path), "DATABASE": url}).extensions["dvc_central"]
     central.store.enrol("K01", public_b64(Ed25519PrivateKey.generate()))
     for _ in range(5):
