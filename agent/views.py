@@ -12,9 +12,11 @@ from zoneinfo import ZoneInfo
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
 
-from kiosk import audit, dossiers, drafts, i18n, receipts, tracking_code
+from kiosk import audit, dossiers, drafts, i18n, tracking_code
 from kiosk.answers import normalise
-from kiosk.citizen import active_answers, current_draft, first_unanswered, procedure_or_404, receipt_of
+from devices.receipt import render_receipt_png
+from kiosk.citizen import (active_answers, current_draft, first_unanswered, local_target, print_receipt_for,
+                           procedure_or_404, receipt_of)
 from kiosk.db import get_db, write_transaction
 from kiosk.masking import mask_name
 from sync import outbox
@@ -87,10 +89,7 @@ def login():
             session["staff"] = {"id": row["id"], "username": row["username"], "role": row["role"],
                                 "name": row["display_name"]}
             session["seen"] = int(time.time())
-            target = request.args.get("next", "")
-            if not target.startswith("/agent") or target.startswith("//"):
-                target = url_for("agent.home")
-            return redirect(target, code=303)
+            return redirect(local_target(request.args.get("next"), url_for("agent.home"), "/agent"), code=303)
     return render_template("agent/login.html", errors=errors, username=username), 422 if errors else 200
 
 
@@ -235,7 +234,7 @@ def correct(code):
 @login_required()
 def receipt_png(code):
     _row, receipt = _dossier_receipt(code)
-    png = receipts.receipt_png(receipt)
+    png = render_receipt_png(receipt)
     return current_app.response_class(png, mimetype="image/png")
 
 
@@ -243,13 +242,13 @@ def receipt_png(code):
 @login_required()
 def reprint(code):
     conn = get_db()
-    row, receipt = _dossier_receipt(code)
+    row = _dossier_or_404(code)
+    proc = procedure_or_404(row["procedure_slug"])
     with write_transaction(conn):
         conn.execute("INSERT INTO ledger (at, local_day, staff_id, kind, submission_id) VALUES (?, ?, ?, 'reprint', ?)",
                      (datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"], row["submission_id"]))
         audit.append(conn, g.staff["username"], "receipt.reprint", row["submission_id"])
-    if current_app.config["PRINTER_CONNECTION"] != "none":
-        current_app.extensions["receipts"].request(conn, receipt, row["submission_id"], actor=g.staff["username"])
+    print_receipt_for(proc, row["submission_id"], row["tracking_code"], actor=g.staff["username"])
     flash(i18n.t("reprint_requested"))
     return redirect(url_for("agent.dossier", code=row["tracking_code"]), code=303)
 
@@ -303,10 +302,7 @@ def finish(slug):
             session.pop("draft", None)
             if submitted is None:
                 return redirect(url_for("agent.home"), code=303)
-            if current_app.config["PRINTER_CONNECTION"] != "none":
-                current_app.extensions["receipts"].request(
-                    get_db(), receipt_of(proc, submitted.submission_id, submitted.tracking_code),
-                    submitted.submission_id, actor=g.staff["username"])
+            print_receipt_for(proc, submitted.submission_id, submitted.tracking_code, actor=g.staff["username"])
             flash(i18n.t("submitted_for_citizen"))
             return redirect(url_for("agent.dossier", code=submitted.tracking_code), code=303)
     return render_template("agent/finish.html", proc=proc, errors=errors, values=values), 422 if errors else 200

@@ -61,8 +61,7 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         payment_account(station)
     except ValueError as exc:
         raise ConfigError(f"{station['source']}: {exc}") from None
-    app.config["PRINTER_CONNECTION"] = printer_connection
-    app.extensions["receipts"] = ReceiptPrinter(app.config["DATABASE"], station)
+    app.extensions["receipts"] = ReceiptPrinter(app.config["DATABASE"], station, printer_connection != "none")
     app.teardown_appcontext(db.close_db)
     csrf.init_app(app)
 

@@ -8,14 +8,12 @@ import multiprocessing
 import platform
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from .catalog import load_catalog
 from .http_citizen import HttpCitizen
+from .live_station import LiveStation
 
 STEPS = ("start page", "overview", "start", "question (GET)", "question (POST)", "check answers", "consent",
          "submit", "confirmation", "end")
@@ -25,23 +23,6 @@ def percentile(values: list[float], q: float) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
-
-def _start_station(folder: Path, port: int) -> subprocess.Popen:
-    station_file = folder / "station.toml"
-    station_file.write_text(f'[station]\nid = "B01"\n[server]\nport = {port}\n[paths]\ndata = "{folder / "var"}"\n')
-    process = subprocess.Popen([sys.executable, "-m", "kiosk", "serve", "--station", str(station_file)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    import socket
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the station did not start")
 
 
 def _client(args):
@@ -57,26 +38,18 @@ def _client(args):
     return citizen.timings
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_wizard(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> list[dict]:
     """Each client walks whole applications; ``think_ms`` is its pause before each request (0: none, the
     station saturated; a citizen really takes seconds per page)."""
     with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
-        port = _free_port()
-        station = _start_station(Path(tmp), port)
+        station = LiveStation(Path(tmp), station_id="B01").start()
+        port = station.port
         try:
             _client((port, 1, -1, 0))  # warm up: templates compiled, database created
             with multiprocessing.get_context("fork").Pool(clients) as pool:
                 results = pool.map(_client, [(port, rounds, seed, think_ms) for seed in range(clients)])
         finally:
-            station.terminate()
-            station.wait(10)
+            station.stop()
     rows = []
     for step in STEPS:
         client_ms = [c for timings in results for s, c, _ in timings if s == step]
@@ -107,9 +80,8 @@ def bench_page_load(rounds: int = 5) -> list[dict]:
         loads.setdefault(step, []).append(ms)
 
     with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
-        port = _free_port()
-        station = _start_station(Path(tmp), port)
-        base = f"http://127.0.0.1:{port}"
+        station = LiveStation(Path(tmp), station_id="B01").start()
+        base = station.url
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
@@ -141,8 +113,7 @@ def bench_page_load(rounds: int = 5) -> list[dict]:
                         loads.clear()
                 browser.close()
         finally:
-            station.terminate()
-            station.wait(10)
+            station.stop()
     return [{"name": f"page load (Chromium): {step}", "n": len(ms), "p50_ms": percentile(ms, 50),
              "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99)} for step, ms in loads.items()]
 

@@ -15,6 +15,8 @@ from flask import (Blueprint, abort, current_app, redirect, render_template, req
                    url_for)
 from markupsafe import Markup
 
+from devices.receipt import render_receipt_png
+
 from . import answers as answers_mod
 from . import audio, dossiers, drafts, i18n, receipts, tracking_code
 from .catalog import CATEGORIES, Procedure
@@ -289,16 +291,20 @@ def consent(slug):
     if submitted is not None:
         session["submitted"] = {"slug": slug, "code": submitted.tracking_code, "id": submitted.submission_id}
         # The dossier is committed: whatever the printer does now cannot lose it.
-        if current_app.config["PRINTER_CONNECTION"] != "none":
-            current_app.extensions["receipts"].request(get_db(), receipt_of(proc, submitted.submission_id,
-                                                                          submitted.tracking_code),
-                                                       submitted.submission_id, actor="citizen")
+        print_receipt_for(proc, submitted.submission_id, submitted.tracking_code, actor="citizen")
     return _see_other("citizen.done")
 
 
 def receipt_of(proc: Procedure, submission_id: str, code: str):
     return receipts.receipt_for(get_db(), current_app.config["PAYLOAD_KEY"], current_app.config["STATION"],
                                 proc, submission_id, _tracking_url(code))
+
+
+def print_receipt_for(proc: Procedure, submission_id: str, code: str, actor: str) -> None:
+    """Queue the dossier's receipt on the station's printer, if it has one (else it is shown on screen)."""
+    printer = current_app.extensions["receipts"]
+    if printer.enabled:
+        printer.request(get_db(), receipt_of(proc, submission_id, code), submission_id, actor=actor)
 
 
 def _just_submitted():
@@ -310,7 +316,7 @@ def _just_submitted():
 
 
 def _print_state(submission_id: str) -> dict:
-    if current_app.config["PRINTER_CONNECTION"] == "none":
+    if not current_app.extensions["receipts"].enabled:
         return {"state": "no_printer", "status": None}
     return receipts.latest_print(get_db(), submission_id) or {"state": "no_printer", "status": None}
 
@@ -342,7 +348,7 @@ def done_receipt():
     if found is None:
         abort(404)
     proc, submitted = found
-    png = receipts.receipt_png(receipt_of(proc, submitted["id"], submitted["code"]))
+    png = render_receipt_png(receipt_of(proc, submitted["id"], submitted["code"]))
     return current_app.response_class(png, mimetype="image/png")
 
 
@@ -429,10 +435,14 @@ def prompt_audio(name):
 def set_language(code):
     if code in i18n.LANGUAGES:
         session["lang"] = code
-    target = request.args.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/"
-    return redirect(target, code=303)
+    return redirect(local_target(request.args.get("next"), "/"), code=303)
+
+
+def local_target(target: str | None, default: str, prefix: str = "/") -> str:
+    """A ``next`` address to go on to, if it stays on this station (under ``prefix``); else ``default``."""
+    if not target or not target.startswith(prefix) or target.startswith("//"):
+        return default
+    return target
 
 
 @bp.get("/text-size/<size>")
@@ -441,10 +451,7 @@ def set_text_size(size):
         session["large_text"] = True
     else:
         session.pop("large_text", None)
-    target = request.args.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/"
-    return redirect(target, code=303)
+    return redirect(local_target(request.args.get("next"), "/"), code=303)
 
 
 @bp.get("/-/patterns")

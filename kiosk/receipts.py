@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from devices.printer import Status, print_receipt
-from devices.receipt import Receipt, render_receipt_png
+from devices.receipt import Receipt
 
 from . import audit, dossiers
 from .catalog import Procedure
@@ -38,16 +38,13 @@ def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: P
     )
 
 
-def receipt_png(receipt: Receipt) -> bytes:
-    return render_receipt_png(receipt)
-
-
 class ReceiptPrinter:
     """The station's printing queue. ``request`` records the job and returns at once."""
 
-    def __init__(self, database: str, config: dict):
+    def __init__(self, database: str, config: dict, enabled: bool):
         self.database = database
         self.config = config
+        self.enabled = enabled  # False: the station has no printer, receipts are shown on screen
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receipt-printer")
 
     def request(self, conn: sqlite3.Connection, receipt: Receipt, submission_id: str, actor: str) -> int:

@@ -2,16 +2,15 @@
 plus a real `kiosk serve` process for browser, crash and benchmark tests."""
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from devices.fake_printer import unused_port
 from kiosk import create_app
+from kiosk.live_station import LiveStation  # noqa: F401  (tests import it from here)
 from kiosk.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,57 +49,6 @@ def csrf_token(html: str) -> str:
     return match.group(1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveStation:
-    """`kiosk serve` in its own process, on a free port, with its own data folder."""
-
-    def __init__(self, data_dir: Path, port: int | None = None, kind: str = "kiosk", extra: str = ""):
-        self.data_dir = Path(data_dir)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.station_file = self.data_dir / "station.toml"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.station_file.write_text(
-            f'[station]\nid = "T01"\nkind = "{kind}"\npublic_url = "{self.url}"\n'
-            f'[server]\nport = {self.port}\n[paths]\ndata = "{self.data_dir / "var"}"\n{extra}'
-        )
-        self.process = None
-
-    @property
-    def database(self) -> Path:
-        return self.data_dir / "var" / "station.db"
-
-    def start(self, timeout=20.0):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "kiosk", "serve", "--station", str(self.station_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.data_dir,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"kiosk serve exited: {self.process.stderr.read().decode()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("kiosk serve did not start in time")
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process and self.process.stderr:
-            self.process.stderr.close()
 
 
 @pytest.fixture
@@ -132,7 +80,7 @@ def postgres_server():
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
         shutil.chown(folder, "postgres", "postgres")
-    port = free_port()
+    port = unused_port()
     data = folder / "data"
     subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                               "--no-sync"], check=True, capture_output=True)
