@@ -4,27 +4,23 @@ Once ``submit`` returns, the dossier survives a crash, a power cut (synchronous=
 The draft it came from is deleted in the same transaction, so submitting twice cannot make two dossiers.
 """
 import hashlib
-import json
 import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from sync import outbox
+from sync import outbox, protocol
+from sync.protocol import canonical_json  # the content hash is over the bytes sync sends
 
 from . import audit, sealing, tracking_code
 from .catalog import Procedure
 from .masking import mask_name
 from .db import write_transaction
 
-# Where a dossier is: queued here, then the central's states as the status feed reports them.
-STATUSES = ("queued", "received", "processing", "needs_documents", "done", "returned_by_post", "rejected")
-
-
-def canonical_json(document: dict) -> bytes:
-    """The bytes that are hashed for the sync content hash: sorted keys, no spaces, UTF-8."""
-    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+# Where a dossier is: queued here, then the central's states as its status feed reports them, or
+# refused (quarantined at the station).
+STATUSES = ("queued", *protocol.STATUSES, "rejected")
 
 
 @dataclass(frozen=True)

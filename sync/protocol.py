@@ -40,16 +40,8 @@ STATUSES = {
 }
 
 
-# Every value of dossiers.status on a station: the central's states plus the two only a station has.
-STATION_STATUSES = {
-    "queued": {"vi": "Đang chờ gửi", "en": "Waiting to be sent"},
-    **STATUSES,
-    "rejected": {"vi": "Bị từ chối, cần cán bộ xem lại", "en": "Refused, staff will review it"},
-}
-
-
 def canonical_json(document) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the same rule as kiosk.dossiers.canonical_json."""
+    """Sorted keys, no spaces, UTF-8: the bytes signed, sent and hashed (the dossier's content hash too)."""
     return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidTag
 
 from kiosk import audit
 from kiosk.db import connect, write_transaction
+from kiosk.dossiers import STATUSES
 from kiosk.sealing import open_sealed
 
 from . import protocol
@@ -36,7 +37,6 @@ from .client import CentralClient, LinkError, Outcome
 
 log = logging.getLogger("dvc.sync")
 
-STATUSES = tuple(protocol.STATION_STATUSES)  # queued, received, ..., returned_by_post, rejected
 
 
 @dataclass
