@@ -46,21 +46,29 @@ def simulate(profile: Path, host: str, port: int, seconds: float | None):
 
 
 @card.command("read")
-@click.option("--number", required=True, help="The 12-digit CCCD number.")
-@click.option("--birth", required=True, help="Birth date, yyyy-mm-dd or dd/mm/yyyy.")
-@click.option("--expiry", required=True, help="Expiry date, yyyy-mm-dd or dd/mm/yyyy.")
+@click.option("--number", required=True, help="The 12-digit CCCD number (PACE uses its last 6 digits).")
+@click.option("--birth", default=None, help="Birth date, yyyy-mm-dd or dd/mm/yyyy (for BAC).")
+@click.option("--expiry", default=None, help="Expiry date, yyyy-mm-dd or dd/mm/yyyy, or 'none' for a card "
+              "marked 'Không thời hạn' (for BAC).")
 @click.option("--reader", "reader_name", default=None, help="Reader name (or its start); default: any.")
 @click.option("--csca-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of trusted CSCA certificates for Passive Authentication.")
 @click.option("--timeout", "timeout_s", default=10.0, show_default=True, help="Seconds to wait for a card.")
+@click.option("--read-timeout", "read_timeout_s", default=15.0, show_default=True,
+              help="Seconds the whole read may take once the card is there.")
+@click.option("--apdu-timeout", "apdu_timeout_s", default=3.0, show_default=True,
+              help="Seconds one command to the chip may take.")
 @click.option("--access", type=click.Choice(["auto", "pace", "bac"]), default="auto", show_default=True,
-              help="PACE (with the last 6 digits) when the chip offers it, else BAC; or force one.")
-def read(number, birth, expiry, reader_name, csca_dir, timeout_s, access):
-    """Read the card on the reader and print its DG13 fields and verification status as JSON."""
+              help="PACE (with the last 6 digits) when the chip offers it, else BAC with the dates; or force one.")
+def read(number, birth, expiry, reader_name, csca_dir, timeout_s, read_timeout_s, apdu_timeout_s, access):
+    """Read the card on the reader and print its DG13 fields and verification status as JSON.
+
+    At most two wrong-key tries are made (PACE, then BAC), so that the chip does not block itself."""
     from devices.card_reader import CardKey, read_cccd
     try:
         key = CardKey.from_strings(number, birth, expiry)
-        result = read_cccd(key, reader_name=reader_name, csca_dir=csca_dir, timeout_s=timeout_s, access=access)
+        result = read_cccd(key, reader_name=reader_name, csca_dir=csca_dir, timeout_s=timeout_s, access=access,
+                           read_timeout_s=read_timeout_s, apdu_timeout_s=apdu_timeout_s)
     except CardError as err:
         _fail(err)
     click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
@@ -68,10 +76,13 @@ def read(number, birth, expiry, reader_name, csca_dir, timeout_s, access):
 
 @card.command("make-profile")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-def make_profile(folder: Path):
+@click.option("--layout", type=click.Choice(["wrapped", "flat"]), default="wrapped", show_default=True,
+              help="DG13 as issued cards lay it out (wrapped), or the bare list of fields (flat).")
+@click.option("--no-expiry", is_flag=True, help="A card marked 'Không thời hạn' (no expiry date).")
+def make_profile(folder: Path, layout: str, no_expiry: bool):
     """Write a synthetic, test-signed card profile and its test CSCA certificate into FOLDER."""
     from devices.card_profile import write_test_card
-    for path in write_test_card(folder):
+    for path in write_test_card(folder, dg13_layout=layout, no_expiry=no_expiry):
         click.echo(str(path))
 
 

@@ -23,8 +23,10 @@ class CardError(Exception):
 
 
 class ReaderServiceError(CardError):
-    message_vi = "Dịch vụ đầu đọc thẻ (pcscd) không chạy. Vui lòng báo nhân viên hỗ trợ."
-    message_en = "The smart card service (pcscd) is not running. Please call staff."
+    """The PC/SC service (pcscd) is not running; ``detail`` says so for staff, the citizen sees no jargon."""
+
+    message_vi = "Đầu đọc thẻ đang gặp sự cố. Vui lòng báo nhân viên hỗ trợ."
+    message_en = "The card reader is not working. Please call staff."
 
 
 class NoReaderError(CardError):
@@ -47,12 +49,49 @@ class NotAnIdCardError(CardError):
     message_en = "This card is not a chip ID card."
 
 
-class AccessDeniedError(CardError):
-    """BAC failed: the key (number, birth date, expiry date) does not open this chip."""
+class CardNotAnsweringError(CardError):
+    """An APDU or the whole read ran past its deadline: the chip (or the reader) went silent."""
 
-    message_vi = ("Không mở được chip: số căn cước, ngày sinh hoặc ngày hết hạn không khớp với thẻ. "
-                  "Vui lòng kiểm tra lại.")
-    message_en = "The chip did not open: the ID number, birth date or expiry date does not match the card."
+    message_vi = "Thẻ không trả lời. Vui lòng nhấc thẻ ra, chờ một chút rồi đặt lại lên đầu đọc."
+    message_en = "The card does not answer. Take it off the reader, wait a moment and place it again."
+
+
+class AccessDeniedError(CardError):
+    """PACE or BAC failed: what was typed (number, birth date, expiry date) does not open this chip.
+    Each such try counts on the chip towards blocking it; ``protocol`` says which one failed."""
+
+    message_vi = ("Các số vừa nhập không mở được chip: số căn cước, ngày sinh hoặc ngày hết hạn không khớp "
+                  "với thẻ. Vui lòng kiểm tra lại.")
+    message_en = "The numbers you gave do not open the chip: the ID number, birth date or expiry date does not match the card."
+    protocol = ""
+
+
+class DatesNeededError(CardError):
+    """The number alone did not open the chip (no PACE, or PACE refused it): BAC needs the birth and expiry
+    dates. Not a failure to show: the kiosk asks for the dates. ``pace_refused`` says whether PACE was tried
+    and refused, so the next read goes straight to BAC and never repeats it."""
+
+    message_vi = "Cần thêm ngày sinh và ngày hết hạn của thẻ để mở chip."
+    message_en = "The birth date and the card's expiry date are needed to open the chip."
+    pace_refused = False
+
+
+class TooManyTriesError(CardError):
+    """Wrong keys twice for one card: stop before the chip blocks itself."""
+
+    message_vi = ("Đã thử 2 lần mà chưa mở được chip. Để thẻ không bị khóa, vui lòng không thử thêm "
+                  "và nhờ nhân viên hỗ trợ, hoặc nhập thông tin bằng tay.")
+    message_en = ("Two tries did not open the chip. So that the card does not get blocked, please stop "
+                  "trying and ask staff for help, or type the details in.")
+
+
+class CardBlockedError(CardError):
+    """The chip answered 69 83: it has blocked authentication after wrong keys."""
+
+    message_vi = ("Chip trên thẻ đã tạm khóa việc đọc vì bị thử sai nhiều lần. Vui lòng không thử lại; "
+                  "nhờ nhân viên hỗ trợ hoặc nhập thông tin bằng tay.")
+    message_en = ("The card's chip has blocked reading for now after wrong tries. Please do not try again; "
+                  "ask staff for help or type the details in.")
 
 
 class CardCommunicationError(CardError):

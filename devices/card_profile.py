@@ -2,8 +2,9 @@
 made here, a person made up here, and the chip files (EF.COM, DG1, DG2, DG13, EF.SOD) built and signed
 from them. No real personal data is ever involved.
 
-Profile JSON: {"description", "key": {"number", "birth_date", "expiry_date"}, "atr": hex,
-"max_read": int|null, "files": {"011E": hex, ...}} (file ids in hex, contents in hex).
+Profile JSON: {"description", "key": {"number", "birth_date", "expiry_date" (null: no expiry), "can"
+(null: the last 6 digits)}, "auth_tries": int|null, "latency_ms": int|null, "atr": hex, "max_read":
+int|null, "files": {"011E": hex, ...}} (file ids in hex, contents in hex).
 
 Make the checked-in test card:  python -m devices.card_profile tests/cards
 """
@@ -72,15 +73,17 @@ def _new_key(kind: str):
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def make_test_pki(label: str = "Test CSCA", kind: str = "ec") -> TestPki:
+def make_test_pki(label: str = "Test CSCA", kind: str = "ec", ds_expired: bool = False) -> TestPki:
     """A throwaway CSCA and a Document Signer it issued (EC P-256, or RSA 2048 with kind="rsa" or
-    "rsa-pss"), valid around today."""
+    "rsa-pss"), valid around today; with ds_expired, a Document Signer certificate that ran out last year
+    (as happens when its cards outlive it)."""
     now = datetime.now(timezone.utc) - timedelta(days=1)
     csca_key = _new_key("rsa" if kind.startswith("rsa") else "ec")
     csca_name = _name(f"dvc-kiosk {label}")
     csca_cert = (x509.CertificateBuilder().subject_name(csca_name).issuer_name(csca_name)
                  .public_key(csca_key.public_key()).serial_number(x509.random_serial_number())
-                 .not_valid_before(now).not_valid_after(now + timedelta(days=3650 * 3))
+                 .not_valid_before(now - timedelta(days=1000) if ds_expired else now)
+                 .not_valid_after(now + timedelta(days=3650 * 3))
                  .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                  .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
                                 critical=True)
@@ -89,7 +92,8 @@ def make_test_pki(label: str = "Test CSCA", kind: str = "ec") -> TestPki:
     ds_cert = (x509.CertificateBuilder().subject_name(_name(f"dvc-kiosk {label} Document Signer"))
                .issuer_name(csca_name).public_key(ds_key.public_key())
                .serial_number(x509.random_serial_number())
-               .not_valid_before(now).not_valid_after(now + timedelta(days=3650 * 2))
+               .not_valid_before(now - timedelta(days=800) if ds_expired else now)
+               .not_valid_after(now - timedelta(days=365) if ds_expired else now + timedelta(days=3650 * 2))
                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
                               critical=True)
                .sign(csca_key, hashes.SHA256()))
@@ -165,18 +169,26 @@ def _mrz_name(full_name: str) -> tuple[str, str]:
 
 def build_profile(person: dict | None = None, pki: TestPki | None = None, *, max_read: int | None = None,
                   with_photo: bool = True, pace_parameter_id: int | None = 13,
-                  description: str = "Synthetic CCCD (test data only)") -> dict:
+                  description: str = "Synthetic CCCD (test data only)", dg13_layout: str = "wrapped",
+                  can: str | None = None, auth_tries: int | None = None, dg13: bytes | None = None) -> dict:
     """A signed synthetic card. With pace_parameter_id (13 = brainpoolP256r1, 12 = NIST P-256) the chip
-    also offers PACE (ECDH generic mapping, AES-128) in EF.CardAccess; None makes a BAC-only chip."""
+    also offers PACE (ECDH generic mapping, AES-128) in EF.CardAccess; None makes a BAC-only chip.
+    dg13_layout: "wrapped" as issued cards lay DG13 out, or "flat" (see cccd.build_dg13).
+    A person with ``no_expiry`` True (and no expiry_date) is a "Không thời hạn" card: fillers in the MRZ's
+    expiry field. ``can``: a PACE password other than the last 6 digits (a chip where that guess is
+    wrong). ``auth_tries``: after this many wrong keys the chip answers 69 83 to every further try."""
     person = dict(SYNTHETIC_PERSON if person is None else person)
+    if person.get("no_expiry"):
+        person.pop("expiry_date", None)
     pki = pki or make_test_pki()
-    birth, expiry = date.fromisoformat(person["birth_date"]), date.fromisoformat(person["expiry_date"])
+    birth = date.fromisoformat(person["birth_date"])
+    expiry = date.fromisoformat(person["expiry_date"]) if person.get("expiry_date") else None
     surname, given = _mrz_name(person["full_name"])
     number = person["id_number"]
     mrz = build_td1(document_number=bac_document_number(number), optional_1=number, birth=birth,
                     sex="M" if person.get("sex") == "Nam" else "F", expiry=expiry, nationality="VNM",
                     optional_2="", surname=surname, given=given)
-    dgs = {1: cccd.build_dg1(mrz), 13: cccd.build_dg13(person)}
+    dgs = {1: cccd.build_dg1(mrz), 13: dg13 if dg13 is not None else cccd.build_dg13(person, layout=dg13_layout)}
     if with_photo:
         dgs[2] = synthetic_photo()
     com = cccd.build_com([0x61] + ([0x75] if with_photo else []) + [0x6D])
@@ -187,21 +199,24 @@ def build_profile(person: dict | None = None, pki: TestPki | None = None, *, max
         files[cccd.EF_CARD_ACCESS] = build_card_access(pace_parameter_id)
     return {
         "description": description,
-        "key": {"number": number, "birth_date": birth.isoformat(), "expiry_date": expiry.isoformat()},
+        "key": {"number": number, "birth_date": birth.isoformat(),
+                "expiry_date": expiry.isoformat() if expiry else None, "can": can},
+        "auth_tries": auth_tries,
         "atr": DEFAULT_ATR,
         "max_read": max_read,
         "files": {f"{fid:04X}": content.hex() for fid, content in files.items()},
     }
 
 
-def write_test_card(folder: str | Path) -> tuple[Path, Path]:
+def write_test_card(folder: str | Path, *, dg13_layout: str = "wrapped", no_expiry: bool = False) -> tuple[Path, Path]:
     """Write a synthetic profile and the CSCA certificate that verifies it (the keys are not kept)."""
     folder = Path(folder)
     (folder / "csca").mkdir(parents=True, exist_ok=True)
     pki = make_test_pki()
+    person = dict(SYNTHETIC_PERSON, no_expiry=True) if no_expiry else None
+    profile = build_profile(person, pki=pki, dg13_layout=dg13_layout)
     profile_path = folder / "synthetic_cccd.json"
-    profile_path.write_text(json.dumps(build_profile(pki=pki), ensure_ascii=False, indent=1) + "\n",
-                            encoding="utf-8")
+    profile_path.write_text(json.dumps(profile, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     csca_path = folder / "csca" / "test_csca.pem"
     csca_path.write_bytes(pki.csca_cert.public_bytes(serialization.Encoding.PEM))
     return profile_path, csca_path

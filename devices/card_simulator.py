@@ -7,8 +7,9 @@ it over the real PC/SC path.
     sim.pull_out()                              # or now
 
 Faults for tests: "remove" (drop the connection instead of answering), "garbage" (random bytes),
-"truncate" (half of the answer), "bad_mac" (a protected answer with a wrong MAC), "plain_error" (the
-chip drops secure messaging and answers 6988).
+"truncate" (half of the answer), "short" (a single byte where a status word belongs), "bad_mac" (a
+protected answer with a wrong MAC), "plain_error" (the chip drops secure messaging and answers 6988),
+"silent" (the chip stops answering, this and every later APDU, until the card is taken out).
 """
 import json
 import os
@@ -29,6 +30,7 @@ SW_WRONG_LENGTH = 0x6700
 SW_SECURITY = 0x6982
 SW_SM_INCORRECT = 0x6988
 SW_AUTH_FAILED = 0x6300
+SW_AUTH_BLOCKED = 0x6983
 SW_NOT_FOUND = 0x6A82
 SW_WRONG_P1P2 = 0x6B00
 SW_INS = 0x6D00
@@ -36,7 +38,7 @@ SW_CLA = 0x6E00
 SW_CONDITIONS = 0x6985
 # Short file identifiers of the eMRTD files, for READ BINARY with P1 = 0x80 | SFI.
 SFI_TO_FID = {0x1E: 0x011E, 0x01: 0x0101, 0x02: 0x0102, 0x0D: 0x010D, 0x1D: 0x011D}
-FAULTS = ("remove", "garbage", "truncate", "bad_mac", "plain_error")
+FAULTS = ("remove", "garbage", "truncate", "short", "bad_mac", "plain_error", "silent")
 
 
 def load_profile(profile: dict | str | Path) -> dict:
@@ -62,8 +64,8 @@ class CardSimulator:
     def __init__(self, profile: dict | str | Path):
         profile = load_profile(profile)
         key = profile["key"]
-        mrz_info = mrz_key_string(bac_document_number(key["number"]), date.fromisoformat(key["birth_date"]),
-                                  date.fromisoformat(key["expiry_date"]))
+        expiry = date.fromisoformat(key["expiry_date"]) if key.get("expiry_date") else None
+        mrz_info = mrz_key_string(bac_document_number(key["number"]), date.fromisoformat(key["birth_date"]), expiry)
         self._bac_keys = bac.BacKeys.from_mrz_info(mrz_info)
         self.files = {int(fid, 16): bytes.fromhex(content) for fid, content in profile["files"].items()}
         # PACE passwords: the CAN (last 6 digits of the number unless the profile says otherwise) and the MRZ.
@@ -75,6 +77,8 @@ class CardSimulator:
                 self._pace_infos = pace.parse_card_access(self.files[0x011C])
             except CardError:  # unparseable, or no ecdsa package: a BAC-only chip
                 self._pace_infos = []
+        self.auth_tries = profile.get("auth_tries")  # None: the chip never blocks
+        self.wrong_keys = 0  # kept across presentations, like a chip's retry counter
         self.atr = bytes.fromhex(profile.get("atr") or "3B8880010000000000000000")
         self.max_read = profile.get("max_read") or 0xDF
         self.apdu_count = 0
@@ -82,6 +86,9 @@ class CardSimulator:
         self._faults: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._link: VirtualCardLink | None = None
+        self._silent = threading.Event()  # set while the chip has gone quiet
+        self._gone = threading.Event()  # set when the card leaves the reader
+        self.latency_s = float(profile.get("latency_ms") or 0) / 1000  # a slower reader, for benchmarks
         self._reset_state()
 
     # --- connection ----------------------------------------------------------------------------------
@@ -89,6 +96,8 @@ class CardSimulator:
     def connect(self, host: str = VPCD_HOST, port: int = VPCD_PORT, timeout_s: float = 5.0) -> "CardSimulator":
         """Put the card on the virtual reader (a background thread answers APDUs)."""
         self._reset_state()
+        self._silent.clear()
+        self._gone.clear()
         wait = CardSimulator._last_removal + self.REINSERT_DELAY_S - time.monotonic()
         if wait > 0:
             time.sleep(wait)
@@ -97,11 +106,13 @@ class CardSimulator:
         return self
 
     def _on_close(self) -> None:
+        self._gone.set()
         if self._powered:
             CardSimulator._last_removal = time.monotonic()
 
     def pull_out(self) -> None:
         """Take the card off the reader now."""
+        self._gone.set()
         if self._link is not None:
             self._link.close()
             self._link.join(2)
@@ -143,6 +154,13 @@ class CardSimulator:
             self.apdu_count += 1
             fault = next((f for n, f in self._faults if n == self.apdu_count), None)
             self._faults = [(n, f) for n, f in self._faults if n > self.apdu_count]
+        if fault == "silent":
+            self._silent.set()
+        if self._silent.is_set():
+            self._gone.wait()  # a chip that hangs: no answer until it leaves the reader
+            return None
+        if self.latency_s:
+            time.sleep(self.latency_s)
         if fault == "remove":
             return None
         if fault == "plain_error":
@@ -151,6 +169,8 @@ class CardSimulator:
         response = self.process(apdu)
         if fault == "garbage":
             return os.urandom(max(3, len(response)))
+        if fault == "short":
+            return response[:1]
         if fault == "truncate":
             return response[: max(2, len(response) // 2)]  # PC/SC itself never passes on less than a status word
         if fault == "bad_mac" and len(response) > 12:
@@ -204,10 +224,13 @@ class CardSimulator:
             return self._challenge + _sw(SW_OK)
         if ins == 0x82:
             challenge, self._challenge = self._challenge, None
+            if self._blocked():
+                return _sw(SW_AUTH_BLOCKED)
             if challenge is None:
                 return _sw(SW_CONDITIONS)
             answer = bac.ic_answer(self._bac_keys, data, challenge)
             if answer is None:
+                self.wrong_keys += 1
                 return _sw(SW_AUTH_FAILED)
             response, self._session = answer
             return response + _sw(SW_OK)
@@ -215,8 +238,13 @@ class CardSimulator:
             return _sw(SW_SECURITY)  # files need BAC first
         return _sw(SW_INS)
 
+    def _blocked(self) -> bool:
+        return self.auth_tries is not None and self.wrong_keys >= self.auth_tries
+
     def _mse_set_at(self, data: bytes) -> bytes:
         self._pace = None
+        if self._blocked():
+            return _sw(SW_AUTH_BLOCKED)
         try:
             items = {t.tag: t.value for t in card_tlv.parse_all(data)}
         except CardDataError:
@@ -234,6 +262,8 @@ class CardSimulator:
         if chip is None:
             return _sw(SW_CONDITIONS)
         out, sw = chip.answer(data)
+        if sw == SW_AUTH_FAILED:
+            self.wrong_keys += 1
         if sw != SW_OK or cla == 0x00:
             self._pace = None
         if sw == SW_OK and cla == 0x00:

@@ -1,11 +1,17 @@
 """What a Vietnamese citizen ID card (CCCD) holds, as data: EF.COM, DG1 (TD1 MRZ), the Vietnam-specific
 DG13, and the QR code printed on the card.
 
-DG13 (tag 6D) is a list of SEQUENCEs, each ``INTEGER field-number`` followed by its value(s) as
-UTF8String (or another string type); field 13 holds the father's and the mother's names one after the
-other. Parsing goes by field number, so missing fields are simply absent and unknown numbers are kept
-aside under ``extra`` without failing.
+DG13 (tag 6D) on issued cards wraps ``INTEGER version, OID 1.0.10646.1.0.8, SET OF fields`` in a
+SEQUENCE (as public readers decoded it from real cards); older synthetic cards put the fields directly
+under 6D. Each field is a SEQUENCE ``INTEGER field-number`` followed by its value as UTF8String or
+PrintableString (or another string type); field 13 nests the father's and the mother's names, field 14
+the spouse's.
+``parse_dg13`` reads either layout strictly by field number into a ``Dg13``: missing fields are absent,
+unknown numbers are kept raw, and a value without its field's shape is listed as unreadable, never
+guessed.
 """
+import dataclasses
+import re
 import unicodedata
 from datetime import date
 
@@ -28,9 +34,19 @@ DG13_FIELDS = {
     7: "religion", 8: "place_of_origin", 9: "residence", 10: "identifying_marks", 11: "issue_date",
     12: "expiry_date", 14: "spouse_name", 15: "old_id_number",
 }
-DG13_PARENTS = 13  # father's name, then mother's name
+DG13_PARENTS = 13  # nested SEQUENCE { father's name, mother's name }
+DG13_SPOUSE = 14  # nested SEQUENCE { spouse's name }
 DATE_FIELDS = ("birth_date", "issue_date", "expiry_date")
+NAME_FIELDS = ("full_name", "father_name", "mother_name", "spouse_name")
+# What a card may carry empty (then the field is simply absent); any other field must have its shape.
+MAY_BE_EMPTY = ("nationality", "ethnicity", "religion", "place_of_origin", "residence", "identifying_marks",
+                "old_id_number", "father_name", "mother_name", "spouse_name")
+MAX_NAME, MAX_TEXT = 200, 500
+NO_EXPIRY_TEXT = "Không thời hạn"
+DG13_VERSION = 1
+DG13_OID = bytes.fromhex("28D316010008")  # 1.0.10646.1.0.8, the UTF-8 marker of the wrapped layout
 _STRING_TAGS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii", 0x1A: "ascii", 0x04: "utf-8", 0x1E: "utf-16-be"}
+_NULL, _INTEGER, _OID, _SEQUENCE, _SET = 0x05, 0x02, 0x06, 0x30, 0x31
 
 
 def nfc(text: str) -> str:
@@ -48,87 +64,230 @@ def vn_date_to_iso(text: str) -> str | None:
         return None
 
 
-def _strings(node: card_tlv.Tlv) -> list[str]:
-    """Every string leaf under node, in order."""
+@dataclasses.dataclass
+class Dg13:
+    """What DG13 gave.
+
+    ``fields``: catalog name -> NFC text, dates ISO; only values that have their field's shape.
+    ``no_expiry``: field 12 reads "Không thời hạn" (then there is no ``expiry_date``).
+    ``unknown``: field number -> the DER bytes of its value element(s), for numbers we do not know
+    (16 included). ``unreadable``: catalog names of known fields present on the card whose value did
+    not fit (the kiosk asks for them instead). ``layout``: "wrapped" (as issued) or "flat".
+    The repr leaves out the personal data, so a Dg13 in a log or a traceback shows none.
+    """
+
+    fields: dict = dataclasses.field(default_factory=dict, repr=False)
+    no_expiry: bool = False
+    unknown: dict[int, bytes] = dataclasses.field(default_factory=dict, repr=False)
+    unreadable: list[str] = dataclasses.field(default_factory=list)
+    layout: str = "wrapped"
+
+
+def _elements(data: bytes) -> list[tuple[card_tlv.Tlv, bytes]]:
+    """The TLVs one after another in data, each with its bytes exactly as encoded."""
+    out, i = [], 0
+    while i < len(data):
+        node, end = card_tlv.parse_one(data, i)
+        out.append((node, data[i:end]))
+        i = end
+    return out
+
+
+def _field_number(node: card_tlv.Tlv) -> int | None:
+    """The number of a field SEQUENCE (``30 L 02 01 n ...``), or None when node is not one."""
+    if node.tag != _SEQUENCE or not node.constructed or not node.children:
+        return None
+    first = node.children[0]
+    if first.tag != _INTEGER or first.constructed or not 1 <= len(first.value) <= 4:
+        return None
+    return int.from_bytes(first.value, "big", signed=True)
+
+
+def _field_entries(root: card_tlv.Tlv) -> tuple[str, list[card_tlv.Tlv]]:
+    """The layout and the field SEQUENCEs of a DG13.
+
+    Wrapped (as issued): ``6D { 30 { INTEGER version, OID, SET OF fields } }``; the wrapper is told by
+    its OID or its SET, and another version or OID is tolerated, but without the SET there is nothing
+    to read. Flat (older synthetic cards): the field SEQUENCEs directly under 6D."""
+    for child in root.children:
+        if child.tag == _SEQUENCE and child.constructed and any(
+                c.tag == _OID or (c.tag == _SET and c.constructed) for c in child.children):
+            for part in child.children:
+                if part.tag == _SET and part.constructed:
+                    return "wrapped", part.children
+            raise CardDataError("DG13 header without its SET of fields")
+    entries = [c for c in root.children if _field_number(c) is not None]
+    if root.children and not entries:
+        raise CardDataError("DG13 holds no numbered fields")
+    return "flat", entries
+
+
+def _text(node: card_tlv.Tlv) -> str | None:
+    """A string element as NFC text ('' for an empty one or NULL); None when it is not readable text:
+    another type, bytes invalid in its encoding, or control or replacement characters."""
     if node.constructed:
-        return [s for child in node.children for s in _strings(child)]
+        return None
+    if node.tag == _NULL and not node.value:
+        return ""
     codec = _STRING_TAGS.get(node.tag)
     if codec is None:
-        return []
+        return None
     try:
-        return [nfc(node.value.decode(codec))]
+        text = nfc(node.value.decode(codec))
     except UnicodeDecodeError:
-        return [nfc(node.value.decode(codec, errors="replace"))]
+        return None
+    if any(unicodedata.category(ch) == "Cc" or ch == "\ufffd" for ch in text):
+        return None
+    return text
 
 
-def _field_entries(node: card_tlv.Tlv):
-    """Yield (field number, [strings]) for each SEQUENCE that starts with a small INTEGER."""
-    for child in node.children:
-        if not child.constructed:
-            continue
-        first = child.children[0] if child.children else None
-        if first is not None and first.tag == 0x02 and not first.constructed and 1 <= len(first.value) <= 2:
-            number = int.from_bytes(first.value, "big")
-            yield number, [s for rest in child.children[1:] for s in _strings(rest)]
-        else:
-            yield from _field_entries(child)
+def _card_date(text: str) -> str | None:
+    """'dd/MM/yyyy' (or with - or . between, or ddMMyyyy) -> ISO; None unless it is a real date."""
+    match = re.fullmatch(r"(\d\d)([/.-]?)(\d\d)\2(\d{4})", text, re.ASCII)
+    if match is None:
+        return None
+    try:
+        return date(int(match[4]), int(match[3]), int(match[1])).isoformat()
+    except ValueError:
+        return None
 
 
-def parse_dg13(data: bytes) -> dict:
-    """DG13 -> {catalog name: value}; dates as ISO strings when they are dates. Unknown fields go to
-    ``extra`` keyed by number. Raises CardDataError when the bytes are not a DG13 at all."""
+def says_no_expiry(text: str) -> bool:
+    folded = " ".join(unicodedata.normalize("NFC", text).casefold().split())
+    return folded in ("không thời hạn", "khong thoi han")
+
+
+def _digits(text: str, lengths: tuple[int, ...]) -> str | None:
+    return text if len(text) in lengths and text.isascii() and text.isdigit() else None
+
+
+def _shaped(name: str, text: str) -> str | None:
+    """The value of a known field in its catalog form, or None when text does not have its shape.
+    (Field 12's no-expiry text is handled by the caller.)"""
+    if name == "id_number":
+        return _digits(text, (12,))
+    if name == "old_id_number":
+        return _digits(text, (9, 12))
+    if name in DATE_FIELDS:
+        return _card_date(text)
+    if name == "sex":
+        # Case tolerated, and "Nu" for cards that write PrintableString (which has no "ữ").
+        return {"nam": "Nam", "nữ": "Nữ", "nu": "Nữ"}.get(text.casefold())
+    if name in NAME_FIELDS:
+        return text if len(text) <= MAX_NAME and not any(ch.isdigit() for ch in text) else None
+    return text if len(text) <= MAX_TEXT else None
+
+
+def _slots(values: list[card_tlv.Tlv]) -> list[card_tlv.Tlv]:
+    """The values of field 13 or 14: inside their nested SEQUENCE, or directly in the field."""
+    if len(values) == 1 and values[0].tag == _SEQUENCE and values[0].constructed:
+        return values[0].children
+    return values
+
+
+def parse_dg13(data: bytes) -> Dg13:
+    """DG13 -> Dg13, strictly by field number, in the wrapped layout real cards use or the flat one.
+
+    Fields may be absent, reordered or unknown. A known field whose value does not have its shape (a
+    12-digit ID number, a real dd/MM/yyyy date, "Nam"/"Nữ", a name without digits...), or that appears
+    twice, is listed in ``unreadable`` and never put into ``fields``. Field 16 is unconfirmed (a
+    16-character hex string on some cards) and stays raw in ``unknown``: reading it as the old ID number
+    was a guess, and a wrong guess would put another field's data in front of the citizen.
+    Raises CardDataError when the bytes are not a DG13 at all, and no other exception for any input."""
     root = card_tlv.parse_file(data, 0x6D)
-    fields: dict = {}
-    extra: dict = {}
-    for number, values in _field_entries(root):
+    layout, entries = _field_entries(root)
+    out = Dg13(layout=layout)
+    by_number: dict[int, list[list[tuple[card_tlv.Tlv, bytes]]]] = {}
+    for entry in entries:
+        number = _field_number(entry)
+        if number is not None:
+            by_number.setdefault(number, []).append(_elements(entry.value)[1:])
+    for number in sorted(by_number):
+        occurrences = by_number[number]
         if number == DG13_PARENTS:
-            if len(values) > 0 and values[0]:
-                fields["father_name"] = values[0]
-            if len(values) > 1 and values[1]:
-                fields["mother_name"] = values[1]
+            names = ("father_name", "mother_name")
+        elif number in DG13_FIELDS:
+            names = (DG13_FIELDS[number],)
+        else:
+            # Duplicates stay concatenated: DER elements remain separable.
+            out.unknown[number] = b"".join(raw for values in occurrences for _, raw in values)
             continue
-        text = " ".join(v for v in values if v)
-        name = DG13_FIELDS.get(number)
-        if name is None:
-            if text:
-                extra[str(number)] = text
+        if len(occurrences) > 1:
+            out.unreadable.extend(names)
             continue
-        if not text:
+        values = [node for node, _ in occurrences[0]]
+        slots = _slots(values) if number in (DG13_PARENTS, DG13_SPOUSE) else values
+        if len(slots) > len(names):
+            out.unreadable.extend(names)
             continue
-        if name in DATE_FIELDS:
-            text = vn_date_to_iso(text) or text
-        fields[name] = text
-    # Public descriptions of the CCCD chip differ on whether the old 9-digit number is field 15 or 16.
-    old = extra.get("16", "")
-    if "old_id_number" not in fields and len(old) in (9, 12) and old.isascii() and old.isdigit():
-        fields["old_id_number"] = extra.pop("16")
-    if extra:
-        fields["extra"] = extra
-    return fields
+        for name, node in zip(names, slots + [None] * (len(names) - len(slots))):
+            text = "" if node is None else _text(node)
+            if text == "" and name in MAY_BE_EMPTY:
+                continue
+            value = _shaped(name, text) if text else None
+            if value is None and name == "expiry_date" and text is not None and says_no_expiry(text):
+                out.no_expiry = True
+            elif value is None:
+                out.unreadable.append(name)
+            else:
+                out.fields[name] = value
+    return out
 
 
-def build_dg13(values: dict) -> bytes:
-    """The inverse of parse_dg13, for synthetic test cards. Dates are given ISO and stored dd/mm/yyyy."""
-    def utf8(text: str) -> bytes:
-        return card_tlv.encode(0x0C, nfc(text).encode("utf-8"))
+def _der_integer(n: int) -> bytes:
+    return card_tlv.encode(_INTEGER, n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True))
 
-    def field(number: int, *texts: str) -> bytes:
-        return card_tlv.encode(0x30, card_tlv.encode(0x02, bytes([number])) + b"".join(utf8(t) for t in texts))
 
-    body = b""
-    for number in range(1, 17):
+def build_dg13(values: dict, layout: str = "wrapped", string_type: int = 0x0C) -> bytes:
+    """A DG13 for synthetic cards, in the wrapped layout of issued cards or the flat one.
+
+    values uses the catalog names of parse_dg13; dates given ISO (or as dates) are stored dd/mm/yyyy, any
+    other text as given (so a test card can carry what a parser does not expect). ``no_expiry`` True
+    writes "Không thời hạn" in field 12; ``unknown`` {number: raw DER bytes} adds fields as they are.
+    Fields go in number order; string_type is the tag of every string (0x0C UTF8String, 0x13
+    PrintableString...). Raises ValueError for an unknown layout or string type, or text the string
+    type cannot hold."""
+    if layout not in ("wrapped", "flat"):
+        raise ValueError(f"DG13 layout {layout!r}: 'wrapped' or 'flat'")
+    codec = _STRING_TAGS.get(string_type)
+    if codec is None:
+        raise ValueError(f"DG13 string type {string_type:#x} is not one of {sorted(_STRING_TAGS)}")
+
+    def text(value) -> bytes:
+        return card_tlv.encode(string_type, str(value).encode(codec))
+
+    def card_date(value) -> str:
+        if isinstance(value, date):
+            return value.strftime("%d/%m/%Y")
+        try:
+            return date.fromisoformat(value).strftime("%d/%m/%Y") if len(value) == 10 else value
+        except ValueError:
+            return value
+
+    def entry(number: int, body: bytes) -> bytes:
+        return card_tlv.encode(_SEQUENCE, _der_integer(number) + body)
+
+    entries = []
+    for number in range(1, 16):
         if number == DG13_PARENTS:
             if "father_name" in values or "mother_name" in values:
-                body += field(number, values.get("father_name", ""), values.get("mother_name", ""))
+                parents = text(values.get("father_name", "")) + text(values.get("mother_name", ""))
+                entries.append(entry(number, card_tlv.encode(_SEQUENCE, parents)))
             continue
-        name = DG13_FIELDS.get(number)
-        if name and name in values:
-            text = values[name]
-            if name in DATE_FIELDS and len(text) == 10 and text[4] == "-":
-                text = f"{text[8:10]}/{text[5:7]}/{text[:4]}"
-            body += field(number, text)
-    for number, text in values.get("extra", {}).items():
-        body += field(int(number), text)
+        name = DG13_FIELDS[number]
+        value = NO_EXPIRY_TEXT if name == "expiry_date" and values.get("no_expiry") else values.get(name)
+        if value is None:
+            continue
+        if number == DG13_SPOUSE:
+            entries.append(entry(number, card_tlv.encode(_SEQUENCE, text(value))))
+        else:
+            entries.append(entry(number, text(card_date(value) if name in DATE_FIELDS else value)))
+    for number, raw in sorted(values.get("unknown", {}).items()):
+        entries.append(entry(int(number), bytes(raw)))
+    body = b"".join(entries)
+    if layout == "wrapped":
+        body = card_tlv.encode(_SEQUENCE, _der_integer(DG13_VERSION) + card_tlv.encode(_OID, DG13_OID)
+                               + card_tlv.encode(_SET, body))
     return card_tlv.encode(0x6D, body)
 
 

@@ -36,12 +36,15 @@ def bac_document_number(cccd_number: str) -> str:
     return digits[-9:]
 
 
-def mrz_key_string(document_number: str, birth: date, expiry: date) -> str:
-    """The MRZ information the BAC keys come from: number + check, birth + check, expiry + check."""
+def mrz_key_string(document_number: str, birth: date, expiry: date | None) -> str:
+    """The MRZ information the BAC keys come from: number + check, birth + check, expiry + check.
+
+    expiry None is a card with no expiry ("Không thời hạn"): its MRZ field is taken to be six fillers
+    with the ordinary check digit ("0"), as ICAO 9303 fills an unused field. Unconfirmed on real cards."""
     number = document_number.upper()
     if len(number) < 9:
         number = number.ljust(9, "<")
-    b, e = yymmdd(birth), yymmdd(expiry)
+    b, e = yymmdd(birth), (yymmdd(expiry) if expiry is not None else "<<<<<<")
     return number + check_digit(number) + b + check_digit(b) + e + check_digit(e)
 
 
@@ -92,14 +95,14 @@ def parse_td1(mrz: str) -> dict:
     }
 
 
-def build_td1(*, document_number: str, optional_1: str, birth: date, sex: str, expiry: date,
+def build_td1(*, document_number: str, optional_1: str, birth: date, sex: str, expiry: date | None,
               nationality: str, optional_2: str, surname: str, given: str, issuing_state: str = "VNM",
               document_code: str = "ID") -> str:
     """A TD1 MRZ with correct check digits (used to make synthetic test cards)."""
     number = document_number.ljust(9, "<")[:9]
     l1 = (document_code.ljust(2, "<") + issuing_state + number + check_digit(number)
           + optional_1.ljust(15, "<"))[:30]
-    b, e = yymmdd(birth), yymmdd(expiry)
+    b, e = yymmdd(birth), (yymmdd(expiry) if expiry is not None else "<<<<<<")
     l2 = b + check_digit(b) + sex + e + check_digit(e) + nationality + optional_2.ljust(11, "<")[:11]
     composite = l1[5:30] + l2[0:7] + l2[8:15] + l2[18:29]
     l2 += check_digit(composite)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from devices import card_tlv
 from devices.bac import SessionKeys, mac_equal
-from devices.card_errors import CardCommunicationError, CardDataError
+from devices.card_errors import CardBlockedError, CardCommunicationError, CardDataError
 
 PACE_OID_PREFIX = bytes.fromhex("04007F000702020402")  # id-PACE-ECDH-GM-AES-CBC-CMAC-
 KEY_LENGTHS = {2: 16, 3: 24, 4: 32}  # ...-128, -192, -256
@@ -161,9 +161,16 @@ def general_authenticate(data: bytes, last: bool) -> bytes:
 def run_pace(transmit, info: PaceInfo, password: bytes, password_ref: int, *, map_key: int | None = None,
              eph_key: int | None = None) -> SessionKeys:
     """Establish AES session keys. ``transmit(apdu) -> (data, sw)``. Raises PaceRefused on a wrong
-    password, CardCommunicationError otherwise. map_key/eph_key are for the ICAO worked example only."""
+    password, CardBlockedError when the chip says 69 83, CardCommunicationError otherwise. map_key/eph_key are for the ICAO worked example only."""
     curve = Curve(info.parameter_id)
     k_pi = password_key(password, info.key_length)
+    plain_transmit = transmit
+
+    def transmit(apdu: bytes) -> tuple[bytes, int]:
+        data, sw = plain_transmit(apdu)
+        if sw == 0x6983:  # the chip has counted too many wrong passwords and blocked PACE
+            raise CardBlockedError("PACE: 6983")
+        return data, sw
 
     data, sw = transmit(mse_set_at(info, password_ref))
     if sw != 0x9000:

@@ -4,12 +4,15 @@ the SOD, (2) the Document Signer's signature over the SOD, and (3) that the Docu
 was issued by one of the CSCA certificates in the configured folder.
 
 (1) or (2) failing means the data was altered: CardTamperedError, nothing is used. (3) failing (no
-folder, no matching CSCA) means the data is consistent but its origin unproven: the result says
-``verified=False`` in plain words and the caller decides. EF.COM is not covered by the SOD, by design of
+folder, no matching CSCA), or no EF.SOD at all, means the data is consistent but its origin unproven:
+status "not_verified", in plain words, and the caller decides. A chain that holds but with a certificate
+out of its validity (the Document Signer's or the CSCA's), or a card past its own expiry date, is
+"verified_warning", with the reason. EF.COM is not covered by the SOD, by design of
 ICAO 9303, and nothing is taken from it but the list of data groups.
 """
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from asn1crypto import algos, cms, core
@@ -51,11 +54,30 @@ _HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256
 
 @dataclass
 class PassiveAuthResult:
-    verified: bool
+    status: str  # "verified", "verified_warning" or "not_verified"
     message_vi: str
     message_en: str
     checked_data_groups: list[int] = field(default_factory=list)
     signer: str | None = None  # the Document Signer's subject, for staff; holds no personal data
+
+    @property
+    def verified(self) -> bool:
+        return self.status in ("verified", "verified_warning")
+
+    def with_warning(self, vi: str, en: str) -> "PassiveAuthResult":
+        """The same result, verified only with a warning, the reason added to the messages."""
+        status = "verified_warning" if self.verified else self.status
+        if self.status == "verified":
+            return replace(self, status=status,
+                           message_vi=f"Đã xác thực, có lưu ý: {vi}", message_en=f"Verified, with a warning: {en}")
+        return replace(self, status=status, message_vi=f"{self.message_vi} {vi}", message_en=f"{self.message_en} {en}")
+
+    def with_note(self, vi: str, en: str) -> "PassiveAuthResult":
+        return replace(self, message_vi=f"{self.message_vi} {vi}", message_en=f"{self.message_en} {en}")
+
+
+def _day(when) -> str:
+    return when.strftime("%d/%m/%Y")
 
 
 def _tampered(detail: str, what_vi: str, what_en: str) -> CardTamperedError:
@@ -223,8 +245,13 @@ def check_chain(ds: x509.Certificate, cscas: list[x509.Certificate]) -> x509.Cer
     return None
 
 
-def passive_authentication(sod: bytes, files: dict[int, bytes], csca_dir: str | Path | None) -> PassiveAuthResult:
-    """Run all three checks; raises CardTamperedError on altered data, else says whether it is verified."""
+def passive_authentication(sod: bytes | None, files: dict[int, bytes], csca_dir: str | Path | None,
+                           now: datetime | None = None) -> PassiveAuthResult:
+    """Run all three checks; raises CardTamperedError on altered data, else says how far it is verified."""
+    if sod is None:
+        return PassiveAuthResult("not_verified", "Chưa xác thực: chip không có tệp chữ ký (EF.SOD).",
+                                 "Not verified: the chip has no signature file (EF.SOD).")
+    now = now or datetime.now(timezone.utc)
     signed, lso, lso_der = parse_sod(sod)
     checked = check_hashes(lso, files)
     try:
@@ -241,22 +268,51 @@ def passive_authentication(sod: bytes, files: dict[int, bytes], csca_dir: str | 
     cscas = load_csca_certificates(csca_dir)
     if not cscas:
         return PassiveAuthResult(
-            False,
+            "not_verified",
             "Chưa xác thực: máy chưa được cài chứng thư gốc (CSCA) của cơ quan cấp thẻ. "
             "Dữ liệu khớp chữ ký trên chip nhưng chưa chứng minh được nguồn gốc; vui lòng đối chiếu với thẻ.",
             "Not verified: no issuer root (CSCA) certificate is installed on this station. The data matches "
             "the chip's signature but its origin is unproven; please compare it with the card.",
             checked, signer)
-    if check_chain(ds, cscas) is None:
+    csca = check_chain(ds, cscas)
+    if csca is None:
         return PassiveAuthResult(
-            False,
+            "not_verified",
             "Chưa xác thực: chữ ký trên chip không thuộc cơ quan cấp thẻ nào mà máy tin cậy. "
             "Vui lòng đối chiếu dữ liệu với thẻ và báo nhân viên.",
             "Not verified: the chip's signer is not issued by any trusted issuer (CSCA) on this station. "
             "Please compare the data with the card and call staff.",
             checked, signer)
-    return PassiveAuthResult(
-        True,
+    result = PassiveAuthResult(
+        "verified",
         "Đã xác thực: dữ liệu đọc từ chip đúng như cơ quan cấp thẻ đã ký.",
         "Verified: the data read from the chip is exactly what the issuing authority signed.",
         checked, signer)
+    for cert, vi, en in ((ds, "chứng thư ký dữ liệu của chip", "the chip's signing certificate"),
+                         (csca, "chứng thư gốc (CSCA) của cơ quan cấp thẻ", "the issuer's root certificate (CSCA)")):
+        if now > cert.not_valid_after_utc:
+            result = result.with_warning(f"{vi} đã hết hạn từ ngày {_day(cert.not_valid_after_utc)}.",
+                                         f"{en} expired on {_day(cert.not_valid_after_utc)}.")
+        elif now < cert.not_valid_before_utc:
+            result = result.with_warning(f"{vi} chỉ có hiệu lực từ ngày {_day(cert.not_valid_before_utc)}.",
+                                         f"{en} is only valid from {_day(cert.not_valid_before_utc)}.")
+    return result
+
+
+def card_notes(result: PassiveAuthResult, unreadable: list[str], card_expiry: str | None,
+               today: date | None = None) -> PassiveAuthResult:
+    """Add what the read itself found: fields that could not be read (never shown, so never vouched for)
+    and a card past its expiry date (a warning: the data is the issuer's, the card is no longer valid)."""
+    if unreadable:
+        result = result.with_note(
+            f"Không đọc được {len(unreadable)} mục trên chip; các mục đó không được điền sẵn, vui lòng nhập tay.",
+            f"{len(unreadable)} item(s) on the chip could not be read; they are not prefilled, please type them.")
+    today = today or date.today()
+    try:
+        expired = card_expiry is not None and date.fromisoformat(card_expiry) < today
+    except ValueError:
+        expired = False
+    if expired:
+        day = date.fromisoformat(card_expiry).strftime("%d/%m/%Y")
+        result = result.with_warning(f"thẻ đã hết hạn từ ngày {day}.", f"the card expired on {day}.")
+    return result

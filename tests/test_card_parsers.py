@@ -1,5 +1,7 @@
 """DG1, DG13, EF.COM, the front QR and Passive Authentication; fuzzed: bad input gives a clean CardError."""
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,41 +51,58 @@ def test_dg1_of_the_synthetic_card(profile):
 # --- DG13 ------------------------------------------------------------------------------------------
 
 def test_dg13_gives_every_prefill_field(profile):
-    fields = cccd.parse_dg13(files_of(profile)[cccd.EF_DG13])
-    assert fields == SYNTHETIC_PERSON
-    assert fields["full_name"] == "Nguyễn Văn Thử"
-    assert fields["birth_date"] == "1990-05-17"
+    dg13 = cccd.parse_dg13(files_of(profile)[cccd.EF_DG13])
+    assert dg13.layout == "wrapped"  # the synthetic card lays DG13 out as issued cards do
+    assert dg13.fields == SYNTHETIC_PERSON
+    assert dg13.fields["full_name"] == "Nguyễn Văn Thử"
+    assert dg13.fields["birth_date"] == "1990-05-17"
+    assert dg13.unreadable == [] and dg13.unknown == {} and not dg13.no_expiry
+
+
+def test_the_checked_in_test_card_still_parses():
+    # tests/cards/synthetic_cccd.json may predate the wrapped layout; both layouts are read.
+    card = json.loads((Path(__file__).parent / "cards" / "synthetic_cccd.json").read_text(encoding="utf-8"))
+    dg13 = cccd.parse_dg13(bytes.fromhex(card["files"]["010D"]))
+    assert dg13.fields == SYNTHETIC_PERSON and dg13.unreadable == []
 
 
 def test_dg13_tolerates_missing_and_unknown_fields():
+    raw = card_tlv.encode(0x0C, b"ABC123")
     person = {"id_number": "001090012345", "full_name": "Lê Thị Thử", "birth_date": "1985-01-02",
-              "expiry_date": "Không thời hạn", "mother_name": "Phạm Thị Mẹ", "extra": {"16": "ABC123", "20": "x"}}
-    fields = cccd.parse_dg13(cccd.build_dg13(person))
-    assert fields["full_name"] == "Lê Thị Thử"
-    assert fields["expiry_date"] == "Không thời hạn"  # not a date: kept as printed
-    assert fields["mother_name"] == "Phạm Thị Mẹ" and "father_name" not in fields
-    assert fields["extra"] == {"16": "ABC123", "20": "x"}
-    assert "religion" not in fields
+              "no_expiry": True, "mother_name": "Phạm Thị Mẹ", "unknown": {16: raw, 20: b""}}
+    for layout in ("wrapped", "flat"):
+        dg13 = cccd.parse_dg13(cccd.build_dg13(person, layout=layout))
+        assert dg13.layout == layout
+        assert dg13.fields == {"id_number": "001090012345", "full_name": "Lê Thị Thử", "birth_date": "1985-01-02",
+                               "mother_name": "Phạm Thị Mẹ"}
+        assert dg13.no_expiry  # "Không thời hạn" on the card: no expiry date in fields
+        assert dg13.unknown == {16: raw, 20: b""}
+        assert dg13.unreadable == []
 
 
-def test_dg13_old_number_in_field_16_is_understood():
-    fields = cccd.parse_dg13(cccd.build_dg13({"id_number": "001090012345", "extra": {"16": "012345678"}}))
-    assert fields == {"id_number": "001090012345", "old_id_number": "012345678"}
+def test_dg13_field_16_is_not_taken_as_the_old_number():
+    # Field 16 is unconfirmed; the old number is field 15. A 9-digit 16 stays raw.
+    raw = card_tlv.encode(0x0C, b"012345678")
+    dg13 = cccd.parse_dg13(cccd.build_dg13({"id_number": "001090012345", "unknown": {16: raw}}))
+    assert dg13.fields == {"id_number": "001090012345"}
+    assert dg13.unknown == {16: raw}
 
 
 def test_dg13_with_printable_strings_and_nested_sequences():
-    inner = (card_tlv.encode(0x30, card_tlv.encode(0x02, b"\x01") + card_tlv.encode(0x13, b"001090012345"))
-             + card_tlv.encode(0x30, card_tlv.encode(0x02, b"\x0D")
-                               + card_tlv.encode(0x30, card_tlv.encode(0x0C, "Cha".encode()))
-                               + card_tlv.encode(0x30, card_tlv.encode(0x0C, "Mẹ".encode()))))
-    data = card_tlv.encode(0x6D, card_tlv.encode(0x30, inner))
-    assert cccd.parse_dg13(data) == {"id_number": "001090012345", "father_name": "Cha", "mother_name": "Mẹ"}
+    fields = (card_tlv.encode(0x30, card_tlv.encode(0x02, b"\x01") + card_tlv.encode(0x13, b"001090012345"))
+              + card_tlv.encode(0x30, card_tlv.encode(0x02, b"\x0D")
+                                + card_tlv.encode(0x30, card_tlv.encode(0x0C, "Cha".encode())
+                                                  + card_tlv.encode(0x0C, "Mẹ".encode()))))
+    header = card_tlv.encode(0x02, b"\x01") + card_tlv.encode(0x06, bytes.fromhex("28D316010008"))
+    data = card_tlv.encode(0x6D, card_tlv.encode(0x30, header + card_tlv.encode(0x31, fields)))
+    assert cccd.parse_dg13(data).fields == {"id_number": "001090012345", "father_name": "Cha", "mother_name": "Mẹ"}
 
 
 def test_dg13_text_is_normalised_to_nfc():
     decomposed = "Nguye\u0302\u0303n"  # ê + combining tilde, as some encoders write it
-    data = cccd.build_dg13({"full_name": decomposed})
-    assert cccd.parse_dg13(data)["full_name"] == "Nguyễn"
+    data = cccd.build_dg13({"full_name": decomposed})  # written as given
+    assert decomposed.encode() in data
+    assert cccd.parse_dg13(data).fields["full_name"] == "Nguyễn"
 
 
 @pytest.mark.parametrize("data", [b"", b"\x6D", b"\x6D\x05\x30", b"\x61\x00", b"\x6D\x84\xFF\xFF\xFF\xFF"])
@@ -227,10 +246,10 @@ def test_fuzz_card_access(data):
 @given(st.binary(max_size=200).map(lambda b: b"\x6D" + card_tlv.encode_length(len(b)) + b))
 def test_fuzz_dg13_with_a_valid_outer_tag(data):
     try:
-        fields = cccd.parse_dg13(data)
+        dg13 = cccd.parse_dg13(data)
     except CardDataError:
         return
-    assert isinstance(fields, dict)
+    assert isinstance(dg13, cccd.Dg13) and isinstance(dg13.fields, dict)
 
 
 @FUZZ

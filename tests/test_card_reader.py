@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from devices.card_bench import bench_card_read
 from devices.card_cli import card as card_cli
 from devices.card_profile import build_profile
-from devices.card_reader import (AccessDeniedError, CardCommunicationError, CardError, CardKey, CardRemovedError,
-                                 CardTamperedError, NoCardError, NoReaderError, NotAnIdCardError,
-                                 ReaderServiceError, read_cccd, read_with, reader_status)
+from devices.card_reader import (AccessDeniedError, CardBlockedError, CardCommunicationError, CardError, CardKey,
+                                 CardNotAnsweringError, CardRemovedError, CardTamperedError, DatesNeededError,
+                                 NoCardError, NoReaderError, NotAnIdCardError, ReaderServiceError,
+                                 TooManyTriesError, read_cccd, read_with, reader_status)
 from devices.card_simulator import CardSimulator
 
 try:
@@ -53,9 +54,12 @@ def test_read_gives_the_prefill_fields_and_says_verified(card, key, csca_dir):
 def test_key_from_the_front_qr_opens_the_card(card, key):
     qr = f"{key.number}|012345678|Nguyễn Văn Thử|17051990|Nam|Hà Nội|15042021"
     from_qr = CardKey.from_front_qr(qr)
-    assert from_qr == key  # the estimated expiry (renewal at 40) is the one on this card
-    assert read_cccd(from_qr, timeout_s=5, access="bac").fields["id_number"] == key.number
-    assert CardKey.from_front_qr(qr, "2031-01-01").expiry_date == date(2031, 1, 1)
+    assert from_qr.number == key.number and from_qr.birth_date == key.birth_date and not from_qr.has_dates
+    result = read_cccd(from_qr, timeout_s=5)  # PACE needs no expiry date
+    assert result.access_protocol == "PACE" and result.fields["id_number"] == key.number
+    with pytest.raises(DatesNeededError):  # BAC does
+        read_cccd(from_qr, timeout_s=5, access="bac")
+    assert CardKey.from_front_qr(qr, "17/05/2030") == key
 
 
 def test_photo_only_on_request(card, key, csca_dir):
@@ -79,12 +83,25 @@ def test_the_checked_in_test_card_verifies_against_the_checked_in_csca(insert_ca
     assert result.verified
 
 
-def test_wrong_number_is_access_denied_by_pace_and_bac(card, key):
-    wrong = CardKey("001090012346", key.birth_date, key.expiry_date)
-    with pytest.raises(AccessDeniedError) as info:
+def test_wrong_number_is_refused_by_pace_then_bac_and_two_tries_is_the_limit(card, key):
+    wrong = CardKey("001090012346")
+    with pytest.raises(DatesNeededError) as info:  # PACE refused the number alone: ask the dates
         read_cccd(wrong, timeout_s=5)
+    assert info.value.pace_refused and info.value.wrong_keys == 1
+    dated = CardKey(wrong.number, key.birth_date, key.expiry_date)
+    with pytest.raises(TooManyTriesError) as info:  # the second wrong try on this card: ask staff
+        read_cccd(dated, timeout_s=5, access="bac", wrong_keys=1)
     assert_bilingual(info.value)
-    assert "không khớp" in info.value.message_vi
+    assert info.value.wrong_keys == 2 and "nhân viên" in info.value.message_vi
+    apdus = card.apdu_count
+    with pytest.raises(TooManyTriesError):  # a third is not even tried
+        read_cccd(dated, timeout_s=5, access="bac", wrong_keys=2)
+    assert card.apdu_count == apdus
+    # one wrong try says which numbers to check
+    with pytest.raises(AccessDeniedError) as info:
+        read_cccd(dated, timeout_s=5, access="bac")
+    assert_bilingual(info.value)
+    assert "không khớp" in info.value.message_vi and info.value.wrong_keys == 1
     # the chip still opens with the right key afterwards
     assert read_cccd(key, timeout_s=5).fields["id_number"] == key.number
 
@@ -206,7 +223,7 @@ def test_pcscd_not_running_is_a_reader_service_error(tmp_path):
     assert out.returncode == 0, out.stderr
     name, _, message = out.stdout.partition(" | ")
     assert name == ReaderServiceError.__name__
-    assert "pcscd" in message and "không chạy" in message
+    assert "Đầu đọc thẻ" in message and "nhân viên" in message and "pcscd" not in message  # no jargon
 
 
 def test_keys_data_and_photo_stay_out_of_logs_and_reprs(card, key, csca_dir, caplog):
@@ -246,10 +263,14 @@ def test_cli_read_prints_fields_and_status(card, key, csca_dir):
 
 def test_cli_read_reports_errors_in_both_languages(card, key):
     out = CliRunner().invoke(card_cli, ["read", "--number", "001090012346", "--birth", "1990-05-18",
-                                        "--expiry", "2030-05-17", "--timeout", "5"])
+                                        "--expiry", "2030-05-17", "--timeout", "5", "--access", "bac"])
     assert out.exit_code == 1
     error = json.loads(out.output.strip().splitlines()[-1])["error"]
     assert error["type"] == "AccessDeniedError" and "không khớp" in error["message_vi"]
+    # PACE refused, then BAC refused: two tries, and the CLI stops there too
+    out = CliRunner().invoke(card_cli, ["read", "--number", "001090012346", "--birth", "1990-05-18",
+                                        "--expiry", "2030-05-17", "--timeout", "5"])
+    assert json.loads(out.output.strip().splitlines()[-1])["error"]["type"] == "TooManyTriesError"
 
 
 def test_cli_simulate_puts_a_card_on_the_reader(pcscd, tmp_path, key):
@@ -290,3 +311,134 @@ def test_bench_card_read(pcscd):
     stats = bench_card_read(n=5)
     assert stats["name"] == "card_read_bac_dg1_dg13_sod" and stats["n"] == 5 and 15 <= stats["apdus"] <= 25
     assert 0 < stats["p50_ms"] <= stats["p95_ms"] < 2000
+
+
+# --- round 2: reads that never hang, what the chip refuses, cards as issued -----------------------------
+
+def test_a_card_that_stops_answering_fails_in_time_and_the_next_card_reads_at_once(insert_card, profile, key,
+                                                                                  csca_dir):
+    stuck = insert_card(profile)
+    stuck.inject("silent", after=8)  # after PACE, inside the files
+    start = time.monotonic()
+    with pytest.raises(CardNotAnsweringError) as info:
+        read_cccd(key, csca_dir=csca_dir, timeout_s=5, apdu_timeout_s=1.0)
+    assert time.monotonic() - start < 2.5
+    assert_bilingual(info.value)
+    assert "nhấc thẻ ra" in info.value.message_vi
+    # While the silent card holds the reader, a read says so in time instead of waiting behind it.
+    start = time.monotonic()
+    with pytest.raises(CardNotAnsweringError):
+        read_cccd(key, timeout_s=5, apdu_timeout_s=1.0)
+    assert time.monotonic() - start < 2.5
+    # The citizen takes it off; the next citizen's card reads at once.
+    stuck.pull_out()
+    card_state(False)
+    insert_card(profile)
+    start = time.monotonic()
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5)
+    assert result.verified and time.monotonic() - start < 3
+
+
+def test_the_whole_read_has_a_deadline(insert_card, test_pki, key):
+    slow = build_profile(pki=test_pki, with_photo=False)
+    slow["latency_ms"] = 150  # every APDU answers, slowly
+    insert_card(slow)
+    start = time.monotonic()
+    with pytest.raises(CardNotAnsweringError):
+        read_cccd(key, timeout_s=5, read_timeout_s=1.5)
+    assert time.monotonic() - start < 2.5
+
+
+def test_cli_read_with_a_silent_card_returns_within_its_deadlines(card, key):
+    card.inject("silent", after=10)
+    start = time.monotonic()
+    out = CliRunner().invoke(card_cli, ["read", "--number", key.number, "--timeout", "3", "--apdu-timeout", "1"])
+    assert time.monotonic() - start < 3
+    assert out.exit_code == 1
+    assert json.loads(out.output.strip().splitlines()[-1])["error"]["type"] == "CardNotAnsweringError"
+
+
+def test_a_one_byte_answer_on_a_card_still_there_is_a_broken_answer_not_a_removal(card, key, csca_dir):
+    card.inject("short", after=12)
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5)  # read again from login, and it completes
+    assert result.logins == 2 and result.verified
+    for n in range(1, 40):
+        card.inject("short", after=n)
+    with pytest.raises(CardCommunicationError) as info:
+        read_cccd(key, timeout_s=5)
+    assert not isinstance(info.value, CardRemovedError)
+
+
+def test_a_chip_that_blocks_after_wrong_keys_says_so(insert_card, test_pki, key):
+    sim = insert_card(build_profile(pki=test_pki, auth_tries=1))
+    with pytest.raises(DatesNeededError):
+        read_cccd(CardKey("001090099999"), timeout_s=5)  # one wrong PACE try: the chip's last
+    with pytest.raises(CardBlockedError) as info:  # the right key, but the chip has blocked
+        read_cccd(key, timeout_s=5)
+    assert_bilingual(info.value)
+    assert "khóa" in info.value.message_vi and "thử lại" in info.value.message_vi  # "do not try again"
+    assert sim.wrong_keys == 1  # the blocked answer was not one more try on the chip
+
+
+def test_pace_refused_by_a_chip_with_another_can_then_bac_with_the_dates(insert_card, test_pki, key, csca_dir):
+    sim = insert_card(build_profile(pki=test_pki, can="999999"))  # the "last 6 digits" guess is wrong here
+    with pytest.raises(DatesNeededError) as info:
+        read_cccd(CardKey(key.number), timeout_s=5)
+    assert info.value.pace_refused and info.value.wrong_keys == 1
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5, access="bac", wrong_keys=1)
+    assert result.access_protocol == "BAC" and result.verified
+    assert sim.wrong_keys == 1  # PACE was not tried again
+
+
+def test_a_bac_only_chip_asks_for_the_dates_without_a_wrong_try(insert_card, test_pki, key, csca_dir):
+    sim = insert_card(build_profile(pki=test_pki, pace_parameter_id=None))
+    with pytest.raises(DatesNeededError) as info:
+        read_cccd(CardKey(key.number), timeout_s=5)
+    assert not info.value.pace_refused and info.value.wrong_keys == 0 and sim.wrong_keys == 0
+
+
+@pytest.mark.parametrize("pace_id", [13, None])
+def test_a_card_with_no_expiry(insert_card, test_pki, csca_dir, pace_id):
+    from devices.card_profile import SYNTHETIC_PERSON
+    person = {**SYNTHETIC_PERSON, "birth_date": "1960-02-03", "issue_date": "2021-06-01", "no_expiry": True}
+    insert_card(build_profile(person, pki=test_pki, pace_parameter_id=pace_id))
+    if pace_id is None:
+        key = CardKey.from_strings(person["id_number"], "03/02/1960", "Không thời hạn")
+        assert key.no_expiry and key.expiry_date is None
+    else:
+        key = CardKey(person["id_number"])
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5)
+    assert result.access_protocol == ("PACE" if pace_id else "BAC") and result.verification == "verified"
+    assert result.fields["no_expiry"] is True and "expiry_date" not in result.fields
+
+
+def test_an_expired_signer_certificate_is_verified_with_a_warning(insert_card, tmp_path, key):
+    from cryptography.hazmat.primitives import serialization
+
+    from devices.card_profile import make_test_pki
+    pki = make_test_pki("Old CSCA", ds_expired=True)
+    (tmp_path / "csca.pem").write_bytes(pki.csca_cert.public_bytes(serialization.Encoding.PEM))
+    insert_card(build_profile(pki=pki))
+    result = read_cccd(key, csca_dir=tmp_path, timeout_s=5)
+    assert result.verified and result.verification == "verified_warning"
+    assert result.verification_message_vi.startswith("Đã xác thực, có lưu ý") and "hết hạn" in result.verification_message_vi
+    assert "expired" in result.verification_message_en
+
+
+def test_a_card_laid_out_by_another_encoder_reads_every_field(insert_card, test_pki, key, csca_dir):
+    """DG13 bytes from asn1crypto in the wrapped layout of real cards, signed into the card, read over PC/SC."""
+    from tests.test_dg13 import CARD, CARD_FIELDS, wrapped
+    insert_card(build_profile(pki=test_pki, dg13=wrapped(CARD)))
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5)
+    assert result.verification == "verified" and result.unreadable == []
+    assert {name: result.fields.get(name) for name in CARD_FIELDS} == CARD_FIELDS
+
+
+def test_a_dg13_that_does_not_parse_fills_nothing_from_it(insert_card, test_pki, key, csca_dir):
+    broken = bytes.fromhex("6D0A300802010106032BD316")  # a header cut short: no SET of fields
+    insert_card(build_profile(pki=test_pki, dg13=broken))
+    result = read_cccd(key, csca_dir=csca_dir, timeout_s=5)
+    assert result.unreadable == ["dg13"]
+    assert "full_name" not in result.fields  # never the MRZ's capitals without diacritics
+    assert set(result.fields) <= {"birth_date", "expiry_date", "id_number"}  # from the signed MRZ only
+    assert "Không đọc được" in result.verification_message_vi
