@@ -8,7 +8,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
-DEFAULT_MAX_LENGTH = {"text": 200, "textarea": 1000, "email": 254}
+from .catalog import DEFAULT_MAX_LENGTH
+
 _PHONE = re.compile(r"^0\d{9,10}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _ALLOWED_CONTROL = {"\n", "\t"}

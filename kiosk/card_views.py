@@ -1,13 +1,18 @@
 """The card step of the citizen's path: give the chip's key, read the CCCD, then use what it holds to
 prefill the wizard (or not).
 
-The key (CCCD number, birth date, expiry date) is asked one question per page, or comes from the QR
-printed on the card's front through a keyboard-wedge scanner (which types the QR's text and Enter into
-a field). The read itself runs in one background thread per station process, never in the request: the
-page asks every second how it went (htmx polling; without JavaScript a "check again" link).
+Ask only what the card needs: the CCCD number first (or the QR printed on the card's front, through a
+keyboard-wedge scanner, which gives the number and the birth date), and the station tries PACE with its
+last 6 digits. Only where the chip has no PACE or refuses that does it ask the birth date and the expiry
+date (or "Không thời hạn"), one question per page, and try BAC, never repeating a refused try. At most
+MAX_WRONG_KEYS wrong-key tries per citizen's card, then "ask staff". The read itself runs in one
+background thread per station process, never in the request, and every read has a deadline, so one
+card that stops answering never holds up the next citizen: the page asks every second how it went
+(htmx polling; without JavaScript a "check again" link).
 
-Privacy: the key lives in this process's memory only, first while the citizen types it, then inside the
-read job until the read ends; it is never written anywhere. What the chip said lives in memory until
+Privacy: the key lives in this process's memory only, while the card step lasts (what was typed, and a
+copy inside the read job until the read ends); it is never written anywhere, and "use", "skip", the end
+of the session or the idle limit forget it. What the chip said lives in memory until
 the citizen decides; "use it" seals it into the draft (``answers["_card"]``), anything else forgets it.
 The photo is never asked for; raw chip files never leave devices/. Nothing personal is logged.
 """
@@ -60,7 +65,9 @@ class ReadJob:
     csca_dir: str | None
     wait_s: float
     via: str  # "number" or "qr": where "try again" goes
-    state: str = "waiting"  # waiting -> done | failed
+    access: str = "auto"  # "auto" (PACE first) or "bac" (after PACE was refused or is missing)
+    wrong_keys: int = 0  # wrong-key tries already made on this citizen's card, then after this read
+    state: str = "waiting"  # waiting -> done | failed | needs_dates
     fields: dict = field(default_factory=dict, repr=False)
     verified: bool = False
     verification: dict = field(default_factory=dict)  # {"vi", "en"}
@@ -80,6 +87,7 @@ class CardReads:
         self._lock = threading.Lock()
         self._jobs: dict[str, ReadJob] = {}
         self._keys: dict[str, tuple[float, dict]] = {}  # draft id -> (touched, key typed so far)
+        self._wrong_keys: dict[str, int] = {}  # draft id -> wrong-key tries spent on the citizen's card
         self._queue: queue.Queue[ReadJob] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._running: ReadJob | None = None
@@ -96,10 +104,19 @@ class CardReads:
             _, typed = self._keys.get(draft_id, (0.0, {}))
             self._keys[draft_id] = (time.monotonic(), {**typed, **values})
 
-    def start(self, job: ReadJob) -> None:
-        """Queue the read; the key typed for this draft moves into the job (and only there)."""
+    def wrong_keys(self, draft_id: str) -> int:
         with self._lock:
-            self._keys.pop(job.draft_id, None)
+            return self._wrong_keys.get(draft_id, 0)
+
+    def forget_typed(self, draft_id: str) -> None:
+        with self._lock:
+            self._keys.pop(draft_id, None)
+
+    def start(self, job: ReadJob) -> None:
+        """Queue the read. What was typed stays too, until the card step ends: the read may need the dates
+        next, or the citizen may correct one number and try again."""
+        with self._lock:
+            job.wrong_keys = self._wrong_keys.get(job.draft_id, 0)
             old = self._jobs.get(job.draft_id)
             if old is not None:
                 old.cancelled.set()
@@ -118,6 +135,7 @@ class CardReads:
         """Drop the key being typed, stop the read if it runs, forget what it read."""
         with self._lock:
             self._keys.pop(draft_id, None)
+            self._wrong_keys.pop(draft_id, None)
             job = self._jobs.pop(draft_id, None)
         if job is not None:
             job.cancelled.set()
@@ -149,6 +167,9 @@ class CardReads:
         for draft_id, (touched, _) in list(self._keys.items()):
             if now - touched > keep_s:
                 del self._keys[draft_id]
+        for draft_id in list(self._wrong_keys):
+            if draft_id not in self._jobs and draft_id not in self._keys:
+                del self._wrong_keys[draft_id]
 
     def _work(self) -> None:
         while True:
@@ -164,7 +185,8 @@ class CardReads:
                 self._running = None
 
     def _run(self, job: ReadJob) -> None:
-        from devices.card_reader import CardError, CardRemovedError, NoCardError, read_cccd
+        from devices.card_reader import (CardError, CardRemovedError, DatesNeededError, NoCardError,
+                                         read_cccd)
         key = job.key  # forget() may drop job.key at any time; this read finishes with its own copy
         if key is None:
             return
@@ -178,7 +200,8 @@ class CardReads:
                 wait = max(0.2, min(SLICE_S, deadline - time.monotonic()))
                 try:
                     result = read_cccd(key, reader_name=job.reader_name, csca_dir=job.csca_dir,
-                                       want_photo=False, timeout_s=wait)
+                                       want_photo=False, timeout_s=wait, access=job.access,
+                                       wrong_keys=job.wrong_keys)
                     break
                 except NoCardError:
                     if time.monotonic() >= deadline:
@@ -194,12 +217,19 @@ class CardReads:
                 return
             job.fields = {k: v for k, v in result.fields.items() if k in PREFILL_NAMES}
             job.verified = result.verified
-            job.verification = {"vi": result.verification_message_vi, "en": result.verification_message_en}
+            job.verification = {"vi": result.verification_message_vi, "en": result.verification_message_en,
+                                "status": result.verification}
             job.state = "done"
+        except DatesNeededError as err:
+            # The number alone did not open this chip: the citizen is asked the dates, then BAC is tried.
+            self._tally(job, err)
+            job.state = "needs_dates"
         except CardError as err:
             # The type and technical detail name no person; the messages are the citizen's words.
             log.info("card read failed: %s", type(err).__name__)
-            job.error = {"type": type(err).__name__, "vi": err.message_vi, "en": err.message_en}
+            self._tally(job, err)
+            job.error = {"type": type(err).__name__, "vi": err.message_vi, "en": err.message_en,
+                         "protocol": getattr(err, "protocol", "")}
             job.state = "failed"
         except Exception as exc:  # never a trace on the screen, never a dead worker
             log.error("card read broke: %s", type(exc).__name__)
@@ -208,6 +238,15 @@ class CardReads:
         finally:
             job.notice = None
             job.finished_at = time.monotonic()
+
+    def _tally(self, job: ReadJob, err) -> None:
+        """Keep the wrong-key tries spent on this citizen's card for the next read of it."""
+        spent = getattr(err, "wrong_keys", None)
+        if spent is not None:
+            job.wrong_keys = spent
+            with self._lock:
+                if job.draft_id in self._jobs or job.draft_id in self._keys:
+                    self._wrong_keys[job.draft_id] = spent
 
 
 reads = CardReads()
@@ -265,9 +304,11 @@ def _first_question(proc):
 
 
 def _render_key_page(proc, fld, shown, errors, step, back, status=200, note=None):
-    """``step`` is (n, total): three pages when typed, two after the QR (which gives number and birth date)."""
+    """``step`` is (n, total) on the dates pages: three pages when typed, two after the QR (which gives
+    number and birth date); None on the number page, which may be the only one."""
     return render_template("card/key_question.html", proc=proc, field=fld, shown={fld["name"]: shown},
-                           errors=errors, step=step[0], total=step[1], back=back, note=note,
+                           errors=errors, step=step[0] if step else None, total=step[1] if step else None,
+                           back=back, note=note,
                            action=url_for(request.endpoint, slug=proc.slug)), status
 
 
@@ -284,16 +325,27 @@ def number(slug):
     draft = current_draft(proc)
     if request.method == "GET":
         typed = reads.typed(draft[0], _keep_s()) if draft else {}
-        return _render_key_page(proc, NUMBER_FIELD, typed.get("number", ""), {}, (1, 3), back)
+        return _render_key_page(proc, NUMBER_FIELD, typed.get("number", ""), {}, None, back)
     raw = request.form.get("card_number", "")
     if "|" in raw:  # the scanner typed the front QR into this field: take it as the QR
         return _take_qr(proc, raw)
     reading = answers_mod.read_field(NUMBER_FIELD, request.form)
     if reading.error is not None:
         errors = {"card_number": _error_text(reading.error, NUMBER_FIELD)}
-        return _render_key_page(proc, NUMBER_FIELD, reading.shown, errors, (1, 3), back, status=422)
-    reads.remember(_ensure_draft(proc), number=reading.value, via="number")
-    return _see_other("card.birth_date", slug=slug)
+        return _render_key_page(proc, NUMBER_FIELD, reading.shown, errors, None, back, status=422)
+    draft_id = _ensure_draft(proc)
+    _remember_number(draft_id, reading.value, via="number")
+    return _start_read(proc, draft_id)
+
+
+def _remember_number(draft_id: str, number: str, **values) -> None:
+    """A number given anew: the dates typed for another number no longer go with it, and PACE may be tried
+    with it (the wrong-key tries already spent on the card still count)."""
+    typed = reads.typed(draft_id, float("inf"))
+    if typed.get("number") != number:
+        reads.forget_typed(draft_id)
+        values.setdefault("access", "auto")
+    reads.remember(draft_id, number=number, **values)
 
 
 @bp.route("/p/<slug>/card/qr", methods=["GET", "POST"])
@@ -316,9 +368,43 @@ def _take_qr(proc, raw: str):
         errors = {"qr": message if text else i18n.t("card_qr_required")}
         return render_template("card/qr.html", proc=proc, errors=errors, shown=""), 422
     # Only what opens the chip is kept; the QR's name and address are not used (the chip's are signed).
-    reads.remember(_ensure_draft(proc), number=found["number"], birth_date=found["birth_date"],
-                   expiry_estimate=found["expiry_date_estimated"], via="qr")
-    return _see_other("card.expiry_date", slug=proc.slug)
+    draft_id = _ensure_draft(proc)
+    _remember_number(draft_id, found["number"], birth_date=found["birth_date"],
+                     expiry_estimate=found["expiry_date_estimated"], via="qr")
+    return _start_read(proc, draft_id)
+
+
+def _start_read(proc, draft_id: str):
+    """Read with what was typed: PACE with the number first; BAC once the dates are there. Where BAC is
+    next and a date is missing, ask it."""
+    from devices.card_reader import CardKey
+    typed = reads.typed(draft_id, _keep_s())
+    if "number" not in typed:
+        return _see_other("card.number", slug=proc.slug)
+    access = typed.get("access", "auto")
+    if access == "bac" and "birth_date" not in typed:
+        return _see_other("card.birth_date", slug=proc.slug)
+    if access == "bac" and not (typed.get("expiry_date") or typed.get("no_expiry")):
+        return _see_other("card.expiry_date", slug=proc.slug)
+    birth = date.fromisoformat(typed["birth_date"]) if typed.get("birth_date") else None
+    expiry = date.fromisoformat(typed["expiry_date"]) if typed.get("expiry_date") else None
+    key = CardKey(typed["number"], birth, expiry, bool(typed.get("no_expiry")))
+    devices = _devices()
+    reader = devices.get("card_reader", "auto")
+    reads.start(ReadJob(draft_id=draft_id, key=key, reader_name=None if reader == "auto" else reader,
+                        csca_dir=devices.get("csca_dir") or None, wait_s=devices["card_wait_seconds"],
+                        via=typed.get("via", "number"), access=access))
+    return _see_other("card.read", slug=proc.slug)
+
+
+@bp.post("/p/<slug>/card/retry")
+def retry(slug):
+    """The same read again (the card was lifted, did not answer, or was not there)."""
+    proc = _card_procedure(slug)
+    draft = current_draft(proc)
+    if draft is None:
+        return _see_other("citizen.overview", slug=slug)
+    return _start_read(proc, draft[0])
 
 
 @bp.route("/p/<slug>/card/birth-date", methods=["GET", "POST"])
@@ -329,12 +415,14 @@ def birth_date(slug):
     if "number" not in typed:
         return _see_other("card.number", slug=slug)
     back = url_for("card.number", slug=slug)
+    note = i18n.t("card_dates_needed")
     if request.method == "GET":
-        return _render_key_page(proc, BIRTH_FIELD, _date_shown(typed.get("birth_date")), {}, (2, 3), back)
+        return _render_key_page(proc, BIRTH_FIELD, _date_shown(typed.get("birth_date")), {}, (2, 3), back,
+                                note=note)
     reading = answers_mod.read_field(BIRTH_FIELD, request.form)
     if reading.error is not None:
         errors = {"birth_date": _error_text(reading.error, BIRTH_FIELD)}
-        return _render_key_page(proc, BIRTH_FIELD, reading.shown, errors, (2, 3), back, status=422)
+        return _render_key_page(proc, BIRTH_FIELD, reading.shown, errors, (2, 3), back, status=422, note=note)
     reads.remember(draft[0], birth_date=reading.value)
     return _see_other("card.expiry_date", slug=slug)
 
@@ -348,27 +436,24 @@ def expiry_date(slug):
         return _see_other("card.number", slug=slug)
     from_qr = typed.get("via") == "qr"
     back = url_for("card.qr", slug=slug) if from_qr else url_for("card.birth_date", slug=slug)
-    note, step = None, ((2, 2) if from_qr else (3, 3))
+    note, step = i18n.t("card_dates_needed"), ((2, 2) if from_qr else (3, 3))
     if from_qr:
-        note = i18n.t("card_qr_taken", number=mask_id(typed["number"]))
+        note = i18n.t("card_qr_taken", number=mask_id(typed["number"])) + " " + note
         if typed.get("expiry_estimate"):
             note += " " + i18n.t("card_expiry_estimated")
     if request.method == "GET":
         shown = _date_shown(typed.get("expiry_date") or typed.get("expiry_estimate"))
         return _render_key_page(proc, EXPIRY_FIELD, shown, {}, step, back, note=note)
+    if request.form.get("no_expiry"):
+        # "Không thời hạn": the card of someone issued it from about 58 on has no expiry date.
+        reads.remember(draft[0], expiry_date=None, no_expiry=True, access="bac")
+        return _start_read(proc, draft[0])
     reading = answers_mod.read_field(EXPIRY_FIELD, request.form)
     if reading.error is not None:
         errors = {"expiry_date": _error_text(reading.error, EXPIRY_FIELD)}
         return _render_key_page(proc, EXPIRY_FIELD, reading.shown, errors, step, back, status=422, note=note)
-
-    from devices.card_reader import CardKey
-    key = CardKey(typed["number"], date.fromisoformat(typed["birth_date"]), date.fromisoformat(reading.value))
-    devices = _devices()
-    reader = devices.get("card_reader", "auto")
-    reads.start(ReadJob(draft_id=draft[0], key=key, reader_name=None if reader == "auto" else reader,
-                        csca_dir=devices.get("csca_dir") or None, wait_s=devices["card_wait_seconds"],
-                        via=typed.get("via", "number")))
-    return _see_other("card.read", slug=slug)
+    reads.remember(draft[0], expiry_date=reading.value, no_expiry=False, access="bac")
+    return _start_read(proc, draft[0])
 
 
 # --- reading, and what was read ------------------------------------------------------------------------
@@ -386,6 +471,18 @@ def _shown_result(proc, job: ReadJob) -> dict:
     return {"name": mask_name(fields.get("full_name")), "id_number": mask_id(fields.get("id_number")),
             "birth_year": birth[:4] if len(birth) >= 4 and birth[:4].isdigit() else "",
             "will_fill": will_fill}
+
+
+def _after_failure(job: ReadJob) -> str:
+    """What a failed read lets the citizen do: "dates" (check the dates typed: BAC refused them), "retry"
+    (the same read again: card lifted, silent, not there), or "staff" (no more tries on this card)."""
+    kind = job.error.get("type", "")
+    if kind in ("TooManyTriesError", "CardBlockedError", "NotAnIdCardError", "CardTamperedError",
+                "NoReaderError", "ReaderServiceError"):
+        return "staff"
+    if kind == "AccessDeniedError":
+        return "dates" if job.error.get("protocol") == "BAC" else "number"
+    return "retry"
 
 
 def _waiting_shown(job: ReadJob) -> str:
@@ -409,8 +506,18 @@ def read(slug):
             response.headers["HX-Redirect"] = url_for("citizen.overview", slug=slug)
             return response
         return _see_other("citizen.overview", slug=slug)
+    if job.state == "needs_dates":
+        # The number alone did not open the chip: ask the dates (BAC), and never try PACE again on it.
+        reads.remember(draft[0], access="bac")
+        target = url_for("card.expiry_date" if "birth_date" in reads.typed(draft[0], _keep_s())
+                         else "card.birth_date", slug=slug)
+        if request.headers.get("HX-Trigger") == "card-read":
+            response = current_app.response_class("", 204)
+            response.headers["HX-Redirect"] = target
+            return response
+        return redirect(target, code=303)
     lang = i18n.current_language()
-    context = {"proc": proc, "job": job, "lang_key": lang}
+    context = {"proc": proc, "job": job, "lang_key": lang, "next_step": _after_failure(job)}
     if job.state == "waiting":
         if request.headers.get("HX-Trigger") == "card-read":
             if request.args.get("shown") == _waiting_shown(job):

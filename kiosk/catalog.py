@@ -28,6 +28,13 @@ PREFILL_SOURCES = (
     "card.issue_date", "card.expiry_date", "card.father_name", "card.mother_name", "card.spouse_name",
     "card.old_id_number",
 )
+# The longest text the card path accepts in each of those (devices.cccd: names 200, other text 500): a
+# field filled from the card must take at least that, or a verified value would be prefilled then refused.
+CARD_TEXT_MAX = {"card.full_name": 200, "card.father_name": 200, "card.mother_name": 200,
+                 "card.spouse_name": 200, "card.nationality": 500, "card.ethnicity": 500, "card.religion": 500,
+                 "card.place_of_origin": 500, "card.residence": 500, "card.identifying_marks": 500}
+# Text fields without a max_length of their own (kiosk.answers applies the same defaults).
+DEFAULT_MAX_LENGTH = {"text": 200, "textarea": 1000, "email": 254}
 
 _TEXT = {
     "type": "object",
@@ -182,6 +189,11 @@ def _check_semantics(data: dict) -> None:
             seen_fields[field["name"]] = field
             if field["type"] == "choice" and "options" not in field:
                 raise CatalogError(f"{fwhere}.options: a choice field needs options")
+            needed = CARD_TEXT_MAX.get(field.get("prefill", ""))
+            limit = field.get("max_length", DEFAULT_MAX_LENGTH.get(field["type"], 200))
+            if needed and field["type"] in ("text", "textarea") and limit < needed:
+                raise CatalogError(f"{fwhere}.max_length: {limit} is shorter than what the card can give "
+                                   f"({field['prefill']}, up to {needed} characters)")
             if "pattern" in field:
                 try:
                     re.compile(field["pattern"])

@@ -59,17 +59,40 @@ def post(client, path, form):
     return client.post(path, data={"csrf_token": token, **form})
 
 
-def give_key(client, number=NUMBER, birth=BIRTH, expiry=EXPIRY, slug=SLUG):
-    """The three key pages, as typed on the number pad; returns the answer to the last one."""
+def give_key(client, number=NUMBER, slug=SLUG):
+    """The number page, as typed on the number pad: the read starts (PACE needs nothing more)."""
     response = post(client, f"/p/{slug}/card", {"card_number": number})
+    assert response.status_code == 303 and response.headers["Location"].endswith("/card/read")
+    return response
+
+
+def give_dates(client, birth=BIRTH, expiry=EXPIRY, slug=SLUG):
+    """The read said the card needs BAC: the birth date and expiry pages (expiry None: "Không thời hạn")."""
+    response = client.get(f"/p/{slug}/card/read")
     assert response.status_code == 303 and response.headers["Location"].endswith("/card/birth-date")
+    page = client.get(f"/p/{slug}/card/birth-date")
+    assert "cần thêm ngày sinh và ngày hết hạn" in page.text and "Bước 2 / 3" in page.text
     response = post(client, f"/p/{slug}/card/birth-date", dict(zip(
         ("birth_date__day", "birth_date__month", "birth_date__year"), birth)))
     assert response.status_code == 303 and response.headers["Location"].endswith("/card/expiry-date")
-    response = post(client, f"/p/{slug}/card/expiry-date", dict(zip(
-        ("expiry_date__day", "expiry_date__month", "expiry_date__year"), expiry)))
+    form = ({"no_expiry": "1"} if expiry is None
+            else dict(zip(("expiry_date__day", "expiry_date__month", "expiry_date__year"), expiry)))
+    response = post(client, f"/p/{slug}/card/expiry-date", form)
     assert response.status_code == 303 and response.headers["Location"].endswith("/card/read")
     return response
+
+
+def wait_for_state(client, slug=SLUG, timeout_s=10):
+    """Poll until the read is over or asks for the dates (the poll then gets an HX-Redirect)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = client.get(f"/p/{slug}/card/read", headers=POLL)
+        if response.status_code == 204 and response.headers.get("HX-Redirect"):
+            return response.headers["HX-Redirect"]
+        if response.status_code == 200 and response.headers.get("HX-Retarget"):
+            return response.text
+        time.sleep(0.1)
+    raise AssertionError("the card read did not finish")
 
 
 def wait_for_read(client, slug=SLUG, timeout_s=10):
@@ -145,8 +168,7 @@ def test_whole_application_with_the_card_prefilling_name_and_id(app, client, cat
     assert "Đọc thẻ căn cước để điền sẵn" in overview.text and "Bắt đầu" in overview.text
     number_page = client.get(f"/p/{SLUG}/card")
     assert 'inputmode="numeric"' in number_page.text and "<h1>Số căn cước của bạn</h1>" in number_page.text
-    assert "Bước 1 / 3" in number_page.text
-    give_key(client)
+    give_key(client)  # the number alone: this card opens with PACE, no dates asked
     result = wait_for_read(client)
     assert "<h1>Đã đọc thẻ căn cước</h1>" in result
     assert 'data-card-verified="yes"' in result and "Thông tin đã được xác thực" in result
@@ -182,17 +204,17 @@ def test_whole_application_with_the_card_prefilling_name_and_id(app, client, cat
     assert reads._keys == {} and reads._jobs == {}
 
 
-def test_card_data_is_only_in_the_sealed_draft_and_the_key_only_in_the_running_job(app, client, card):
+def test_card_data_is_only_in_the_sealed_draft_and_the_key_only_in_memory_during_the_card_step(app, client,
+                                                                                                card):
     give_key(client)
     with client.session_transaction() as session:
         draft_id = session["draft"]["id"]
-    assert draft_id not in reads._keys  # the key moved into the job when the read started
     wait_for_read(client)
     job = reads._jobs[draft_id]
-    assert job.key is None  # gone once the read ended
+    assert job.key is None  # the job's copy is gone once the read ended
     page = client.get(f"/p/{SLUG}/card/read")
     client.post(f"/p/{SLUG}/card/use", data={"csrf_token": csrf_token(page.text)})
-    assert job.fields == {} and draft_id not in reads._jobs
+    assert job.fields == {} and draft_id not in reads._jobs and draft_id not in reads._keys
     [(sealed,)] = rows(app, "SELECT answers_sealed FROM drafts")
     assert "Nguyễn".encode() not in sealed and NUMBER.encode() not in sealed
     # "Finish" wipes the draft; a key being typed for it goes too.
@@ -206,14 +228,81 @@ def test_card_data_is_only_in_the_sealed_draft_and_the_key_only_in_the_running_j
 
 # --- what goes wrong -----------------------------------------------------------------------------------
 
-def test_wrong_key_says_so_clearly_and_trying_again_works(client, card):
-    give_key(client, number="001090012346")
+def test_wrong_dates_on_a_bac_card_say_so_and_correcting_them_works(client, insert_card, test_pki):
+    from devices.card_profile import build_profile
+    sim = insert_card(build_profile(pki=test_pki, pace_parameter_id=None))  # no PACE: the dates are needed
+    give_key(client)
+    assert wait_for_state(client).endswith("/card/birth-date")
+    give_dates(client, birth=("18", "5", "1990"))
     failed = wait_for_read(client)
     assert "<h1>Chưa đọc được thẻ</h1>" in failed and 'data-card-error="AccessDeniedError"' in failed
     assert "không khớp với thẻ" in failed and "Traceback" not in failed
-    assert f'href="/p/{SLUG}/card"' in failed and "Thử lại" in failed
-    give_key(client)
+    assert f'href="/p/{SLUG}/card/birth-date"' in failed and "Kiểm tra lại các số" in failed
+    response = post(client, f"/p/{SLUG}/card/birth-date", dict(zip(
+        ("birth_date__day", "birth_date__month", "birth_date__year"), BIRTH)))
+    response = post(client, f"/p/{SLUG}/card/expiry-date", dict(zip(
+        ("expiry_date__day", "expiry_date__month", "expiry_date__year"), EXPIRY)))
+    assert response.headers["Location"].endswith("/card/read")
     assert "Dùng thông tin này" in wait_for_read(client)
+    assert sim.wrong_keys == 1
+
+
+def test_two_wrong_tries_and_the_citizen_is_sent_to_staff_not_to_a_third(client, card):
+    give_key(client, number="001090012346")  # PACE refuses it: one wrong try
+    assert wait_for_state(client).endswith("/card/birth-date")
+    give_dates(client)  # BAC with the wrong number: the second
+    failed = wait_for_read(client)
+    assert 'data-card-error="TooManyTriesError"' in failed and "nhờ nhân viên" in failed
+    assert "Thử lại" not in failed and "Kiểm tra lại các số" not in failed
+    assert "Tiếp tục mà không dùng thẻ" in failed
+    assert card.wrong_keys == 2
+    # Asking again on this card tries nothing on the chip.
+    apdus = card.apdu_count
+    post(client, f"/p/{SLUG}/card/retry", {})
+    assert 'data-card-error="TooManyTriesError"' in wait_for_read(client) and card.apdu_count == apdus
+
+
+def test_a_chip_that_has_blocked_reading_says_so(client, insert_card, test_pki):
+    from devices.card_profile import build_profile
+    insert_card(build_profile(pki=test_pki, auth_tries=0))
+    give_key(client)
+    failed = wait_for_read(client)
+    assert 'data-card-error="CardBlockedError"' in failed and "tạm khóa" in failed and "Thử lại" not in failed
+
+
+def test_a_card_with_no_expiry_is_read_with_the_no_expiry_choice(client, insert_card, test_pki):
+    from devices.card_profile import SYNTHETIC_PERSON, build_profile
+    person = {**SYNTHETIC_PERSON, "no_expiry": True}
+    insert_card(build_profile(person, pki=test_pki, pace_parameter_id=None))
+    give_key(client)
+    assert wait_for_state(client).endswith("/card/birth-date")
+    page = client.get(f"/p/{SLUG}/card/expiry-date")
+    assert page.status_code == 303  # no birth date yet: back to the start of the key
+    give_dates(client, expiry=None)  # the "Không thời hạn" button, no date
+    assert "Dùng thông tin này" in wait_for_read(client)
+    page = client.get(f"/p/{SLUG}/card/expiry-date")
+    assert "Thẻ của tôi ghi “Không thời hạn”" in page.text and "data-no-expiry" in page.text
+
+
+def test_a_card_that_stops_answering_frees_the_kiosk_for_the_next_citizen(tmp_path, csca_dir, insert_card,
+                                                                        profile):
+    app = make_app(tmp_path, csca_dir=str(csca_dir))
+    first, second = app.test_client(), app.test_client()
+    stuck = insert_card(profile)
+    stuck.inject("silent", after=8)
+    started = time.monotonic()
+    give_key(first)
+    failed = wait_for_read(first)
+    assert time.monotonic() - started < 6  # the APDU deadline (3 s), not the card's whim
+    assert 'data-card-error="CardNotAnsweringError"' in failed and "Thẻ không trả lời" in failed
+    assert "Thử lại" in failed
+    stuck.pull_out()
+    card_state(False)
+    insert_card(profile)  # the next citizen's card
+    started = time.monotonic()
+    give_key(second)
+    assert "Dùng thông tin này" in wait_for_read(second)
+    assert time.monotonic() - started < 5
 
 
 def wait_for_notice(client, slug=SLUG, timeout_s=5):
@@ -304,7 +393,9 @@ def test_without_csca_the_data_is_offered_as_not_verified(tmp_path, card):
     assert "Dùng thông tin này" in result
 
 
-def test_key_pages_check_what_is_typed(client):
+def test_key_pages_check_what_is_typed(tmp_path, pcscd):
+    card_state(False)
+    client = make_app(tmp_path, card_wait_seconds=1).test_client()
     response = post(client, f"/p/{SLUG}/card", {"card_number": "12345"})
     assert response.status_code == 422 and "<title>Lỗi:" in response.text and "12 chữ số" in response.text
     post(client, f"/p/{SLUG}/card", {"card_number": "0010 9001 2345"})
@@ -322,7 +413,17 @@ def test_qr_from_the_scanner_fills_number_and_birth_date(client, card):
     bad = client.post(f"/p/{SLUG}/card/qr", data={"csrf_token": csrf_token(page.text), "qr": "hello|world"})
     assert bad.status_code == 422 and "<title>Lỗi:" in bad.text and "không phải mã QR của thẻ căn cước" in bad.text
     response = client.post(f"/p/{SLUG}/card/qr", data={"csrf_token": csrf_token(page.text), "qr": QR})
-    assert response.status_code == 303 and response.headers["Location"].endswith("/card/expiry-date")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/card/read")
+    assert "Dùng thông tin này" in wait_for_read(client)  # PACE: the QR's number is enough
+
+
+def test_qr_on_a_card_that_needs_the_dates_asks_only_the_expiry(client, insert_card, test_pki):
+    from devices.card_profile import build_profile
+    insert_card(build_profile(pki=test_pki, pace_parameter_id=None))
+    page = client.get(f"/p/{SLUG}/card/qr")
+    response = client.post(f"/p/{SLUG}/card/qr", data={"csrf_token": csrf_token(page.text), "qr": QR})
+    assert response.status_code == 303
+    assert wait_for_state(client).endswith("/card/expiry-date")
     expiry = client.get(f"/p/{SLUG}/card/expiry-date")
     # The number and birth date came from the QR; the expiry is the estimate, for the citizen to confirm.
     assert "********2345" in expiry.text and "ước tính" in expiry.text and "Bước 2 / 2" in expiry.text
@@ -334,9 +435,10 @@ def test_qr_from_the_scanner_fills_number_and_birth_date(client, card):
     assert "Dùng thông tin này" in wait_for_read(client)
 
 
-def test_qr_scanned_into_the_number_field_is_taken_as_the_qr(client):
+def test_qr_scanned_into_the_number_field_is_taken_as_the_qr(client, card):
     response = post(client, f"/p/{SLUG}/card", {"card_number": QR})
-    assert response.status_code == 303 and response.headers["Location"].endswith("/card/expiry-date")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/card/read")
+    assert "Dùng thông tin này" in wait_for_read(client)
 
 
 def test_no_card_step_when_the_station_has_no_reader(tmp_path):
@@ -370,14 +472,6 @@ def test_card_read_in_the_browser_prefills_and_submits(tmp_path, page, catalog, 
         problems = []
         check_accessibility(page, "card number with error", problems)
         page.get_by_label("Số căn cước của bạn").fill(NUMBER)
-        page.get_by_role("button", name="Tiếp tục").click()
-        page.wait_for_url(re.compile(r"/card/birth-date$"))
-        for part, value in zip(("Ngày", "Tháng", "Năm"), BIRTH):
-            page.get_by_label(part, exact=True).fill(value)
-        page.get_by_role("button", name="Tiếp tục").click()
-        page.wait_for_url(re.compile(r"/card/expiry-date$"))
-        for part, value in zip(("Ngày", "Tháng", "Năm"), EXPIRY):
-            page.get_by_label(part, exact=True).fill(value)
         page.get_by_role("button", name="Tiếp tục").click()
         page.locator("#card-read").wait_for()
         assert page.locator("h1").inner_text() == "Đặt thẻ lên đầu đọc…"
@@ -434,9 +528,7 @@ def test_qr_scanner_keystrokes_in_the_browser_then_not_using_the_card(tmp_path, 
         # A keyboard-wedge scanner types into whatever has the focus, then presses Enter: no touch first.
         page.keyboard.type(QR)
         page.keyboard.press("Enter")
-        page.wait_for_url(re.compile(r"/card/expiry-date$"))
-        assert page.locator("input[name=expiry_date__year]").input_value() == "2030"
-        page.get_by_role("button", name="Tiếp tục").click()
+        page.wait_for_url(re.compile(r"/card/read$"))
         page.get_by_role("button", name="Không dùng, tự nhập").click()
         page.wait_for_url(re.compile(r"/q/ho-ten$"))
         assert page.locator("input[name=applicant_name]").input_value() == ""
@@ -454,3 +546,19 @@ def test_card_settings_are_checked_at_start(tmp_path, devices, message):
     from kiosk.config import ConfigError
     with pytest.raises(ConfigError, match=message):
         create_app({"paths": {"data": str(tmp_path / "var")}, "devices": devices})
+
+
+def test_a_long_verified_name_is_prefilled_and_accepted(app, client, catalog, insert_card, test_pki):
+    from devices.card_profile import SYNTHETIC_PERSON, build_profile
+    long_name = "Nguyễn " + " ".join(["Hoàng Thị Phương Thảo"] * 8)  # 175 characters, as some names run
+    assert 150 < len(long_name) <= 200
+    insert_card(build_profile({**SYNTHETIC_PERSON, "full_name": long_name}, pki=test_pki))
+    give_key(client)
+    assert "Dùng thông tin này" in wait_for_read(client)
+    page = client.get(f"/p/{SLUG}/card/read")
+    response = client.post(f"/p/{SLUG}/card/use", data={"csrf_token": csrf_token(page.text)})
+    first = urlsplit(response.headers["Location"]).path
+    walk_questions(client, catalog[SLUG], first)
+    assert submit(client, catalog[SLUG]).status_code == 303
+    [(submission_id,)] = rows(app, "SELECT submission_id FROM dossiers")
+    assert sealed_answers(app, submission_id)["applicant_name"] == long_name

@@ -36,6 +36,8 @@ def _broken(tmp_path, transform) -> Path:
     (lambda s: s.replace("[[pages]]", "[[pages]]\nwhen = { field = \"nope\", equals = \"x\" }", 1), r"dang-ky-khai-tu\.toml: pages\[0\]\.when\.field: no earlier field is named 'nope'"),
     (lambda s: s + "\n[[pages]]\nid = 'x'\n[[pages.fields]]\nname = 'y'\ntype = 'text'\nlabel = {vi='a', en='b'}\npattern = '('\npattern_message = {vi='a', en='b'}\n", r"pattern: not a valid regular expression"),
     (lambda s: s + "\n[[pages]\n", r"dang-ky-khai-tu\.toml: not valid TOML"),
+    (lambda s: s.replace("max_length = 200\nprefill = \"card.full_name\"", "max_length = 100\nprefill = \"card.full_name\"", 1),
+     r"max_length: 100 is shorter than what the card can give \(card.full_name, up to 200"),
 ])
 def test_malformed_definition_names_file_and_field(tmp_path, transform, message):
     with pytest.raises(CatalogError, match=message):
@@ -79,3 +81,11 @@ def test_every_message_has_both_languages_and_every_used_key_exists():
     assert used - set(i18n.MESSAGES) == set()
     # Status labels are looked up by name on the tracking page.
     assert {f"status_{s}" for s in dossiers.STATUSES} <= set(i18n.MESSAGES)
+
+
+def test_card_limits_of_the_catalog_are_those_of_the_card_path():
+    from devices import cccd
+    from kiosk.catalog import CARD_TEXT_MAX, PREFILL_SOURCES
+    for source, limit in CARD_TEXT_MAX.items():
+        assert source in PREFILL_SOURCES
+        assert limit == (cccd.MAX_NAME if source.removeprefix("card.") in cccd.NAME_FIELDS else cccd.MAX_TEXT)
