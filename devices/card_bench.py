@@ -14,8 +14,8 @@ from devices.vpcd import PcscdProcess, vpcd_reader_listed
 
 
 def bench_card_read(n: int = 10, access: str = "bac", latency_ms: int = 0) -> dict:
-    """Read DG1 + DG13 + EF.SOD (BAC or PACE, and Passive Authentication) n times from a simulated card;
-    starts pcscd for the run when none is up. Returns timings in milliseconds.
+    """Read DG1 + DG13 + EF.SOD (with EF.COM, BAC or PACE, and Passive Authentication) n times from a
+    simulated card; starts pcscd for the run when none is up. Returns timings in milliseconds.
 
     access "auto" is the station's first try: the number alone (PACE with its last 6 digits).
     latency_ms makes the simulated chip take that long for every APDU, as a contactless reader does

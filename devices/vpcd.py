@@ -74,8 +74,10 @@ class VirtualCardLink:
         return self
 
     def _send(self, payload: bytes) -> None:
-        assert self._sock is not None
-        self._sock.sendall(struct.pack(">H", len(payload)) + payload)
+        sock = self._sock
+        if sock is None:  # the card was taken out while it was answering: the answer goes nowhere
+            raise OSError("the card has left the reader")
+        sock.sendall(struct.pack(">H", len(payload)) + payload)
 
     def _serve(self) -> None:
         sock = self._sock

@@ -159,7 +159,8 @@ def run_all(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> int:
     rows = bench_wizard(clients, rounds, think_ms)
     rows += bench_page_load()
     rows += [bench_receipt(n=30, paper_mm=80), bench_receipt(n=30, paper_mm=58)]
-    card_rows = [bench_card_read(n=10, access="bac"), bench_card_read(n=10, access="pace")]
+    card_rows = [bench_card_read(n=10, access="bac"), bench_card_read(n=10, access="pace"),
+                 bench_card_read(n=10, access="auto", latency_ms=80)]
     for row in card_rows:
         row["name"] = f"{row['name']} ({row['apdus']} APDUs)"
     rows += card_rows
@@ -167,7 +168,8 @@ def run_all(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> int:
           f"{think_ms} ms pause before each request; "
           "page load: navigation start to load event in headless Chromium, one browser; "
           "receipt: compose + status + send + status to the fake network printer; "
-          "card: DG1 + DG13 + EF.SOD with Passive Authentication through pcscd from the simulated card")
+          "card: DG1 + DG13 + EF.SOD with Passive Authentication through pcscd from the simulated card, "
+          "the last row with the number alone (PACE) and 80 ms per APDU, as a contactless reader takes")
     print_table(rows)
     print()
     print_sync_table(bench_sync())

@@ -313,6 +313,20 @@ def test_bench_card_read(pcscd):
     assert 0 < stats["p50_ms"] <= stats["p95_ms"] < 2000
 
 
+def test_bench_card_read_at_a_contactless_readers_pace(pcscd):
+    """The bench row of the station's first try (the number alone: PACE) with 80 ms per APDU. Its speed is
+    measured by `kiosk bench`; here only its shape and the APDUs it counts."""
+    card_state(False)
+    stats = bench_card_read(n=2, access="auto", latency_ms=80)
+    assert stats["name"] == "card_read_auto_dg1_dg13_sod_80ms_per_apdu"
+    assert stats["n"] == 2 and stats["latency_ms"] == 80
+    # EF.CardAccess 1, PACE 5 (MSE:Set AT, 4 General Authenticate), SELECT of the application 1; then
+    # EF.COM 3, DG1 3, DG13 5 and EF.SOD 6: SELECT, a 4-byte header, the rest in blocks of 0xDF bytes.
+    assert stats["apdus"] == 24
+    # Every APDU waited its 80 ms: a lower bound that shows the latency was there, not a time limit.
+    assert stats["apdus"] * 80 <= stats["p50_ms"] <= stats["p95_ms"]
+
+
 # --- round 2: reads that never hang, what the chip refuses, cards as issued -----------------------------
 
 def test_a_card_that_stops_answering_fails_in_time_and_the_next_card_reads_at_once(insert_card, profile, key,
