@@ -110,9 +110,20 @@ def export_bundle(conn: sqlite3.Connection, folder: Path, *, station_id: str, st
     return {"path": path, "bundle_id": bundle_id, "dossiers": len(items)}
 
 
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    """A file from a USB stick, refused (BundleError) before reading when it is larger than ``limit``."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BundleError(f"the file is larger than {limit >> 20} MiB: refused whole, nothing imported")
+    return data
+
+
 def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
     """Check and decrypt a bundle at the central: (header, items). Refuses unknown or revoked stations,
     a bad signature, a ciphertext that does not open, and items claiming another station."""
+    if len(data) > protocol.MAX_BUNDLE_BYTES:
+        raise BundleError(f"the bundle is larger than {protocol.MAX_BUNDLE_BYTES >> 20} MiB: refused whole")
     try:
         bundle = json.loads(data)
         header, ciphertext = bundle["header"], _unb64(bundle["ciphertext"])
@@ -137,8 +148,11 @@ def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
         shared = central.bundle_key.exchange(x25519_public(header["ephemeral_key"]))
         plaintext = AESGCM(_aead_key(shared, header)).decrypt(_unb64(header["nonce"]), ciphertext,
                                                               protocol.canonical_json(header))
-        items = json.loads(zlib.decompress(plaintext))["items"]
-    except (InvalidTag, ValueError, KeyError, zlib.error):
+        items = json.loads(protocol.inflate(plaintext, protocol.MAX_BUNDLE_INFLATED_BYTES, wbits=15))["items"]
+    except protocol.TooLarge:
+        raise BundleError(f"the bundle's dossiers inflate past {protocol.MAX_BUNDLE_INFLATED_BYTES >> 20} MiB: "
+                          "refused whole, nothing imported") from None
+    except (InvalidTag, ValueError, KeyError, TypeError, zlib.error):
         raise BundleError("the bundle does not open with this central's key") from None
     return header, items
 

@@ -159,7 +159,7 @@ def put_submission(submission_id):
 
 
 MAX_BATCH_ITEMS = 200
-MAX_BATCH_BYTES = 32 << 20
+MAX_BATCH_BYTES = protocol.MAX_INFLATED_BYTES
 
 
 @api.post("/submissions/batch")
@@ -170,10 +170,9 @@ def post_batch():
     body = request.get_data()
     if request.headers.get("Content-Encoding", "").lower() == "gzip":
         try:
-            inflater = zlib.decompressobj(wbits=31)
-            body = inflater.decompress(body, MAX_BATCH_BYTES)
-            if inflater.unconsumed_tail:
-                return _error(413, "too_large", "the batch inflates past 32 MiB")
+            body = protocol.inflate(body, MAX_BATCH_BYTES)
+        except protocol.TooLarge:
+            return _error(413, "too_large", "the batch inflates past 32 MiB")
         except zlib.error:
             return _error(400, "bad_gzip", "the body is not gzip")
     try:

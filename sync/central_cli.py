@@ -97,10 +97,12 @@ def keys_command(data_dir, database):
               help="Where to write the ack file for the station (default: beside the bundle, .acks.json).")
 def import_command(data_dir, database, agency_code, bundle_file, acks_out):
     """Import a station's USB bundle; importing it again changes nothing and writes the same acks."""
-    from .bundle import BundleError, import_bundle, write_ack_file
+    from . import protocol
+    from .bundle import BundleError, import_bundle, read_bounded, write_ack_file
 
     try:
-        ack_file, counts = import_bundle(_central(data_dir, database, agency_code), Path(bundle_file).read_bytes())
+        data = read_bounded(bundle_file, protocol.MAX_BUNDLE_BYTES)
+        ack_file, counts = import_bundle(_central(data_dir, database, agency_code), data)
     except BundleError as exc:
         raise click.ClickException(f"{bundle_file}: {exc}") from None
     out = Path(acks_out) if acks_out else Path(bundle_file).with_suffix(".acks.json")

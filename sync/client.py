@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -68,6 +69,24 @@ class CentralClient:
         self._conn: http.client.HTTPConnection | None = None
         self.bytes_sent = self.bytes_received = 0
         self.clock_offset = 0.0  # seconds to add to our clock, learnt from the central when we were off
+        self._central_told: tuple[float, float] | None = None  # (the central's Date, time.monotonic() then)
+
+    def central_time(self) -> float | None:
+        """The central's clock now (epoch seconds), from its last answer's Date and monotonic time since."""
+        if self._central_told is None:
+            return None
+        told, at = self._central_told
+        return told + (time.monotonic() - at)
+
+    def abort(self) -> None:
+        """From a signal handler: cut the exchange under way (its request is idempotent and is sent again
+        later), so a stop does not wait for a slow link."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            try:
+                conn.sock.shutdown(2)  # socket.SHUT_RDWR: the blocked read returns at once
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._conn is not None:
@@ -99,6 +118,9 @@ class CentralClient:
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 raise LinkError(f"{type(exc).__name__}: {exc}"[:200]) from None
+            except LinkError:
+                self.close()  # an answer given up on half-read: the connection cannot be reused
+                raise
             if result.status == 401 and _error_code(result.body) == "stale_timestamp" and attempt < 2:
                 central_now = _http_date(result.headers.get("date"))
                 if central_now is not None:
@@ -117,8 +139,11 @@ class CentralClient:
         conn.request(method, full_path, body=body if body or method in ("PUT", "POST") else None,
                      headers=all_headers)
         resp = conn.getresponse()
-        data = resp.read()  # raises IncompleteRead when the body is cut short
+        data = _read_bounded(resp, protocol.MAX_ANSWER_BYTES, time.monotonic() + self.timeout)
         result = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        told = _http_date(result.headers.get("date"))
+        if told is not None:
+            self._central_told = (told, time.monotonic())
         if resp.will_close:
             self.close()
         self.bytes_sent += (len(method) + len(full_path) + 12 + len(body)
@@ -186,9 +211,11 @@ class CentralClient:
         try:
             data = resp.body
             if resp.headers.get("content-encoding", "").lower() == "gzip":
-                data = gzip.decompress(data)
+                data = protocol.inflate(data, protocol.MAX_INFLATED_BYTES)
             results = {r["submission_id"]: r for r in json.loads(data)["results"]}
-        except (ValueError, KeyError, TypeError, OSError, EOFError):
+        except protocol.TooLarge:
+            return Outcome("transient", f"the answer inflates past {protocol.MAX_INFLATED_BYTES >> 20} MiB")
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zlib.error):
             return Outcome("transient", "HTTP 200 that is not the central's batch answer")
         outcomes = []
         for sid, _body, sha in items:
@@ -241,6 +268,27 @@ class CentralClient:
             else:
                 raise LinkError(f"blob PUT: HTTP {resp.status} {_error_code(resp.body)}")
         raise LinkError("blob upload did not finish")
+
+
+def _read_bounded(resp, limit: int, deadline: float) -> bytes:
+    """The body, read in pieces: LinkError past ``limit`` bytes (a portal or a stranger at the central's
+    address, not the central) or past ``deadline`` (a link that trickles: one exchange is bounded as a
+    whole, not only each socket read). Raises IncompleteRead when the body is cut short."""
+    length = resp.getheader("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise LinkError(f"an answer of {length} bytes, more than the {limit >> 20} MiB an answer may be")
+    parts, size = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise LinkError("the answer took longer than the exchange timeout")
+        part = resp.read(64 * 1024)
+        if not part:
+            break
+        size += len(part)
+        if size > limit:
+            raise LinkError(f"an answer of more than {limit >> 20} MiB")
+        parts.append(part)
+    return b"".join(parts)
 
 
 def _http_date(value: str | None) -> float | None:

@@ -14,12 +14,35 @@ import base64
 import hashlib
 import json
 import time
+import zlib
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 PROTOCOL = "DVC-SYNC-1"
 MAX_CLOCK_SKEW_S = 300
+
+# Every body read from the network or a bundle is bounded, on the wire and once inflated (docs/sync.md):
+MAX_ANSWER_BYTES = 4 << 20      # an answer from the central, as received (a batch answer is ~1 KB per item)
+MAX_INFLATED_BYTES = 32 << 20   # any gzip/zlib body once inflated (a batch of 200 dossiers or its answer)
+MAX_BUNDLE_BYTES = 64 << 20     # a USB bundle file
+MAX_BUNDLE_INFLATED_BYTES = 256 << 20  # the dossiers inside one bundle, inflated
+
+
+class TooLarge(ValueError):
+    """A body past its limit: refused whole, nothing of it used."""
+
+
+def inflate(data: bytes, limit: int, wbits: int = 31) -> bytes:
+    """gzip (wbits 31) or zlib (15) data inflated to at most ``limit`` bytes; TooLarge past it, so a small
+    bomb never grows into memory. Raises zlib.error on data that is not compressed that way."""
+    inflater = zlib.decompressobj(wbits=wbits)
+    out = inflater.decompress(data, limit)
+    if inflater.unconsumed_tail or (not inflater.eof and inflater.decompress(b"", 1)):
+        raise TooLarge(f"inflates past {limit} bytes")
+    if not inflater.eof:
+        raise zlib.error("truncated compressed data")
+    return out
 
 H_STATION = "X-DVC-Station"
 H_TIMESTAMP = "X-DVC-Timestamp"

@@ -68,21 +68,31 @@ def sync(ctx, station_file):
 @click.option("-v", "--verbose", is_flag=True)
 def run_command(once, until_empty, max_seconds, verbose):
     """Run the sync worker (its own process; the web app never waits on the network)."""
-    from .worker import worker_from_config
+    from kiosk.config import data_dir
+
+    from .worker import WorkerRunning, hold_worker_lock, worker_from_config
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     config = _config()
     _central_keys(config)
+    try:
+        lock = hold_worker_lock(data_dir(config))
+    except WorkerRunning as exc:
+        raise click.ClickException(
+            f"Một tiến trình đồng bộ khác đang chạy cho trạm này (pid {exc}); không chạy thêm. / "
+            f"Another sync worker already runs for this station (pid {exc}); not starting a second.") from None
     worker = worker_from_config(config)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        # Within one exchange: the one under way is cut, its dossiers stay pending (idempotent resend).
+        signal.signal(sig, lambda *_: worker.stop_now(stop))
     try:
         totals = worker.cycle() if once else worker.run(stop, until_empty=until_empty, max_seconds=max_seconds)
         click.echo(json.dumps({**totals, "pending": worker.pending()}))
     finally:
         worker.close()
+        lock.close()
 
 
 def status_report(conn) -> dict:
@@ -103,7 +113,22 @@ def status_report(conn) -> dict:
             "purged": conn.execute("SELECT COUNT(*) FROM dossiers WHERE payload_sealed IS NULL").fetchone()[0],
             "changes_cursor": int(state.get("changes_cursor", 0)),
             "last_cycle": json.loads(state["last_cycle"]) if "last_cycle" in state else None,
-            "quarantined": rejected}
+            "quarantined": rejected, **clock_report(state)}
+
+
+CLOCK_WARNING_S = 600  # past this, staff are told the station's clock is off
+
+
+def clock_report(state: dict) -> dict:
+    """How far this station's clock was from the central's at the last exchange, and a warning when far."""
+    skew = int(state["clock_skew_seconds"]) if state.get("clock_skew_seconds", "").lstrip("-").isdigit() else None
+    warning = None
+    if skew is not None and abs(skew) > CLOCK_WARNING_S:
+        minutes = round(abs(skew) / 60)
+        way_vi, way_en = ("nhanh", "ahead") if skew > 0 else ("chậm", "behind")
+        warning = (f"Đồng hồ của trạm {way_vi} {minutes} phút so với hệ thống trung tâm: hãy chỉnh lại giờ. / "
+                   f"The station's clock is {minutes} min {way_en} of the central's: set it right.")
+    return {"clock_skew_seconds": skew, "clock_warning": warning}
 
 
 @sync.command("status")
@@ -124,6 +149,8 @@ def status_command(as_json):
                f"purged: {report['purged']}")
     if report["last_error"]:
         click.echo(f"Last error: {report['last_error']}")
+    if report["clock_warning"]:
+        click.echo(report["clock_warning"])
     for item in report["quarantined"]:
         click.echo(f"  {item['tracking_code']}: {item['reason']}")
 
@@ -151,13 +178,14 @@ def export_command(folder):
 @click.argument("ack_file", type=click.Path(exists=True, dir_okay=False))
 def import_acks_command(ack_file):
     """Apply the central's ack file brought back from a bundle import."""
-    from .bundle import BundleError, apply_ack_file
+    from . import protocol
+    from .bundle import BundleError, apply_ack_file, read_bounded
 
     config = _config()
     signing, _bundle = _central_keys(config)
     conn = _open_db(config)
     try:
-        counts = apply_ack_file(conn, Path(ack_file).read_bytes(), station_id=config["station"]["id"],
+        counts = apply_ack_file(conn, read_bounded(ack_file, protocol.MAX_BUNDLE_BYTES), station_id=config["station"]["id"],
                                 central_signing_key=signing)
     except BundleError as exc:
         raise click.ClickException(f"{ack_file}: {exc}") from None

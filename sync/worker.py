@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
@@ -33,7 +34,7 @@ from kiosk.dossiers import STATUSES
 from kiosk.sealing import open_sealed
 
 from . import protocol
-from .client import CentralClient, LinkError, Outcome
+from .client import MAX_RETRY_AFTER_S, CentralClient, LinkError, Outcome
 
 log = logging.getLogger("dvc.sync")
 
@@ -118,11 +119,22 @@ class SyncWorker:
 
     # -- push ------------------------------------------------------------------------------------------
     def due(self, limit: int) -> list[sqlite3.Row]:
+        """Pending rows whose retry time has come. A retry time further ahead than any backoff can put it
+        (max_delay) was set by a clock that has since been corrected backwards: it is due now, not in
+        however many days the clock was off."""
+        now = utcnow()
         return self.conn.execute(
             "SELECT o.submission_id, o.attempts, d.payload_sha256, d.payload_sealed FROM outbox o "
             "JOIN dossiers d USING (submission_id) WHERE o.state = 'pending' "
-            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) "
-            "ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?", (iso(utcnow()), limit)).fetchall()
+            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ? OR o.next_attempt_at > ?) "
+            "ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?",
+            (iso(now), iso(now + timedelta(seconds=self._longest_wait())), limit)).fetchall()
+
+    def _longest_wait(self) -> float:
+        return max(self.settings.max_delay, MAX_RETRY_AFTER_S) + 60
+
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     def _defer(self, rows, reason: str, retry_after: float | None) -> None:
         """Put rows back with one full-jitter delay (at least Retry-After), so a batch stays together."""
@@ -165,7 +177,7 @@ class SyncWorker:
         """Send what is due, batch by batch, until nothing is due or the link fails."""
         counts = {"acked": 0, "duplicate": 0, "rejected": 0, "transient": 0, "refused": 0}
         for _ in range(100_000):  # bounded; every pass settles or defers each row it read
-            if self._stop is not None and self._stop.is_set():
+            if self.stopping():
                 return counts
             rows = self.due(self.settings.batch_size)
             if not rows:
@@ -191,6 +203,8 @@ class SyncWorker:
                 result = self.client.post_batch([(r["submission_id"], b, r["payload_sha256"]) for r, b in items])
                 if isinstance(result, Outcome) and result.kind == "unsupported":
                     self.use_batch = False  # a central with only PUT /submissions/{id}
+                elif isinstance(result, Outcome) and self.stopping():
+                    return counts  # cut short by a stop: not the link's fault, no backoff
                 elif isinstance(result, Outcome):
                     self._wait([r for r, _ in items], result, counts)
                     return counts
@@ -202,7 +216,11 @@ class SyncWorker:
                         return counts
                     continue
             for row, body in items:
+                if self.stopping():  # honoured between two exchanges, not after the whole batch
+                    return counts
                 outcome = self.client.put_submission(row["submission_id"], body, row["payload_sha256"])
+                if outcome.kind == "transient" and self.stopping():
+                    return counts
                 if not self._apply(row, outcome, counts):
                     self._wait([row], outcome, counts)
                     return counts
@@ -217,6 +235,8 @@ class SyncWorker:
         """Apply the central's status changes; returns how many were applied. Raises LinkError/NotGenuine."""
         applied = 0
         for _ in range(1000):  # bounded: 1000 pages of changes per cycle
+            if self.stopping():
+                return applied
             since = self.cursor()
             feed = self.client.changes(since, self.settings.pull_limit)
             with write_transaction(self.conn):
@@ -239,29 +259,55 @@ class SyncWorker:
         return applied
 
     # -- purge -----------------------------------------------------------------------------------------
-    def purge(self, now: datetime | None = None) -> int:
-        """Drop the sealed personal data of dossiers acknowledged more than the retention period ago."""
-        cutoff = iso((now or utcnow()) - timedelta(days=self.settings.retention_days))
+    def purge(self, now: datetime | None = None, central_now: datetime | None = None) -> int:
+        """Drop the sealed personal data of dossiers acknowledged more than the retention period ago, by
+        both clocks: this station's and the central's (its receipt time against the latest time it told
+        us). A station clock days ahead therefore purges nothing early; one behind only purges later."""
+        retention = timedelta(days=self.settings.retention_days)
+        central_now = central_now or self.central_clock()
+        if central_now is None:
+            return 0
+        cutoff, central_cutoff = iso((now or utcnow()) - retention), iso(central_now - retention)
         ids = [r[0] for r in self.conn.execute(
             "SELECT d.submission_id FROM dossiers d JOIN sync_acks a USING (submission_id) "
-            "WHERE d.payload_sealed IS NOT NULL AND a.acknowledged_at <= ? LIMIT 500", (cutoff,))]
+            "WHERE d.payload_sealed IS NOT NULL AND a.acknowledged_at <= ? "
+            "AND coalesce(json_extract(a.ack, '$.document.received_at'), a.acknowledged_at) <= ? LIMIT 500",
+            (cutoff, central_cutoff))]
         for sid in ids:
             with write_transaction(self.conn):
                 self.conn.execute("UPDATE dossiers SET payload_sealed = NULL WHERE submission_id = ?", (sid,))
                 audit.append(self.conn, "sync", "dossier.purged", sid, {})
         return len(ids)
 
+    def central_clock(self) -> datetime | None:
+        """The central's time now, from the last time it told us (its Date header) and the monotonic
+        time since; None when it never has."""
+        told = self.client.central_time()
+        if told is not None:
+            return datetime.fromtimestamp(told, timezone.utc)
+        row = self.conn.execute("SELECT value FROM sync_state WHERE name = 'central_clock'").fetchone()
+        return datetime.fromisoformat(row[0]) if row else None
+
+    def _note_clocks(self) -> None:
+        """Keep the central's time and how far this station's clock is from it, for purge and for staff."""
+        told = self.client.central_time()
+        if told is None:
+            return
+        self._set_state("central_clock", iso(datetime.fromtimestamp(told, timezone.utc)))
+        self._set_state("clock_skew_seconds", str(round(time.time() - told)))
+
     # -- the loop --------------------------------------------------------------------------------------
     def cycle(self) -> dict:
         self.retry_after = 0.0
         report = self.push()
         report["pulled"] = 0
-        if not (report["transient"] or report["refused"]):
+        if not (report["transient"] or report["refused"] or self.stopping()):
             try:
                 report["pulled"] = self.pull()
             except (LinkError, protocol.NotGenuine) as exc:
                 report["transient"] += 1
                 log.info("sync: status pull failed (%s)", exc)
+        self._note_clocks()
         report["purged"] = self.purge()
         self.link_failures = self.link_failures + 1 if (report["transient"] or report["refused"]) else 0
         self._set_state("last_cycle", json.dumps({"at": iso(utcnow()), **report}))
@@ -284,14 +330,38 @@ class SyncWorker:
         if row[0] is None:
             return self.settings.idle_interval
         due_in = (datetime.fromisoformat(row[0]) - utcnow()).total_seconds()
+        if due_in > self._longest_wait():  # set by a clock since corrected backwards: due now
+            return 0.0
         return max(0.0, min(due_in, self.settings.idle_interval))
 
     def run(self, stop=None, until_empty: bool = False, max_seconds: float | None = None) -> dict:
         """Cycle until ``stop`` is set, or (until_empty) no dossier is pending, or max_seconds pass."""
         totals: dict = {}
+        stop = stop if stop is not None else threading.Event()
         self._stop = stop
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        timer = None
+        if max_seconds is not None:
+            # At the deadline, cut the exchange under way too: --max-seconds holds on a slow link.
+            timer = threading.Timer(max_seconds, self.stop_now, args=(stop,))
+            timer.daemon = True
+            timer.start()
+        try:
+            return self._loop(stop, until_empty, deadline, totals)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def stop_now(self, stop) -> None:
+        """Stop at once (SIGTERM, the --max-seconds deadline): the exchange under way is cut, its dossiers
+        stay pending and are sent again (every request is idempotent)."""
+        stop.set()
+        self.client.abort()
+
+    def _loop(self, stop, until_empty: bool, deadline: float | None, totals: dict) -> dict:
         while True:
+            if stop.is_set():
+                return totals
             report = self.cycle()
             for key, value in report.items():
                 totals[key] = totals.get(key, 0) + value
@@ -302,11 +372,35 @@ class SyncWorker:
                 if time.monotonic() >= deadline:
                     return totals
                 wait = min(wait, max(0.0, deadline - time.monotonic()))
-            if stop is not None:
-                if stop.wait(wait):
-                    return totals
-            else:
-                time.sleep(wait)
+            if stop.wait(wait):
+                return totals
+
+
+class WorkerRunning(RuntimeError):
+    """Another sync worker already runs for this station."""
+
+
+def hold_worker_lock(data_folder: Path):
+    """One sync worker per station: an exclusive lock on ``sync-worker.lock`` in the data folder, held
+    as long as the returned file stays open (the OS drops it when the process dies, even by SIGKILL).
+    Raises WorkerRunning, naming the other process, when the lock is taken."""
+    import fcntl
+    import os
+
+    path = Path(data_folder) / "sync-worker.lock"
+    handle = open(path, "a+", encoding="ascii")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        other = handle.read().strip() or "?"
+        handle.close()
+        raise WorkerRunning(other) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def station_paths(config: dict) -> dict:
