@@ -175,6 +175,14 @@ def _within(seconds: float, call, *args):
     return box["value"]
 
 
+def _release_after(hung: dict, connection) -> None:
+    """Release ``connection`` once the call left behind in ``hung`` returns (now, if it already has):
+    releasing it while that call hangs would block in pcscd until the card leaves."""
+    hung["after"] = lambda: _release(connection)
+    if not hung["thread"].is_alive():
+        _release(connection)
+
+
 class PcscTransport:
     """One card connection; ``transmit`` returns response data + status word as bytes, within
     APDU_TIMEOUT_S and before ``deadline`` (a time.monotonic() value, set for the whole read)."""
@@ -188,7 +196,6 @@ class PcscTransport:
         self._hung: dict | None = None  # the call left behind, if one hung
 
     def transmit(self, apdu: bytes) -> bytes:
-        from smartcard.Exceptions import CardConnectionException
         if self._hung is not None:
             raise CardNotAnsweringError("the reader is still busy with an earlier command")
         self.apdu_count += 1
@@ -196,15 +203,13 @@ class PcscTransport:
         if self.deadline is not None:
             timeout = min(timeout, self.deadline - time.monotonic())
             if timeout <= 0:
-                raise CardNotAnsweringError(f"the read took longer than {READ_TIMEOUT_S:.0f} s")
+                raise CardNotAnsweringError("the read ran past its deadline")
         try:
             data, sw1, sw2 = _within(timeout, self.connection.transmit, list(apdu))
         except CardNotAnsweringError as exc:
             self._hung = exc.hung
             raise
-        except CardConnectionException as exc:
-            raise self._broken(type(exc).__name__) from None
-        except Exception as exc:  # any other pyscard failure mid-read
+        except Exception as exc:  # CardConnectionException, or any other pyscard failure mid-read
             raise self._broken(type(exc).__name__) from None
         return bytes(data) + bytes([sw1, sw2])
 
@@ -223,14 +228,10 @@ class PcscTransport:
             time.sleep(0.1)
 
     def close(self) -> None:
-        hung = self._hung
-        if hung is not None:
-            # The hung call still owns the connection: release it when that call returns (pcscd would
-            # block this thread until then).
-            hung["after"] = lambda: _release(self.connection)
-            if hung["thread"].is_alive():
-                return
-        _release(self.connection)
+        if self._hung is not None:
+            _release_after(self._hung, self.connection)
+        else:
+            _release(self.connection)
 
 
 def reader_status(reader_name: str | None = None) -> dict:
@@ -254,16 +255,14 @@ def reader_status(reader_name: str | None = None) -> dict:
             _within(APDU_TIMEOUT_S, connection.connect)
             present = True
         except CardNotAnsweringError as err:
-            err.hung["after"] = lambda c=connection: _release(c)
+            _release_after(err.hung, connection)
             return {"ok": False, "readers": [str(r) for r in readers], "card_present": True,
                     "message_vi": err.message_vi, "message_en": err.message_en}
         except (NoCardException, CardConnectionException):
             pass
         except Exception:
             pass
-        finally:
-            if present or not locals().get("err"):
-                _release(connection)
+        _release(connection)
         if present:
             break
     return {"ok": True, "readers": [str(r) for r in readers], "card_present": present,
@@ -298,9 +297,7 @@ def connect_card(reader_name: str | None = None, timeout_s: float = 10.0,
                 _within(apdu_timeout_s, connection.connect)
             except CardNotAnsweringError as err:
                 # A card that hangs holds the reader: nothing can be read until it is taken off.
-                err.hung["after"] = lambda c=connection: _release(c)
-                if not err.hung["thread"].is_alive():
-                    _release(connection)
+                _release_after(err.hung, connection)
                 raise CardNotAnsweringError("the reader is held by a card that does not answer") from None
             except (NoCardException, CardConnectionException):
                 _release(connection)
@@ -559,7 +556,7 @@ def _fields_from(dg13: cccd.Dg13 | None, mrz: dict) -> dict:
     if mrz.get("optional_data_1", "").isdigit() and len(mrz.get("optional_data_1", "")) >= 12:
         fallbacks["id_number"] = mrz["optional_data_1"][:12]
     for name, value in fallbacks.items():
-        if value and name not in fields and (dg13 is None or name not in unreadable):
+        if value and name not in fields and name not in unreadable:
             fields[name] = value
     return fields
 

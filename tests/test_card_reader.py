@@ -456,3 +456,17 @@ def test_a_dg13_that_does_not_parse_fills_nothing_from_it(insert_card, test_pki,
     assert "full_name" not in result.fields  # never the MRZ's capitals without diacritics
     assert set(result.fields) <= {"birth_date", "expiry_date", "id_number"}  # from the signed MRZ only
     assert "Không đọc được" in result.verification_message_vi
+
+
+def test_the_status_page_says_a_silent_card_holds_the_reader_without_waiting_for_it(insert_card, profile, key):
+    stuck = insert_card(profile)
+    stuck.inject("silent", after=3)
+    with pytest.raises(CardNotAnsweringError):
+        read_cccd(key, timeout_s=5, apdu_timeout_s=1.0)
+    start = time.monotonic()
+    status = reader_status()
+    assert time.monotonic() - start < 5  # the connect deadline (3 s), not until the card is lifted
+    assert not status["ok"] and status["card_present"] and "Thẻ không trả lời" in status["message_vi"]
+    stuck.pull_out()
+    card_state(False)
+    assert reader_status()["card_present"] is False
