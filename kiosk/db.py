@@ -179,6 +179,38 @@ def m003_counter(db: sqlite_utils.Database):
     )
 
 
+@migrations()
+def m004_incarnations(db: sqlite_utils.Database):
+    # Each restore from a backup (and each reinstall found out by the central) starts a new incarnation of
+    # the station; tracking codes carry it, so codes issued after the backup was taken are never issued
+    # again. The first life of a station is incarnation 0 and has no row.
+    db.execute(
+        """
+        CREATE TABLE incarnations (
+            n INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,               -- UTC
+            reason TEXT NOT NULL                    -- restore | tracking_code_taken | ...
+        )
+        """
+    )
+
+
+def incarnation(conn: sqlite3.Connection) -> int:
+    """The station's current incarnation: 0 until its database is first restored or found reused."""
+    return conn.execute("SELECT coalesce(max(n), 0) FROM incarnations").fetchone()[0]
+
+
+def begin_incarnation(conn: sqlite3.Connection, reason: str, at_least: int = 0) -> int:
+    """Start a new incarnation (inside the caller's transaction, if any) and return its number: one more
+    than both the current one and ``at_least`` (what a marker outside the database or the central knows)."""
+    from datetime import datetime, timezone
+
+    n = max(incarnation(conn), at_least) + 1
+    conn.execute("INSERT INTO incarnations (n, started_at, reason) VALUES (?, ?, ?)",
+                 (n, datetime.now(timezone.utc).isoformat(timespec="seconds"), reason))
+    return n
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open the database with the settings every connection needs (they are per connection in SQLite)."""
     conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)

@@ -16,7 +16,7 @@ from sync.protocol import canonical_json  # the content hash is over the bytes s
 from . import audit, sealing, tracking_code
 from .catalog import Procedure
 from .masking import mask_name
-from .db import write_transaction
+from .db import incarnation, write_transaction
 
 # Where a dossier is: queued here, then the central's states as its status feed reports them, or
 # refused (quarantined at the station).
@@ -37,7 +37,7 @@ def next_tracking_code(conn: sqlite3.Connection, station_id: str, local_day: str
         (local_day,),
     )
     (sequence,) = conn.execute("SELECT last FROM daily_sequence WHERE day = ?", (local_day,)).fetchone()
-    return tracking_code.make(station_id, local_day, sequence)
+    return tracking_code.make(station_id, local_day, sequence, incarnation(conn))
 
 
 def applicant_answer(procedure: Procedure, answers: dict, source: str) -> str | None:

@@ -5,6 +5,8 @@ protocol (see docs/sync.md).
     app = create_central_app({"DATA_DIR": "var/central"})        # SQLite in the data folder
     app = create_central_app({"DATA_DIR": "...", "DATABASE": "postgresql://..."})
 """
+import base64
+import binascii
 import gzip
 import hmac
 import json
@@ -18,21 +20,25 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from flask_wtf.csrf import CSRFProtect
 
 from . import protocol
-from .central_store import BlobStore, CentralStore, Conflict, Receipt, open_store
+from .central_store import BlobStore, CentralStore, Conflict, Prior, Receipt, TrackingCodeTaken, now_iso, open_store
 from .keys import central_keys_document, ed25519_public, load_or_create_bundle_key, load_or_create_signing_key
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PROCEDURE_CODE = re.compile(r"^\d\.\d{6}$")
 MAX_CHUNK = 4 << 20
+RESTORE_WINDOW_S = 7 * 86400  # the oldest backup this central's operators may restore (docs/sync.md)
+MAX_HOLDS = 500               # submission ids per holds question
 
 
 class Central:
     """The central's state and its one rule for receiving a submission, shared by HTTP and USB import."""
 
-    def __init__(self, data_dir: Path, store: CentralStore, max_skew: int = protocol.MAX_CLOCK_SKEW_S):
+    def __init__(self, data_dir: Path, store: CentralStore, max_skew: int = protocol.MAX_CLOCK_SKEW_S,
+                 restore_window: int = RESTORE_WINDOW_S):
         self.data_dir = Path(data_dir)
         self.store = store
+        self.restore_window = restore_window
         self.blobs = BlobStore(self.data_dir / "blob-store")
         self.signing_key = load_or_create_signing_key(self.data_dir / "central.ed25519")
         self.bundle_key = load_or_create_bundle_key(self.data_dir / "central.x25519")
@@ -44,19 +50,44 @@ class Central:
     def sign(self, document: dict) -> dict:
         return protocol.sign_document(self.signing_key, document)
 
+    def store_identity(self) -> dict:
+        identity = self.store.identity()
+        return {"store_id": identity["store_id"], "generation": identity["generation"]}
+
     def ack(self, receipt: Receipt) -> dict:
-        # Built only from what is stored, so asking again gives the same bytes (Ed25519 is deterministic).
+        # Built only from what is stored, so asking again gives the same bytes (Ed25519 is deterministic)
+        # as long as the store is not restored; the store's identity tells a station when it was.
         return self.sign({"type": protocol.ACK, "submission_id": receipt.submission_id,
                           "station_id": receipt.station_id, "payload_sha256": receipt.payload_sha256,
-                          "central_code": receipt.central_code, "received_at": receipt.received_at})
+                          "central_code": receipt.central_code, "received_at": receipt.received_at,
+                          "store": self.store_identity()})
+
+    def prior(self, station_id: str, submission_id: str, payload_sha256: str, envelope) -> Prior | None:
+        """The code and time an earlier acknowledgement of ours gave this very submission, or None when the
+        envelope is missing, not ours, or about something else."""
+        if not envelope:
+            return None
+        try:
+            doc = protocol.open_document(self.signing_key.public_key(), envelope, protocol.ACK)
+        except (protocol.NotGenuine, KeyError, ValueError, TypeError):
+            return None
+        if (doc.get("submission_id"), doc.get("station_id"), doc.get("payload_sha256")) != (
+                submission_id, station_id, payload_sha256):
+            return None
+        if not isinstance(doc.get("central_code"), str) or not isinstance(doc.get("received_at"), str):
+            return None
+        return Prior(doc["central_code"], doc["received_at"])
 
     def reject(self, station_id: str, submission_id: str, payload_sha256: str, code: str, reason: str) -> dict:
         return self.sign({"type": protocol.REJECT, "submission_id": submission_id, "station_id": station_id,
                           "payload_sha256": payload_sha256, "code": code, "reason": reason})
 
-    def receive(self, station_id: str, submission_id: str, body: bytes) -> tuple[int, dict]:
+    def receive(self, station_id: str, submission_id: str, body: bytes, prior_ack=None) -> tuple[int, dict]:
         """(HTTP status, signed answer) for one submission body: 201 first receipt, 200 the same again,
-        409 same id with other content, 422 a business rule refused, 428 named blobs not uploaded yet."""
+        409 same id with other content (code ``conflict``) or a tracking code the station already used for
+        another dossier (``tracking_code_taken``), 422 a business rule refused, 428 named blobs not
+        uploaded yet. ``prior_ack`` is the central's own earlier acknowledgement, sent again by a station
+        after a restore: the submission keeps the code and receipt time it had."""
         payload_sha256 = protocol.sha256_hex(body)
 
         def rejected(code, reason, status=422):
@@ -78,9 +109,13 @@ class Central:
             return 428, {"error": "missing_blobs", "missing": missing}
         try:
             receipt = self.store.receive(station_id, submission_id, payload_sha256, body.decode(),
-                                         document["tracking_code"], document["procedure"]["code"])
+                                         document["tracking_code"], document["procedure"]["code"],
+                                         self.prior(station_id, submission_id, payload_sha256, prior_ack))
         except Conflict:
             return rejected("conflict", "this submission id was received with other content", 409)
+        except TrackingCodeTaken:
+            return rejected("tracking_code_taken",
+                            "this station already sent another dossier with this tracking code", 409)
         return (201 if receipt.created else 200), self.ack(receipt)
 
 
@@ -154,8 +189,19 @@ def health():
 
 @api.put("/submissions/<submission_id>")
 def put_submission(submission_id):
-    status, envelope = _central().receive(_station_id(), submission_id, request.get_data())
+    status, envelope = _central().receive(_station_id(), submission_id, request.get_data(), _prior_header())
     return _signed(status, envelope)
+
+
+def _prior_header():
+    """The earlier acknowledgement a station sends again after a restore (base64 JSON), or None."""
+    value = request.headers.get(protocol.H_PRIOR_ACK)
+    if not value or len(value) > 8192:
+        return None
+    try:
+        return json.loads(base64.b64decode(value, validate=True))
+    except (ValueError, binascii.Error):
+        return None
 
 
 MAX_BATCH_ITEMS = 200
@@ -177,14 +223,14 @@ def post_batch():
             return _error(400, "bad_gzip", "the body is not gzip")
     try:
         items = json.loads(body)["items"]
-        pairs = [(str(item["submission_id"]), item["body"].encode()) for item in items]
+        pairs = [(str(item["submission_id"]), item["body"].encode(), item.get("prior_ack")) for item in items]
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         return _error(400, "bad_batch", 'send {"items": [{"submission_id": ..., "body": "<canonical JSON>"}]}')
     if len(pairs) > MAX_BATCH_ITEMS:
         return _error(413, "too_many", f"at most {MAX_BATCH_ITEMS} submissions per batch")
     results = []
-    for submission_id, item_body in pairs:
-        status, answer = _central().receive(_station_id(), submission_id, item_body)
+    for submission_id, item_body, prior_ack in pairs:
+        status, answer = _central().receive(_station_id(), submission_id, item_body, prior_ack)
         results.append({"submission_id": submission_id, "status": status, "answer": answer})
     data = json.dumps({"results": results}, ensure_ascii=False).encode()
     headers = {}
@@ -202,10 +248,35 @@ def changes(station_id):
     if not since.isdigit() or not limit.isdigit():
         return _error(400, "bad_cursor", "since and limit are whole numbers")
     limit_n = max(1, min(int(limit), 1000))
-    rows = _central().store.changes(station_id, int(since), limit_n)
-    cursor = rows[-1]["seq"] if rows else int(since)
-    return _signed(200, _central().sign({"type": protocol.CHANGES, "station_id": station_id, "since": int(since),
-                                         "cursor": cursor, "changes": rows, "more": len(rows) == limit_n}))
+    central = _central()
+    head = central.store.head(station_id)  # read first: changes after it only make the feed say "more"
+    rows = central.store.changes(station_id, int(since), limit_n)
+    cursor = rows[-1]["seq"] if rows else min(int(since), head)
+    return _signed(200, central.sign({"type": protocol.CHANGES, "station_id": station_id, "since": int(since),
+                                      "cursor": cursor, "changes": rows, "more": len(rows) == limit_n,
+                                      "head": max(head, cursor), "store": central.store_identity()}))
+
+
+@api.post("/stations/<station_id>/holds")
+def holds(station_id):
+    """Which of the named submissions the central holds now (and with which content hash), signed with
+    the central's time and restore window: a station drops a payload only once the central confirms it
+    holds it and received it longer ago than any backup it may restore (docs/sync.md)."""
+    if station_id != _station_id():
+        return _error(403, "other_station", "a station asks only about its own submissions")
+    try:
+        ids = json.loads(request.get_data())["submission_ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) and UUID.match(i) for i in ids):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        return _error(400, "bad_holds", 'send {"submission_ids": [uuid, ...]}')
+    if len(ids) > MAX_HOLDS:
+        return _error(413, "too_many", f"at most {MAX_HOLDS} submission ids per question")
+    central = _central()
+    return _signed(200, central.sign({"type": protocol.HOLDS, "station_id": station_id,
+                                      "store": central.store_identity(), "at": now_iso(),
+                                      "restore_window_s": central.restore_window,
+                                      "held": central.store.holds(station_id, ids)}))
 
 
 def _check_sha(sha256: str):
@@ -319,12 +390,13 @@ def set_status(submission_id):
 
 
 def open_central(data_dir, database: str | None = None, agency_code: str = "000.00.00.H00",
-                 max_skew: int = protocol.MAX_CLOCK_SKEW_S) -> Central:
+                 max_skew: int = protocol.MAX_CLOCK_SKEW_S, restore_window: int = RESTORE_WINDOW_S) -> Central:
     """The central without its web app (for enrolment and USB import from the command line)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(database or str(data_dir / "central.sqlite3"), agency_code=agency_code)
-    return Central(data_dir, store, max_skew)
+    store = open_store(database or str(data_dir / "central.sqlite3"), agency_code=agency_code,
+                       watermark=data_dir / "code-watermark.json")
+    return Central(data_dir, store, max_skew, restore_window)
 
 
 def create_central_app(config: dict | None = None) -> Flask:

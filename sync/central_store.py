@@ -5,10 +5,12 @@ in SQL that both SQLite (the default, one file) and PostgreSQL (a province, via 
 only the table definitions and the placeholder style differing. Blobs live in a ``BlobStore`` folder.
 """
 import hashlib
+import json
 import os
 import re
 import sqlite3
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,13 +42,46 @@ class Conflict(Exception):
     """The submission id is known with other content (or from another station)."""
 
 
+class TrackingCodeTaken(Exception):
+    """The station's tracking code already names another of its dossiers (a station restored or reinstalled
+    that issued the code again)."""
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What a station proves it was given for a submission before the central went back in time: the code
+    and receipt time from the central's own signed acknowledgement."""
+    central_code: str
+    received_at: str
+
+
 class CentralStore(Protocol):
     def station(self, station_id: str) -> Station | None: ...
     def enrol(self, station_id: str, public_key: str, name: str = "") -> Station: ...
     def revoke(self, station_id: str) -> bool: ...
     def receive(self, station_id: str, submission_id: str, payload_sha256: str, document_json: str,
-                tracking_code: str, procedure_code: str) -> Receipt: ...
+                tracking_code: str, procedure_code: str, prior: Prior | None = None) -> Receipt: ...
+    def identity(self) -> dict: ...
+    def mark_restored(self) -> dict: ...
+    def head(self, station_id: str) -> int: ...
+    def holds(self, station_id: str, submission_ids: list[str]) -> dict: ...
     def set_status(self, submission_id: str, status: str, actor: str) -> bool: ...
+    def head(self, station_id: str) -> int:
+        """The station's latest change number: a station whose cursor is past it saw a newer store."""
+        with self._tx() as cur:
+            row = cur.one("SELECT last_change FROM stations WHERE station_id = ?", (station_id,))
+        return int(row[0]) if row else 0
+
+    def holds(self, station_id: str, submission_ids: list[str]) -> dict:
+        """{submission_id: payload_sha256} for those of ``submission_ids`` this store holds from the station."""
+        if not submission_ids:
+            return {}
+        marks = ", ".join("?" for _ in submission_ids)
+        with self._tx() as cur:
+            rows = cur.all(f"SELECT submission_id, payload_sha256 FROM submissions WHERE station_id = ? "
+                           f"AND submission_id IN ({marks})", (station_id, *submission_ids))
+        return dict(rows)
+
     def changes(self, station_id: str, since: int, limit: int = 500) -> list[dict]: ...
     def submissions(self, status: str | None = None, limit: int = 200) -> list[dict]: ...
     def submission(self, submission_id: str) -> dict | None: ...
@@ -68,6 +103,10 @@ _SQLITE_DDL = [
         status TEXT NOT NULL, status_at TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS submissions_status ON submissions(status, received_at)",
     "CREATE TABLE IF NOT EXISTS code_sequence (day TEXT PRIMARY KEY, last INTEGER NOT NULL)",
+    # Who this store is: store_id made once, generation raised by every restore (kiosk central restore,
+    # or found out at start from the code watermark). Stations compare both to see it went back in time.
+    "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS submissions_tracking ON submissions(station_id, tracking_code)",
     """CREATE TABLE IF NOT EXISTS changes (
         station_id TEXT NOT NULL, seq INTEGER NOT NULL, submission_id TEXT NOT NULL, status TEXT NOT NULL,
         at TEXT NOT NULL, actor TEXT NOT NULL, PRIMARY KEY (station_id, seq))""",
@@ -78,17 +117,127 @@ _POSTGRES_DDL = [ddl.replace("seq INTEGER", "seq BIGINT").replace("last_change I
                  for ddl in _SQLITE_DDL]
 
 
+CODE_BLOCK = 20  # official codes reserved in the watermark file at a time
+
+
 class SqlCentralStore:
-    """One implementation for SQLite and PostgreSQL. ``agency_code`` starts every official dossier code."""
+    """One implementation for SQLite and PostgreSQL. ``agency_code`` starts every official dossier code.
+
+    ``watermark`` is a small file kept *outside* the database (the central's data folder): before a code
+    is issued, the block of CODE_BLOCK codes it falls in is written there. A database restored from a
+    backup cannot bring it back, so at start every day's sequence is raised past the reserved block and no
+    official code is issued twice (gaps of at most one block per start are the price). A database found
+    behind the watermark (or an older generation) was restored: its generation is raised.
+    """
 
     def __init__(self, connect, dialect: str, agency_code: str = "000.00.00.H00",
-                 timezone_name: str = "Asia/Ho_Chi_Minh"):
+                 timezone_name: str = "Asia/Ho_Chi_Minh", watermark: Path | None = None):
         self._connect, self.dialect = connect, dialect
         self.agency_code, self.zone = agency_code, ZoneInfo(timezone_name)
         self._local = threading.local()
+        self.watermark = Path(watermark) if watermark else None
+        self._reserved: dict[str, int] = {}
+        self._watermark_lock = threading.Lock()
         with self._tx() as cur:
             for ddl in (_SQLITE_DDL if dialect == "sqlite" else _POSTGRES_DDL):
                 cur.execute(ddl)
+            cur.execute("INSERT INTO store_meta (name, value) VALUES ('store_id', ?), ('generation', '1') "
+                        "ON CONFLICT (name) DO NOTHING", (uuid.uuid4().hex,))
+        self._identity = self._read_identity()
+        self.restored_at_start = self._apply_watermark()
+
+    # -- who this store is, and the code watermark ------------------------------------------------------
+    def _read_identity(self) -> dict:
+        with self._tx() as cur:
+            meta = dict(cur.all("SELECT name, value FROM store_meta", ()))
+        return {"store_id": meta["store_id"], "generation": int(meta["generation"]),
+                **({"restored_at": meta["restored_at"]} if "restored_at" in meta else {})}
+
+    def identity(self) -> dict:
+        """{"store_id", "generation"[, "restored_at"]}: read at start, changed only by mark_restored (a
+        restore is done with the central stopped)."""
+        return dict(self._identity)
+
+    def mark_restored(self, at_least: int = 0) -> dict:
+        """Record that this database was restored from a backup: a new generation, which every station
+        sees in its next exchange and answers by resending what the central no longer holds."""
+        with self._tx() as cur:
+            (generation,) = cur.one("SELECT value FROM store_meta WHERE name = 'generation'", ())
+            new = max(int(generation), at_least) + 1
+            cur.execute("UPDATE store_meta SET value = ? WHERE name = 'generation'", (str(new),))
+            cur.execute("INSERT INTO store_meta (name, value) VALUES ('restored_at', ?) ON CONFLICT (name) "
+                        "DO UPDATE SET value = excluded.value", (now_iso(),))
+        self._identity = self._read_identity()
+        self._write_watermark()
+        return self.identity()
+
+    def _read_watermark(self) -> dict:
+        try:
+            data = json.loads(self.watermark.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _write_watermark(self) -> None:
+        """Write the file durably (temporary file, fsync, rename, fsync of the folder)."""
+        if self.watermark is None:
+            return
+        identity = self.identity()
+        today = datetime.now(self.zone).strftime("%y%m%d")
+        # Codes are only ever issued for the day of receipt (or the day a station's proof names, which
+        # raises the sequence in the database itself): the last few days are all that matters.
+        days = {d: n for d, n in self._reserved.items() if d >= _days_before(today, 3)}
+        self._reserved = days
+        data = json.dumps({"store_id": identity["store_id"], "generation": identity["generation"],
+                           "reserved": days}, sort_keys=True)
+        self.watermark.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.watermark.with_suffix(".tmp")
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.watermark)
+        folder = os.open(self.watermark.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def _apply_watermark(self) -> bool:
+        """At start: raise each day's code sequence past the reserved block, and raise the generation
+        when the database is found behind the watermark. True when a restore was found out."""
+        if self.watermark is None:
+            return False
+        mark = self._read_watermark()
+        reserved = {str(d): int(n) for d, n in (mark.get("reserved") or {}).items()}
+        identity = self.identity()
+        restored = False
+        with self._tx() as cur:
+            current = dict(cur.all("SELECT day, last FROM code_sequence", ()))
+            for day, last in reserved.items():
+                if current.get(day, 0) < last - CODE_BLOCK + 1:
+                    restored = True  # the database has not issued codes the watermark saw reserved
+                cur.execute("INSERT INTO code_sequence (day, last) VALUES (?, ?) ON CONFLICT (day) DO UPDATE "
+                            "SET last = CASE WHEN excluded.last > code_sequence.last THEN excluded.last "
+                            "ELSE code_sequence.last END", (day, last))
+        self._reserved = reserved
+        same_store = mark.get("store_id") == identity["store_id"]
+        if same_store and int(mark.get("generation") or 0) > identity["generation"]:
+            restored = True  # the database is an older generation than the one that last ran here
+        if restored and same_store:
+            self.mark_restored(at_least=int(mark.get("generation") or 0))
+        else:
+            self._write_watermark()
+        return restored and same_store
+
+    def _reserve(self, day: str, number: int) -> None:
+        """Before code ``number`` of ``day`` is issued, make sure the watermark covers it."""
+        if self.watermark is None or self._reserved.get(day, 0) >= number:
+            return
+        with self._watermark_lock:
+            if self._reserved.get(day, 0) < number:
+                self._reserved[day] = number + CODE_BLOCK - 1
+                self._write_watermark()
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _conn(self):
@@ -146,7 +295,21 @@ class SqlCentralStore:
         day = received.astimezone(self.zone).strftime("%y%m%d")
         (last,) = cur.one("INSERT INTO code_sequence (day, last) VALUES (?, 1) ON CONFLICT (day) "
                           "DO UPDATE SET last = code_sequence.last + 1 RETURNING last", (day,))
+        self._reserve(day, last)
         return f"{self.agency_code}-{day}-{last:05d}"
+
+    def _keep_code(self, cur, prior: Prior) -> bool:
+        """Give a resent submission back the code it had before a restore, unless another submission
+        holds it now; the day's sequence is raised past it so it is not issued again."""
+        if cur.one("SELECT 1 FROM submissions WHERE central_code = ?", (prior.central_code,)):
+            return False
+        prefix, day, number = (prior.central_code.rsplit("-", 2) + ["", ""])[:3]
+        if prefix == self.agency_code and day.isdigit() and number.isdigit():
+            cur.execute("INSERT INTO code_sequence (day, last) VALUES (?, ?) ON CONFLICT (day) DO UPDATE "
+                        "SET last = CASE WHEN excluded.last > code_sequence.last THEN excluded.last "
+                        "ELSE code_sequence.last END", (day, int(number)))
+            self._reserve(day, int(number))
+        return True
 
     def _record_change(self, cur, station_id: str, submission_id: str, status: str, at: str, actor: str):
         # The per-station sequence is taken under the station row's lock, so changes commit in seq order
@@ -166,16 +329,27 @@ class SqlCentralStore:
         return Receipt(submission_id, row[0], row[1], row[2], row[3], created=False)
 
     def receive(self, station_id, submission_id, payload_sha256, document_json, tracking_code,
-                procedure_code) -> Receipt:
-        """Record a submission once: the first time gets a new official code; the same again gets the same
-        receipt; the same id with other content raises Conflict."""
+                procedure_code, prior: Prior | None = None) -> Receipt:
+        """Record a submission once: the first time gets a new official code (or, resent after a restore
+        with the central's own earlier acknowledgement as proof, the code and time it had then); the same
+        again gets the same receipt; the same id with other content raises Conflict; a tracking code the
+        station already used for another dossier raises TrackingCodeTaken."""
         with self._tx() as cur:
             existing = self._existing(cur, submission_id, station_id, payload_sha256)
             if existing:
                 return existing
-            received = datetime.now(timezone.utc)
-            at = received.isoformat(timespec="milliseconds")
-            code = self._next_code(cur, received)
+            holder = cur.one("SELECT submission_id FROM submissions WHERE station_id = ? AND tracking_code = ?",
+                             (station_id, tracking_code))
+            if holder and holder[0] != submission_id:
+                raise TrackingCodeTaken(tracking_code)
+            if holder:  # this very submission, committed meanwhile by a concurrent first receipt (PostgreSQL)
+                return self._existing(cur, submission_id, station_id, payload_sha256)
+            if prior is not None and self._keep_code(cur, prior):
+                code, at = prior.central_code, prior.received_at
+            else:
+                received = datetime.now(timezone.utc)
+                at = received.isoformat(timespec="milliseconds")
+                code = self._next_code(cur, received)
             inserted = cur.execute(
                 "INSERT INTO submissions (submission_id, station_id, payload_sha256, central_code, tracking_code,"
                 " procedure_code, document, received_at, status, status_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -199,6 +373,22 @@ class SqlCentralStore:
                         (status, at, submission_id))
             self._record_change(cur, row[0], submission_id, status, at, actor)
             return True
+
+    def head(self, station_id: str) -> int:
+        """The station's latest change number: a station whose cursor is past it saw a newer store."""
+        with self._tx() as cur:
+            row = cur.one("SELECT last_change FROM stations WHERE station_id = ?", (station_id,))
+        return int(row[0]) if row else 0
+
+    def holds(self, station_id: str, submission_ids: list[str]) -> dict:
+        """{submission_id: payload_sha256} for those of ``submission_ids`` this store holds from the station."""
+        if not submission_ids:
+            return {}
+        marks = ", ".join("?" for _ in submission_ids)
+        with self._tx() as cur:
+            rows = cur.all(f"SELECT submission_id, payload_sha256 FROM submissions WHERE station_id = ? "
+                           f"AND submission_id IN ({marks})", (station_id, *submission_ids))
+        return dict(rows)
 
     def changes(self, station_id: str, since: int, limit: int = 500) -> list[dict]:
         with self._tx() as cur:
@@ -258,6 +448,12 @@ class _PgCursor:
     def all(self, sql, args):
         self.cur.execute(sql.replace("?", "%s"), args)
         return self.cur.fetchall()
+
+
+def _days_before(yymmdd: str, days: int) -> str:
+    from datetime import timedelta
+
+    return (datetime.strptime(yymmdd, "%y%m%d") - timedelta(days=days)).strftime("%y%m%d")
 
 
 def open_store(database: str, **kwargs) -> SqlCentralStore:

@@ -48,10 +48,12 @@ H_STATION = "X-DVC-Station"
 H_TIMESTAMP = "X-DVC-Timestamp"
 H_CONTENT = "X-DVC-Content-SHA256"
 H_SIGNATURE = "X-DVC-Signature"
+H_PRIOR_ACK = "X-DVC-Prior-Ack"  # base64 of the central's earlier acknowledgement, resent after a restore
 
 ACK = "dvc-central-ack/1"
 REJECT = "dvc-central-reject/1"
 CHANGES = "dvc-central-changes/1"
+HOLDS = "dvc-central-holds/1"
 
 # The states a dossier moves through at the central, with the labels staff and citizens see.
 STATUSES = {

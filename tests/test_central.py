@@ -1,5 +1,6 @@
 """The reference central: enrolment and signed requests, idempotent submissions, the feed, blobs, staff."""
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kiosk import tracking_code
 from sync import protocol
 from sync.central import create_central_app
 from sync.keys import public_b64
@@ -32,8 +34,13 @@ def station_key(central):
     return key
 
 
+_codes = itertools.count(1)
+
+
 def document(submission_id=None, station_id="K01", **changes):
-    doc = {"submission_id": submission_id or str(uuid.uuid4()), "tracking_code": "K01-261128-0001-X",
+    """A dossier document; each has its own tracking code, as a station makes them."""
+    doc = {"submission_id": submission_id or str(uuid.uuid4()),
+           "tracking_code": tracking_code.make(station_id, "261128", next(_codes)),
            "station_id": station_id, "channel": "counter",
            "procedure": {"code": "1.004884", "slug": "trich-luc", "version": "1"},
            "submitted_at": "2026-11-28T03:00:00+00:00", "answers": {"full_name": "Nguyễn Văn A"},
@@ -251,10 +258,11 @@ def _race(store, n_threads=8):
     import threading
 
     sid, results, barrier = str(uuid.uuid4()), [], threading.Barrier(n_threads)
+    code = tracking_code.make("K01", "261128", next(_codes))
 
     def receive():
         barrier.wait(timeout=10)
-        results.append(store.receive("K01", sid, "ab" * 32, "{}", "K01-261128-0001-X", "1.004884"))
+        results.append(store.receive("K01", sid, "ab" * 32, "{}", code, "1.004884"))
 
     threads = [threading.Thread(target=receive) for _ in range(n_threads)]
     for t in threads:
