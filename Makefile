@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 # with, the vpcd virtual reader (a simulated card when no reader is attached), libusb for USB printers,
 # espeak-ng for spoken prompts.
 DEBS_RUN := fonts-dejavu-core pcscd vsmartcard-vpcd libpcsclite-dev swig libusb-1.0-0 espeak-ng
-# ...and what the tests need on top: a browser, and PostgreSQL for the central's storage tests.
-DEBS_TEST := $(DEBS_RUN) chromium postgresql
+# ...and what the tests need on top: a browser, PostgreSQL for the central's storage tests, and libfaketime
+# to move a sync worker's clock in the recovery tests.
+DEBS_TEST := $(DEBS_RUN) chromium postgresql faketime
 
 .PHONY: run test bench debs-run debs-test clean
 

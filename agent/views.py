@@ -19,7 +19,7 @@ from kiosk.citizen import (active_answers, current_draft, first_unanswered, loca
                            procedure_or_404, receipt_of)
 from kiosk.db import get_db, write_transaction
 from kiosk.masking import mask_name
-from sync import outbox
+from sync import notices, outbox
 
 from . import report, staff
 
@@ -42,7 +42,7 @@ def load_staff():
 def staff_context():
     if not getattr(g, "staff", None):
         return {"staff": None}
-    return {"staff": g.staff, "waiting": outbox.waiting(get_db())}
+    return {"staff": g.staff, "waiting": outbox.waiting(get_db()), "notices": notices.notices(get_db())}
 
 
 def login_required(role: str | None = None):

@@ -16,7 +16,7 @@ from sync.protocol import canonical_json  # the content hash is over the bytes s
 from . import audit, sealing, tracking_code
 from .catalog import Procedure
 from .masking import mask_name
-from .db import incarnation, write_transaction
+from .db import begin_incarnation, incarnation, write_transaction
 
 # Where a dossier is: queued here, then the central's states as its status feed reports them, or
 # refused (quarantined at the station).
@@ -100,6 +100,46 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
                 (document["submitted_at"], local_date.isoformat(), staff_id, submission_id, fee_taken_vnd))
             audit.append(conn, actor, "fee.taken", submission_id, {"amount_vnd": fee_taken_vnd})
     return Submitted(submission_id, code, now)
+
+
+def reissue_with_new_code(conn: sqlite3.Connection, key: bytes, submission_id: str) -> str | None:
+    """The central already holds another dossier of this station under this dossier's tracking code: the
+    station issued it twice (restored from a backup, or reinstalled under the same id). In one transaction:
+    a new incarnation (when the taken code is of the current one, so later codes cannot collide again), a
+    new dossier with the same answers under a new tracking code and submission id, pointing back to this
+    one (``supersedes``), queued to send; this one refused with the new code as its reason. Returns the new
+    tracking code, or None when the payload is gone (then it is only refused, for staff)."""
+    with write_transaction(conn):
+        old = conn.execute("SELECT * FROM dossiers WHERE submission_id = ?", (submission_id,)).fetchone()
+        document = sealing.open_sealed(key, old["payload_sealed"], submission_id) if old["payload_sealed"] else None
+        new_code = None
+        if document is not None:
+            if tracking_code.incarnation_of(old["tracking_code"]) == incarnation(conn):
+                begin_incarnation(conn, "tracking_code_taken")
+            day = old["tracking_code"].split("-")[1]
+            new_code = next_tracking_code(conn, old["station_id"], day)
+            new_id = str(uuid.uuid4())
+            document = {**document, "submission_id": new_id, "tracking_code": new_code,
+                        "reissued_from": old["tracking_code"]}
+            conn.execute(
+                "INSERT INTO dossiers (submission_id, tracking_code, station_id, channel, procedure_code, "
+                "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes, "
+                "staff_id, local_day, fee_due_vnd, applicant_masked) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new_id, new_code, old["station_id"], old["channel"], old["procedure_code"], old["procedure_slug"],
+                 old["procedure_version"], old["submitted_at"], sealing.seal(key, document, new_id),
+                 hashlib.sha256(canonical_json(document)).hexdigest(), submission_id, old["staff_id"],
+                 old["local_day"], old["fee_due_vnd"], old["applicant_masked"]))
+            outbox.enqueue(conn, new_id, old["submitted_at"])
+            audit.append(conn, "sync", "dossier.reissued", new_id,
+                         {"tracking_code": new_code, "from": old["tracking_code"]})
+        reason = (f"tracking_code_taken: gửi lại với mã mới {new_code} / sent again as {new_code}" if new_code
+                  else "tracking_code_taken: mã tra cứu đã được dùng / the tracking code was used before")
+        conn.execute("UPDATE outbox SET state = 'rejected', last_error = ?, next_attempt_at = NULL "
+                     "WHERE submission_id = ?", (reason, submission_id))
+        conn.execute("UPDATE dossiers SET status = 'rejected' WHERE submission_id = ?", (submission_id,))
+        audit.append(conn, "sync", "dossier.rejected", submission_id, {"code": "tracking_code_taken"})
+    return new_code
 
 
 def find_by_tracking_code(conn: sqlite3.Connection, text: str) -> sqlite3.Row | None:

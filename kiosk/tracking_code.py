@@ -34,6 +34,15 @@ def make(station_id: str, yymmdd: str, sequence: int, incarnation: int = 0) -> s
     return f"{station_id}-{yymmdd}-{seq}-{check_character(station_id + yymmdd + seq)}"
 
 
+def incarnation_of(code: str) -> int:
+    """The incarnation a well-formed code was issued in (0 for the station's first life)."""
+    match = _SHAPE.match(compact(code))
+    n = 0
+    for letter in match.group(3) if match else "":
+        n = n * 26 + ord(letter) - ord("A") + 1
+    return n
+
+
 def compact(text: str) -> str:
     """What a person typed or a scanner sent, reduced to letters and digits (case and dashes ignored)."""
     return re.sub(r"[^0-9A-Z]", "", text.upper())

@@ -401,14 +401,16 @@ def open_central(data_dir, database: str | None = None, agency_code: str = "000.
 
 def create_central_app(config: dict | None = None) -> Flask:
     """The central's Flask app. Config: DATA_DIR (keys, blobs, default SQLite file), DATABASE (a SQLite path
-    or a postgresql:// URL), AGENCY_CODE (starts each mã hồ sơ), MAX_CLOCK_SKEW, STAFF_PASSWORD."""
+    or a postgresql:// URL), AGENCY_CODE (starts each mã hồ sơ), MAX_CLOCK_SKEW, STAFF_PASSWORD,
+    RESTORE_WINDOW (seconds: the oldest backup its operators may restore; stations keep payloads that long)."""
     app = Flask(__name__)
     app.config.update(DATA_DIR="var/central", DATABASE=None, AGENCY_CODE="000.00.00.H00",
-                      MAX_CLOCK_SKEW=protocol.MAX_CLOCK_SKEW_S, STAFF_PASSWORD=None,
+                      MAX_CLOCK_SKEW=protocol.MAX_CLOCK_SKEW_S, STAFF_PASSWORD=None, RESTORE_WINDOW=RESTORE_WINDOW_S,
                       MAX_CONTENT_LENGTH=MAX_CHUNK + 65536, SECRET_KEY=secrets.token_hex(32))
     app.config.update(config or {})
     app.extensions["dvc_central"] = open_central(app.config["DATA_DIR"], app.config["DATABASE"],
-                                                 app.config["AGENCY_CODE"], app.config["MAX_CLOCK_SKEW"])
+                                                 app.config["AGENCY_CODE"], app.config["MAX_CLOCK_SKEW"],
+                                                 int(app.config["RESTORE_WINDOW"]))
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # signed by station keys, not a browser session
     app.register_blueprint(api)

@@ -179,29 +179,41 @@ class SqlCentralStore:
             return {}
 
     def _write_watermark(self) -> None:
-        """Write the file durably (temporary file, fsync, rename, fsync of the folder)."""
+        """Merge this process's reservations into the file (the highest per day wins, so a second process
+        on the same data, such as a USB import beside the server, never lowers it) and write it durably:
+        temporary file, fsync, rename, fsync of the folder; under an exclusive lock."""
         if self.watermark is None:
             return
-        identity = self.identity()
-        today = datetime.now(self.zone).strftime("%y%m%d")
-        # Codes are only ever issued for the day of receipt (or the day a station's proof names, which
-        # raises the sequence in the database itself): the last few days are all that matters.
-        days = {d: n for d, n in self._reserved.items() if d >= _days_before(today, 3)}
-        self._reserved = days
-        data = json.dumps({"store_id": identity["store_id"], "generation": identity["generation"],
-                           "reserved": days}, sort_keys=True)
+        import fcntl
+
         self.watermark.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.watermark.with_suffix(".tmp")
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.watermark)
-        folder = os.open(self.watermark.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        with open(self.watermark.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            on_file = self._read_watermark()
+            today = datetime.now(self.zone).strftime("%y%m%d")
+            merged = {str(d): int(n) for d, n in (on_file.get("reserved") or {}).items()}
+            for day, number in self._reserved.items():
+                merged[day] = max(merged.get(day, 0), number)
+            # Codes are only ever issued for the day of receipt (a station's proof raises the sequence in
+            # the database itself): the last few days are all that matters.
+            self._reserved = {d: n for d, n in merged.items() if d >= _days_before(today, 3)}
+            identity = self._identity
+            generation = identity["generation"]
+            if on_file.get("store_id") == identity["store_id"]:
+                generation = max(generation, int(on_file.get("generation") or 0))
+            data = json.dumps({"store_id": identity["store_id"], "generation": generation,
+                               "reserved": self._reserved}, sort_keys=True)
+            tmp = self.watermark.with_suffix(".tmp")
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.watermark)
+            folder = os.open(self.watermark.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
     def _apply_watermark(self) -> bool:
         """At start: raise each day's code sequence past the reserved block, and raise the generation
@@ -215,8 +227,10 @@ class SqlCentralStore:
         with self._tx() as cur:
             current = dict(cur.all("SELECT day, last FROM code_sequence", ()))
             for day, last in reserved.items():
-                if current.get(day, 0) < last - CODE_BLOCK + 1:
-                    restored = True  # the database has not issued codes the watermark saw reserved
+                if current.get(day, 0) < last - 2 * CODE_BLOCK:
+                    # The database is short of codes issued before the last two blocks were reserved (a
+                    # block reserved by a rolled-back receipt or a second process is not a restore).
+                    restored = True
                 cur.execute("INSERT INTO code_sequence (day, last) VALUES (?, ?) ON CONFLICT (day) DO UPDATE "
                             "SET last = CASE WHEN excluded.last > code_sequence.last THEN excluded.last "
                             "ELSE code_sequence.last END", (day, last))

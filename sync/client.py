@@ -5,6 +5,7 @@ submission and content), ``rejected`` (a genuine signed refusal: quarantine), ``
 network errors, timeouts, 5xx, 429, a portal's 200, a truncated body: try again later) or ``refused``
 (the central does not accept this station at all: stop and tell staff; no dossier is blamed).
 """
+import base64
 import email.utils
 import gzip
 import hashlib
@@ -151,9 +152,15 @@ class CentralClient:
         self.bytes_received += (17 + len(data) + sum(len(k) + len(v) + 4 for k, v in result.headers.items()))
         return result
 
-    def put_submission(self, submission_id: str, body: bytes, payload_sha256: str) -> Outcome:
+    def put_submission(self, submission_id: str, body: bytes, payload_sha256: str,
+                       prior_ack: dict | None = None) -> Outcome:
+        """PUT one submission; ``prior_ack`` (the central's earlier acknowledgement, resent after the central
+        went back in time) lets the central give it back the code it had."""
+        headers = None
+        if prior_ack is not None:
+            headers = {protocol.H_PRIOR_ACK: base64.b64encode(protocol.canonical_json(prior_ack)).decode()}
         try:
-            resp = self.request("PUT", f"/api/v1/submissions/{submission_id}", body)
+            resp = self.request("PUT", f"/api/v1/submissions/{submission_id}", body, headers)
         except LinkError as exc:
             return Outcome("transient", str(exc))
         return self.classify(resp, submission_id, payload_sha256)
@@ -193,11 +200,13 @@ class CentralClient:
         reason = f"HTTP {resp.status}" + (f" {_error_code(resp.body)}" if resp.status < 500 else "")
         return Outcome("transient", reason, retry_after=parse_retry_after(resp.headers.get("retry-after")))
 
-    def post_batch(self, items: list[tuple[str, bytes, str]]) -> list[Outcome] | Outcome:
-        """Send (submission_id, body, payload_sha256) items in one gzip request. Returns one Outcome per item,
-        or a single Outcome for the whole request when it failed (kind 'unsupported' on 404/405: the central
-        has only the one-by-one PUT)."""
-        payload = {"items": [{"submission_id": sid, "body": body.decode()} for sid, body, _sha in items]}
+    def post_batch(self, items: list[tuple[str, bytes, str, dict | None]]) -> list[Outcome] | Outcome:
+        """Send (submission_id, body, payload_sha256, prior_ack) items in one gzip request. Returns one
+        Outcome per item, or a single Outcome for the whole request when it failed (kind 'unsupported' on
+        404/405: the central has only the one-by-one PUT)."""
+        payload = {"items": [{"submission_id": sid, "body": body.decode(),
+                              **({"prior_ack": prior} if prior is not None else {})}
+                             for sid, body, _sha, prior in items]}
         body = gzip.compress(protocol.canonical_json(payload), 6)
         try:
             resp = self.request("POST", "/api/v1/submissions/batch", body,
@@ -218,7 +227,7 @@ class CentralClient:
         except (ValueError, KeyError, TypeError, OSError, EOFError, zlib.error):
             return Outcome("transient", "HTTP 200 that is not the central's batch answer")
         outcomes = []
-        for sid, _body, sha in items:
+        for sid, _body, sha, _prior in items:
             result = results.get(sid)
             checked = None if result is None else self.answer(result.get("status"), result.get("answer"), sid, sha)
             if checked is None:
@@ -239,6 +248,18 @@ class CentralClient:
         doc = protocol.open_document(self.central_key, resp.body, protocol.CHANGES)
         if doc.get("station_id") != self.station_id or doc.get("since") != since:
             raise protocol.NotGenuine("a feed for another station or cursor")
+        return doc
+
+    def holds(self, submission_ids: list[str]) -> dict:
+        """The central's signed answer to "do you hold these?" (held ids with their content hash, its
+        time and restore window); raises LinkError or NotGenuine."""
+        resp = self.request("POST", f"/api/v1/stations/{self.station_id}/holds",
+                            protocol.canonical_json({"submission_ids": submission_ids}))
+        if resp.status != 200:
+            raise LinkError(f"holds: HTTP {resp.status} {_error_code(resp.body)}")
+        doc = protocol.open_document(self.central_key, resp.body, protocol.HOLDS)
+        if doc.get("station_id") != self.station_id or not isinstance(doc.get("held"), dict):
+            raise protocol.NotGenuine("a holds answer for another station")
         return doc
 
     def upload_blob(self, data: bytes, chunk_size: int = 256 * 1024) -> str:

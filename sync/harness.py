@@ -140,14 +140,16 @@ class CentralThread:
 class CentralProcess:
     """The central as its own process (``python -m sync.central_cli serve``), to kill and restart."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, *options: str):
         self.data_dir = Path(data_dir)
+        self.options = options  # more `kiosk central serve` options, e.g. --restore-window-days 0
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
     def start(self, timeout: float = 20) -> "CentralProcess":
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sync.central_cli", "serve", "--data", str(self.data_dir), "--port", "0"],
+            [sys.executable, "-m", "sync.central_cli", "serve", "--data", str(self.data_dir), "--port", "0",
+             *self.options],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
         deadline = time.monotonic() + timeout
         line = ""

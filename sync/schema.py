@@ -49,6 +49,23 @@ def m001_sync_tables(db: sqlite_utils.Database):
     db.execute("CREATE INDEX sync_bundle_items_dossier ON sync_bundle_items(submission_id)")
 
 
+@migrations()
+def m002_central_restores(db: sqlite_utils.Database):
+    # Which store of the central (its id and generation) gave each acknowledgement: after the central is
+    # restored from a backup, what an older generation acknowledged is sent again.
+    db.execute("ALTER TABLE sync_acks ADD COLUMN store TEXT")
+    # Dossiers the central acknowledged, then lost in a restore, after this station had already purged
+    # their payload: nothing can resend them, staff must (shown on the staff pages and in sync status).
+    db.execute(
+        """
+        CREATE TABLE sync_lost (
+            submission_id TEXT PRIMARY KEY REFERENCES dossiers(submission_id),
+            found_at TEXT NOT NULL
+        )
+        """
+    )
+
+
 def migrate(path: str | Path) -> None:
     from kiosk.db import migrate as apply_migrations
 

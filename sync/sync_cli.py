@@ -96,6 +96,8 @@ def run_command(once, until_empty, max_seconds, verbose):
 
 
 def status_report(conn) -> dict:
+    from .notices import notices
+
     """What `sync status` shows: counts by state, the oldest waiting, quarantined reasons, bundles."""
     states = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
     oldest = conn.execute("SELECT MIN(enqueued_at) FROM outbox WHERE state = 'pending'").fetchone()[0]
@@ -113,22 +115,7 @@ def status_report(conn) -> dict:
             "purged": conn.execute("SELECT COUNT(*) FROM dossiers WHERE payload_sealed IS NULL").fetchone()[0],
             "changes_cursor": int(state.get("changes_cursor", 0)),
             "last_cycle": json.loads(state["last_cycle"]) if "last_cycle" in state else None,
-            "quarantined": rejected, **clock_report(state)}
-
-
-CLOCK_WARNING_S = 600  # past this, staff are told the station's clock is off
-
-
-def clock_report(state: dict) -> dict:
-    """How far this station's clock was from the central's at the last exchange, and a warning when far."""
-    skew = int(state["clock_skew_seconds"]) if state.get("clock_skew_seconds", "").lstrip("-").isdigit() else None
-    warning = None
-    if skew is not None and abs(skew) > CLOCK_WARNING_S:
-        minutes = round(abs(skew) / 60)
-        way_vi, way_en = ("nhanh", "ahead") if skew > 0 else ("chậm", "behind")
-        warning = (f"Đồng hồ của trạm {way_vi} {minutes} phút so với hệ thống trung tâm: hãy chỉnh lại giờ. / "
-                   f"The station's clock is {minutes} min {way_en} of the central's: set it right.")
-    return {"clock_skew_seconds": skew, "clock_warning": warning}
+            "quarantined": rejected, **notices(conn)}
 
 
 @sync.command("status")
@@ -151,6 +138,17 @@ def status_command(as_json):
         click.echo(f"Last error: {report['last_error']}")
     if report["clock_warning"]:
         click.echo(report["clock_warning"])
+    if report["rewound"]:
+        event = report["rewound"]
+        click.echo(f"Trung tâm đã quay lại một bản sao lưu ({event['reason']}, {event['at']}): gửi lại "
+                   f"{event['resent']} hồ sơ, còn {report['resending']} đang gửi. / The central went back to a "
+                   f"backup: {event['resent']} dossiers sent again, {report['resending']} still to send.")
+    for item in report["lost"]:
+        click.echo(f"  MẤT Ở TRUNG TÂM / LOST AT THE CENTRAL: {item['tracking_code']} ({item['central_code']})")
+    for item in report["code_changed"]:
+        click.echo(f"  Mã hồ sơ mới / new dossier code: {item['tracking_code']}: {item['before']} -> {item['after']}")
+    for item in report["reissued"]:
+        click.echo(f"  Mã tra cứu mới / new tracking code: {item['before']} -> {item['after']}")
     for item in report["quarantined"]:
         click.echo(f"  {item['tracking_code']}: {item['reason']}")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 
-from kiosk import audit
+from kiosk import audit, dossiers
 from kiosk.db import connect, write_transaction
 from kiosk.dossiers import STATUSES
 from kiosk.sealing import open_sealed
@@ -72,20 +72,33 @@ def full_jitter(attempt: int, base: float, cap: float, rng: random.Random) -> fl
 
 # -- recording outcomes (shared with USB ack files) --------------------------------------------------------
 
+def store_key(store) -> str | None:
+    """The central store's identity as one string ("<store_id>/<generation>"), or None when not told."""
+    if not isinstance(store, dict) or "store_id" not in store or "generation" not in store:
+        return None
+    return f"{store['store_id']}/{store['generation']}"
+
+
 def record_ack(conn: sqlite3.Connection, document: dict, envelope: dict, via: str) -> bool:
-    """Mark a dossier acknowledged; True when this changed anything (a second ack changes nothing)."""
+    """Mark a dossier acknowledged; True when this changed anything (a second ack changes nothing). A code
+    that differs from the one the dossier held (the central lost it in a restore and could not give it
+    back) is recorded and audited, for staff to tell the citizen."""
     sid = document["submission_id"]
     with write_transaction(conn):
         changed = conn.execute("UPDATE outbox SET state = 'sent', last_error = NULL, next_attempt_at = NULL "
                                "WHERE submission_id = ? AND state != 'sent'", (sid,)).rowcount
         if not changed:
             return False
+        (before,) = conn.execute("SELECT central_code FROM dossiers WHERE submission_id = ?", (sid,)).fetchone()
         conn.execute("UPDATE dossiers SET central_code = ?, status = CASE WHEN status IN ('queued', 'rejected') "
                      "THEN 'received' ELSE status END WHERE submission_id = ?", (document["central_code"], sid))
-        conn.execute("INSERT OR REPLACE INTO sync_acks (submission_id, central_code, acknowledged_at, via, ack) "
-                     "VALUES (?, ?, ?, ?, ?)",
-                     (sid, document["central_code"], iso(utcnow()), via, json.dumps(envelope, ensure_ascii=False)))
+        conn.execute("INSERT OR REPLACE INTO sync_acks (submission_id, central_code, acknowledged_at, via, ack, "
+                     "store) VALUES (?, ?, ?, ?, ?, ?)",
+                     (sid, document["central_code"], iso(utcnow()), via, json.dumps(envelope, ensure_ascii=False),
+                      store_key(document.get("store"))))
         audit.append(conn, "sync", "dossier.acknowledged", sid, {"central_code": document["central_code"], "via": via})
+        if before and before != document["central_code"]:
+            audit.append(conn, "sync", "dossier.code_changed", sid, {"from": before, "to": document["central_code"]})
     return True
 
 
@@ -98,6 +111,11 @@ def record_rejection(conn: sqlite3.Connection, submission_id: str, code: str, re
             conn.execute("UPDATE dossiers SET status = 'rejected' WHERE submission_id = ?", (submission_id,))
             audit.append(conn, "sync", "dossier.rejected", submission_id, {"code": code})
     return bool(changed)
+
+
+def _prior(row) -> dict | None:
+    """The central's earlier acknowledgement of a dossier sent again after a restore, or None."""
+    return json.loads(row["prior_ack"]) if row["prior_ack"] else None
 
 
 class SyncWorker:
@@ -124,8 +142,9 @@ class SyncWorker:
         however many days the clock was off."""
         now = utcnow()
         return self.conn.execute(
-            "SELECT o.submission_id, o.attempts, d.payload_sha256, d.payload_sealed FROM outbox o "
-            "JOIN dossiers d USING (submission_id) WHERE o.state = 'pending' "
+            "SELECT o.submission_id, o.attempts, d.payload_sha256, d.payload_sealed, a.ack AS prior_ack "
+            "FROM outbox o JOIN dossiers d USING (submission_id) LEFT JOIN sync_acks a USING (submission_id) "
+            "WHERE o.state = 'pending' "
             "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ? OR o.next_attempt_at > ?) "
             "ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?",
             (iso(now), iso(now + timedelta(seconds=self._longest_wait())), limit)).fetchall()
@@ -160,6 +179,13 @@ class SyncWorker:
         if outcome.kind == "acked":
             record_ack(self.conn, outcome.document, outcome.envelope, "online")
             counts["acked" if outcome.created else "duplicate"] += 1
+            self.check_store(outcome.document.get("store"))
+            return True
+        if outcome.kind == "rejected" and outcome.document.get("code") == "tracking_code_taken":
+            # This station issued the code before (it was restored or reinstalled): the dossier goes again
+            # under a new code of a new incarnation; staff are shown the change.
+            dossiers.reissue_with_new_code(self.conn, self.payload_key, row["submission_id"])
+            counts["recoded"] += 1
             return True
         if outcome.kind == "rejected":
             record_rejection(self.conn, row["submission_id"], outcome.document["code"], outcome.reason)
@@ -175,7 +201,7 @@ class SyncWorker:
 
     def push(self) -> dict:
         """Send what is due, batch by batch, until nothing is due or the link fails."""
-        counts = {"acked": 0, "duplicate": 0, "rejected": 0, "transient": 0, "refused": 0}
+        counts = {"acked": 0, "duplicate": 0, "rejected": 0, "transient": 0, "refused": 0, "recoded": 0}
         for _ in range(100_000):  # bounded; every pass settles or defers each row it read
             if self.stopping():
                 return counts
@@ -200,7 +226,8 @@ class SyncWorker:
                 else:
                     items.append((row, body))
             if self.use_batch and items:
-                result = self.client.post_batch([(r["submission_id"], b, r["payload_sha256"]) for r, b in items])
+                result = self.client.post_batch([(r["submission_id"], b, r["payload_sha256"], _prior(r))
+                                                 for r, b in items])
                 if isinstance(result, Outcome) and result.kind == "unsupported":
                     self.use_batch = False  # a central with only PUT /submissions/{id}
                 elif isinstance(result, Outcome) and self.stopping():
@@ -218,7 +245,8 @@ class SyncWorker:
             for row, body in items:
                 if self.stopping():  # honoured between two exchanges, not after the whole batch
                     return counts
-                outcome = self.client.put_submission(row["submission_id"], body, row["payload_sha256"])
+                outcome = self.client.put_submission(row["submission_id"], body, row["payload_sha256"],
+                                                     _prior(row))
                 if outcome.kind == "transient" and self.stopping():
                     return counts
                 if not self._apply(row, outcome, counts):
@@ -228,8 +256,8 @@ class SyncWorker:
 
     # -- pull ------------------------------------------------------------------------------------------
     def cursor(self) -> int:
-        row = self.conn.execute("SELECT value FROM sync_state WHERE name = 'changes_cursor'").fetchone()
-        return int(row[0]) if row else 0
+        value = self._state("changes_cursor")
+        return int(value) if value else 0
 
     def pull(self) -> int:
         """Apply the central's status changes; returns how many were applied. Raises LinkError/NotGenuine."""
@@ -239,6 +267,8 @@ class SyncWorker:
                 return applied
             since = self.cursor()
             feed = self.client.changes(since, self.settings.pull_limit)
+            if self.check_store(feed.get("store"), feed.get("head")):
+                continue  # the central went back in time: the cursor is reset, read its feed again from 0
             with write_transaction(self.conn):
                 for change in feed["changes"]:
                     if change["status"] not in STATUSES:
@@ -260,24 +290,137 @@ class SyncWorker:
 
     # -- purge -----------------------------------------------------------------------------------------
     def purge(self, now: datetime | None = None, central_now: datetime | None = None) -> int:
-        """Drop the sealed personal data of dossiers acknowledged more than the retention period ago, by
-        both clocks: this station's and the central's (its receipt time against the latest time it told
-        us). A station clock days ahead therefore purges nothing early; one behind only purges later."""
-        retention = timedelta(days=self.settings.retention_days)
+        """Drop the sealed personal data of dossiers the central acknowledged long enough ago: by this
+        station's clock and the central's (its receipt time against the latest time it told us), past
+        both the retention period and the central's restore window, and only those the central confirms
+        it still holds (a signed holds answer), so a restore of any backup it may restore cannot lose
+        one. A station clock days ahead therefore purges nothing early; one behind only purges later."""
         central_now = central_now or self.central_clock()
         if central_now is None:
             return 0
-        cutoff, central_cutoff = iso((now or utcnow()) - retention), iso(central_now - retention)
-        ids = [r[0] for r in self.conn.execute(
-            "SELECT d.submission_id FROM dossiers d JOIN sync_acks a USING (submission_id) "
-            "WHERE d.payload_sealed IS NOT NULL AND a.acknowledged_at <= ? "
-            "AND coalesce(json_extract(a.ack, '$.document.received_at'), a.acknowledged_at) <= ? LIMIT 500",
-            (cutoff, central_cutoff))]
-        for sid in ids:
+        keep = timedelta(days=self.settings.retention_days)
+        window = self._state("restore_window_s")
+        if window is not None:
+            keep = max(keep, timedelta(seconds=float(window)))
+        rows = self.conn.execute(
+            "SELECT * FROM (SELECT d.submission_id, d.payload_sha256, a.acknowledged_at, "
+            "coalesce(json_extract(a.ack, '$.document.received_at'), a.acknowledged_at) AS received_at "
+            "FROM dossiers d JOIN sync_acks a USING (submission_id) JOIN outbox o USING (submission_id) "
+            "WHERE o.state = 'sent' AND d.payload_sealed IS NOT NULL) "
+            "WHERE acknowledged_at <= ? AND received_at <= ? LIMIT 500",
+            (iso((now or utcnow()) - keep), iso(central_now - keep))).fetchall()
+        if not rows:
+            return 0
+        try:
+            answer = self.client.holds([r["submission_id"] for r in rows])
+        except (LinkError, protocol.NotGenuine) as exc:
+            log.info("sync: no holds answer, nothing purged (%s)", exc)
+            return 0
+        if self.check_store(answer.get("store")):
+            return 0
+        held = answer["held"]
+        if any(r["submission_id"] not in held for r in rows):
+            # Acknowledged, yet the central does not hold it: it went back in time without saying so.
+            self.rewind(answer.get("store"), "missing", resend_all=True)
+            return 0
+        window = timedelta(seconds=float(answer.get("restore_window_s") or 0))
+        self._set_state("restore_window_s", str(window.total_seconds()))
+        keep = max(keep, window)  # the window just learnt may be longer than what was assumed
+        station_cut, central_cut = iso((now or utcnow()) - keep), iso(central_now - keep)
+        purged = [r["submission_id"] for r in rows if held[r["submission_id"]] == r["payload_sha256"]
+                  and r["acknowledged_at"] <= station_cut and r["received_at"] <= central_cut]
+        for sid in purged:
             with write_transaction(self.conn):
                 self.conn.execute("UPDATE dossiers SET payload_sealed = NULL WHERE submission_id = ?", (sid,))
                 audit.append(self.conn, "sync", "dossier.purged", sid, {})
-        return len(ids)
+        return len(purged)
+
+    # -- a central that went back in time --------------------------------------------------------------
+    def known_store(self) -> dict | None:
+        value = self._state("central_store")
+        return json.loads(value) if value else None
+
+    def check_store(self, store, head: int | None = None) -> bool:
+        """Compare what the central says it is (store id and generation, and the station's latest change
+        number) with what this station last saw; True when the central went back in time (restored from
+        a backup, or replaced), after rewinding."""
+        if store_key(store) is None:
+            return False  # a central that does not say (older protocol): nothing to compare
+        known = self.known_store()
+        if known is None:
+            self._set_state("central_store", json.dumps(store))
+            return False
+        if store_key(store) != store_key(known):
+            self.rewind(store, "restored" if store["store_id"] == known["store_id"] else "replaced",
+                        resend_all=False)
+            return True
+        if isinstance(head, int) and head < self.cursor():
+            self.rewind(store, "behind", resend_all=True)
+            return True
+        return False
+
+    def rewind(self, store, reason: str, resend_all: bool) -> dict:
+        """The central went back in time: send again every dossier it acknowledged before (another store
+        generation, or all of them when the generation did not change), each with its acknowledgement so
+        it keeps its code; read the status feed again from the start; check the purged ones with the
+        central (``reconcile_purged``); and tell staff."""
+        key = store_key(store)
+        with write_transaction(self.conn):
+            resent = self.conn.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = NULL, last_error = ? "
+                "WHERE state = 'sent' AND submission_id IN (SELECT d.submission_id FROM dossiers d "
+                "JOIN sync_acks a USING (submission_id) WHERE d.payload_sealed IS NOT NULL "
+                "AND (? OR a.store IS NULL OR a.store != ?))",
+                (f"central_restored: {reason}", int(resend_all), key or "")).rowcount
+            purged = self.conn.execute(
+                "SELECT COUNT(*) FROM outbox o JOIN dossiers d USING (submission_id) WHERE o.state = 'sent' "
+                "AND d.payload_sealed IS NULL").fetchone()[0]
+            event = {"at": iso(utcnow()), "reason": reason, "resent": resent, "to_check": purged,
+                     "generation": (store or {}).get("generation")}
+            for name, value in (("changes_cursor", "0"), ("central_rewound", json.dumps(event)),
+                                ("reconcile_purged", "0" if purged else ""), ("central_store", json.dumps(store))):
+                self.conn.execute("INSERT INTO sync_state (name, value) VALUES (?, ?) "
+                                  "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+            audit.append(self.conn, "sync", "central.went_back", None, {k: event[k] for k in ("reason", "resent")})
+        log.warning("sync: the central went back in time (%s): %d dossier(s) sent again, %d purged to check",
+                    reason, resent, purged)
+        return event
+
+    def reconcile_purged(self) -> int:
+        """After a rewind: ask the central about every acknowledged dossier whose payload is already
+        purged here (500 at a time, resumable); those it no longer holds are listed for staff in
+        sync_lost. Returns how many were found lost."""
+        after = self._state("reconcile_purged")
+        if after is None or after == "":
+            return 0
+        lost = 0
+        for _ in range(10_000):
+            if self.stopping():
+                return lost
+            ids = [r[0] for r in self.conn.execute(
+                "SELECT o.submission_id FROM outbox o JOIN dossiers d USING (submission_id) WHERE o.state = 'sent' "
+                "AND d.payload_sealed IS NULL AND o.submission_id > ? ORDER BY o.submission_id LIMIT 500",
+                (after if after != "0" else "",))]
+            if not ids:
+                self._set_state("reconcile_purged", "")
+                return lost
+            answer = self.client.holds(ids)  # LinkError: resumed next cycle
+            if self.check_store(answer.get("store")):
+                return lost  # went back again meanwhile: the rewind starts the check over
+            missing = [sid for sid in ids if sid not in answer["held"]]
+            with write_transaction(self.conn):
+                for sid in missing:
+                    if self.conn.execute("INSERT OR IGNORE INTO sync_lost (submission_id, found_at) VALUES (?, ?)",
+                                         (sid, iso(utcnow()))).rowcount:
+                        audit.append(self.conn, "sync", "dossier.lost_at_central", sid, {})
+                        lost += 1
+                self.conn.execute("UPDATE sync_state SET value = ? WHERE name = 'reconcile_purged'", (ids[-1],))
+            after = ids[-1]
+        return lost
+
+    def _state(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM sync_state WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
 
     def central_clock(self) -> datetime | None:
         """The central's time now, from the last time it told us (its Date header) and the monotonic
@@ -301,14 +444,17 @@ class SyncWorker:
         self.retry_after = 0.0
         report = self.push()
         report["pulled"] = 0
+        report["lost"] = report["purged"] = 0
         if not (report["transient"] or report["refused"] or self.stopping()):
             try:
                 report["pulled"] = self.pull()
+                report["lost"] = self.reconcile_purged()
             except (LinkError, protocol.NotGenuine) as exc:
                 report["transient"] += 1
                 log.info("sync: status pull failed (%s)", exc)
         self._note_clocks()
-        report["purged"] = self.purge()
+        if not (report["transient"] or report["refused"] or self.stopping()):
+            report["purged"] = self.purge()
         self.link_failures = self.link_failures + 1 if (report["transient"] or report["refused"]) else 0
         self._set_state("last_cycle", json.dumps({"at": iso(utcnow()), **report}))
         return report

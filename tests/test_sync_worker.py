@@ -65,23 +65,28 @@ def test_status_changes_flow_back_from_the_feed(tmp_path, central):
     worker.close()
 
 
-def test_payloads_are_purged_after_the_retention_period_only(tmp_path, central):
-    config = station(tmp_path, central.url, central, retention_days=2.0)
-    ids = submit_many(config, 3)
-    worker = worker_from_config(config)
-    worker.run(until_empty=True, max_seconds=20)
-    assert worker.purge() == 0
-    assert open_payload(worker.conn, worker.payload_key, ids[0]) is not None
-    later = datetime.now(timezone.utc) + timedelta(days=2, minutes=1)
-    # This station's clock jumped days ahead, the central's did not: nothing is purged early.
-    assert worker.purge(now=later) == 0
-    assert worker.purge(central_now=later) == 0  # and the other way round
-    assert worker.purge(now=later, central_now=later) == 3
-    assert open_payload(worker.conn, worker.payload_key, ids[0]) is None
-    kept = rows(worker, "SELECT tracking_code, central_code, status, payload_sha256 FROM dossiers")
-    assert all(all(value is not None for value in row) for row in kept)  # tracking still works
-    assert len(rows(worker, "SELECT * FROM audit_events WHERE action = 'dossier.purged'")) == 3
-    worker.close()
+def test_payloads_are_purged_after_retention_and_restore_window_once_the_central_confirms(tmp_path):
+    with CentralThread(tmp_path / "central", RESTORE_WINDOW=3 * 86400) as central:
+        config = station(tmp_path, central.url, central, retention_days=2.0)
+        ids = submit_many(config, 3)
+        worker = worker_from_config(config)
+        worker.run(until_empty=True, max_seconds=20)
+        assert worker.purge() == 0
+        assert open_payload(worker.conn, worker.payload_key, ids[0]) is not None
+        later = datetime.now(timezone.utc) + timedelta(days=2, minutes=1)
+        # This station's clock jumped days ahead, the central's did not: nothing is purged early.
+        assert worker.purge(now=later) == 0
+        assert worker.purge(central_now=later) == 0  # and the other way round
+        # Past the retention, but the central may still restore a backup without them (3-day window).
+        assert worker.purge(now=later, central_now=later) == 0
+        assert worker._state("restore_window_s") == str(3 * 86400.0)
+        later = datetime.now(timezone.utc) + timedelta(days=3, minutes=1)
+        assert worker.purge(now=later, central_now=later) == 3
+        assert open_payload(worker.conn, worker.payload_key, ids[0]) is None
+        kept = rows(worker, "SELECT tracking_code, central_code, status, payload_sha256 FROM dossiers")
+        assert all(all(value is not None for value in row) for row in kept)  # tracking still works
+        assert len(rows(worker, "SELECT * FROM audit_events WHERE action = 'dossier.purged'")) == 3
+        worker.close()
 
 
 def test_a_refused_dossier_is_quarantined_with_its_reason_and_never_retried(tmp_path, central):

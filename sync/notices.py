@@ -1,0 +1,49 @@
+"""What staff must know about sync beyond the waiting count, read from the station database: a central
+that went back in time, dossiers it lost that this station can no longer resend, dossiers whose code
+changed, and a clock far off. One reading serves the staff pages and ``kiosk sync status``."""
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+CLOCK_WARNING_S = 600            # past this, staff are told the station's clock is off
+REWOUND_SHOWN = timedelta(days=3)  # how long the "central restored" notice stays after it was found
+
+
+def clock_report(state: dict) -> dict:
+    """How far this station's clock was from the central's at the last exchange, and a warning when far."""
+    skew = int(state["clock_skew_seconds"]) if state.get("clock_skew_seconds", "").lstrip("-").isdigit() else None
+    warning = None
+    if skew is not None and abs(skew) > CLOCK_WARNING_S:
+        minutes = round(abs(skew) / 60)
+        way_vi, way_en = ("nhanh", "ahead") if skew > 0 else ("chậm", "behind")
+        warning = (f"Đồng hồ của trạm {way_vi} {minutes} phút so với hệ thống trung tâm: hãy chỉnh lại giờ. / "
+                   f"The station's clock is {minutes} min {way_en} of the central's: set it right.")
+    return {"clock_skew_seconds": skew, "clock_warning": warning}
+
+
+def notices(conn: sqlite3.Connection) -> dict:
+    """{"rewound": event or None, "resending": n, "lost": [...], "code_changed": [...], "reissued": [...],
+    "clock_skew_seconds", "clock_warning"}; the lists hold tracking and official codes, never personal data."""
+    try:
+        state = dict(conn.execute("SELECT name, value FROM sync_state").fetchall())
+    except sqlite3.OperationalError:  # sync has not run on this database yet (no sync tables)
+        return {"rewound": None, "resending": 0, "lost": [], "code_changed": [], "reissued": [],
+                **clock_report({})}
+    rewound = json.loads(state["central_rewound"]) if state.get("central_rewound") else None
+    resending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending' "
+                             "AND last_error LIKE 'central_restored:%'").fetchone()[0]
+    if rewound and not resending and datetime.fromisoformat(rewound["at"]) < datetime.now(timezone.utc) - REWOUND_SHOWN:
+        rewound = None
+    lost = [dict(r) for r in conn.execute(
+        "SELECT d.tracking_code, d.central_code, l.found_at FROM sync_lost l JOIN dossiers d USING (submission_id) "
+        "ORDER BY l.found_at DESC LIMIT 200")]
+    changed = [dict(r) for r in conn.execute(
+        "SELECT d.tracking_code, json_extract(e.detail, '$.from') AS before, json_extract(e.detail, '$.to') AS after "
+        "FROM audit_events e JOIN dossiers d ON d.submission_id = e.subject "
+        "WHERE e.action = 'dossier.code_changed' ORDER BY e.seq DESC LIMIT 200")]
+    reissued = [dict(r) for r in conn.execute(
+        "SELECT json_extract(e.detail, '$.from') AS before, d.tracking_code AS after FROM audit_events e "
+        "JOIN dossiers d ON d.submission_id = e.subject WHERE e.action = 'dossier.reissued' "
+        "ORDER BY e.seq DESC LIMIT 200")]
+    return {"rewound": rewound, "resending": resending, "lost": lost, "code_changed": changed,
+            "reissued": reissued, **clock_report(state)}
