@@ -1,6 +1,7 @@
 """Exactly once, the hard way: hundreds of dossiers through a proxy that drops, delays, cuts short, fakes
-and refuses, while the sync worker process is SIGKILLed at random moments and the central is killed and
-restarted. Every dossier must arrive exactly once, none lost, none duplicated."""
+and refuses, while the sync worker process is SIGKILLed at random moments, one worker runs with its clock
+two days ahead, and the central is killed and restored from a backup taken while it ran. Every dossier
+must arrive exactly once, none lost, none duplicated, each keeping its official code."""
 import json
 import os
 import random
@@ -16,6 +17,8 @@ from sync.central import open_central
 from sync.faulty_proxy import FaultMix, FaultyProxy, Link
 from sync.harness import CentralProcess, enrol, make_station, submit_many, worker_command
 from sync.worker import station_paths
+
+from .test_sync_restore import faketime, put_back, sqlite_backup
 
 FAULTS = {"pass": 0.80, "drop_before": 0.03, "drop_after": 0.04, "truncate": 0.03, "delay": 0.02,
           "http500": 0.03, "http429": 0.01, "portal200": 0.02, "forged_ack": 0.02}
@@ -69,19 +72,24 @@ def test_every_dossier_arrives_exactly_once_through_faults_kills_and_a_restart(t
             enrol(open_central(tmp_path / "central"), config)
             submitted = submit_many(config, first, seed=seed)
             kills = bundled = 0
+            backup = None
             for round_no in range(rounds):
+                # One worker runs with its clock two days ahead (then NTP sets it right for the next).
                 proc = subprocess.Popen(worker_command(config, "--max-seconds", "30"),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+                                        start_new_session=True, env=faketime("+2d") if round_no == 4 else None)
                 workers.append(proc)
                 # The web app keeps taking dossiers while the worker runs.
                 submitted += submit_many(config, later // rounds, seed=seed + round_no + 1)
                 time.sleep(rng.uniform(0.1, 1.5))
                 if round_no == 2:
                     bundled = _usb_round_trip(config, tmp_path)
-                if round_no == rounds // 2:
+                if round_no == 3:  # the central's nightly backup, taken while it works
+                    backup = sqlite_backup(tmp_path / "central/central.sqlite3", tmp_path / "backup.sqlite3")
+                if round_no == rounds // 2 + 1:  # it dies and is restored from that backup
                     central.kill()
-                    time.sleep(0.3)
+                    put_back(tmp_path / "central/central.sqlite3", backup)
+                    open_central(tmp_path / "central").store.mark_restored()  # as `kiosk central restore`
                     central.start()
                     proxy.set_upstream(central.port)
                 if proc.poll() is None:
@@ -105,6 +113,9 @@ def test_every_dossier_arrives_exactly_once_through_faults_kills_and_a_restart(t
             "JOIN outbox o USING (submission_id)")}
         acked_events = conn.execute("SELECT COUNT(*), COUNT(DISTINCT subject) FROM audit_events "
                                     "WHERE action = 'dossier.acknowledged'").fetchone()
+        resent = sum(json.loads(detail)["resent"] for (detail,) in conn.execute(
+            "SELECT detail FROM audit_events WHERE action = 'central.went_back'"))
+        changed = conn.execute("SELECT COUNT(*) FROM audit_events WHERE action = 'dossier.code_changed'").fetchone()[0]
         chain = audit.verify(conn)
         via = dict(conn.execute("SELECT via, COUNT(*) FROM sync_acks GROUP BY via").fetchall())
     finally:
@@ -118,6 +129,7 @@ def test_every_dossier_arrives_exactly_once_through_faults_kills_and_a_restart(t
           f"lost {len(lost)}, unknown {len(unknown)}, distinct official codes "
           f"{len({r['central_code'] for r in received.values()})}, worker kills {kills}, "
           f"acknowledgements recorded {acked_events[0]} ({via.get('bundle', 0)} by USB ack file, {bundled} bundled), "
+          f"sent again after the central's restore {resent}, codes changed {changed}, "
           f"faults {faults}, central answers {statuses}")
     assert len(submitted) == first + later
     assert not lost and not unknown
@@ -126,7 +138,9 @@ def test_every_dossier_arrives_exactly_once_through_faults_kills_and_a_restart(t
     assert all(received[sid]["payload_sha256"] == station[sid]["payload_sha256"] for sid in submitted)
     assert all(station[sid]["state"] == "sent" for sid in submitted)
     assert all(station[sid]["central_code"] == received[sid]["central_code"] for sid in submitted)
-    assert tuple(acked_events) == (len(submitted), len(submitted))  # each recorded once
+    # Each recorded once, and once more for each time the restored central was sent it again.
+    assert tuple(acked_events) == (len(submitted) + resent, len(submitted))
+    assert resent > 0 and changed == 0  # the restore lost some; they came back with their codes
     assert chain == []
     if not batch_http:  # some answers were lost on the way and the resend got the same ack (200)
         assert statuses.get("PUT 200", 0) > 0
