@@ -506,4 +506,4 @@ def track_code(code):
         abort(404)
     proc = _catalog().get(dossier["procedure_slug"])
     return render_template("citizen/track.html", code=dossier["tracking_code"], dossier=dossier, proc=proc,
-                           errors={})
+                           replaced_by=dossiers.replaced_by(get_db(), dossier["submission_id"]), errors={})

@@ -149,6 +149,14 @@ def find_by_tracking_code(conn: sqlite3.Connection, text: str) -> sqlite3.Row | 
     ).fetchone()
 
 
+def replaced_by(conn: sqlite3.Connection, submission_id: str) -> str | None:
+    """The tracking code of the newest dossier that supersedes this one (a correction, or the same
+    dossier reissued under a new code), or None."""
+    row = conn.execute("SELECT tracking_code FROM dossiers WHERE supersedes = ? ORDER BY submitted_at DESC, "
+                       "rowid DESC LIMIT 1", (submission_id,)).fetchone()
+    return row[0] if row else None
+
+
 def open_payload(conn: sqlite3.Connection, key: bytes, submission_id: str) -> dict | None:
     """The full dossier document, or None once it has been purged after acknowledgement."""
     row = conn.execute("SELECT payload_sealed FROM dossiers WHERE submission_id = ?", (submission_id,)).fetchone()

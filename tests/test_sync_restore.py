@@ -301,6 +301,12 @@ def test_tracking_codes_a_station_issues_again_after_a_restore_by_hand_are_reiss
                zip(sorted(refused, key=lambda r: r["submission_id"]), sorted(reissued, key=lambda r: r["supersedes"])))
     assert {row["central_code"] for row in reissued}.isdisjoint(sent_before.values())
     assert len(told["reissued"]) == 2
+    # The citizen's receipt has the old code: the tracking page sends them on to the new one.
+    app = create_app({"station": {"kind": "kiosk", "id": "K01"}, "paths": {"data": str(tmp_path / "station/var")}})
+    old_code = refused[0]["tracking_code"]
+    new_code = next(r["tracking_code"] for r in reissued if r["supersedes"] == refused[0]["submission_id"])
+    page = app.test_client().get(f"/track/{old_code}").text
+    assert f'data-replaced-by="{new_code}"' in page and "thay bằng hồ sơ có mã tra cứu mới" in page
 
 
 def test_a_reinstalled_station_with_the_same_id_never_reuses_a_tracking_code(tmp_path, central):
