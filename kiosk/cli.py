@@ -231,6 +231,70 @@ def audit_verify(station_file):
     click.echo(f"{count} audit events, chain intact")
 
 
+@main.command("backup")
+@station_option
+@click.option("--without-keys", is_flag=True,
+              help="Leave payload.key and station.ed25519 out (restore then needs them in the data folder).")
+@click.argument("dest", type=click.Path())
+def backup_command(station_file, without_keys, dest):
+    """Write one consistent backup of the station's data to DEST (a file, or a folder to put it in), while
+    the station runs."""
+    from pathlib import Path
+
+    from . import backup
+
+    config = _load(station_file)
+    try:
+        made = backup.make_backup(config, Path(dest), with_keys=not without_keys)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Đã sao lưu trạm {made['station_id']} vào {made['path']}: {made['dossiers']} hồ sơ, "
+               f"{made['pending']} đang chờ gửi, thế hệ {made['incarnation']}.\n"
+               f"Backed up station {made['station_id']} to {made['path']}: {made['dossiers']} dossiers, "
+               f"{made['pending']} waiting to be sent, incarnation {made['incarnation']}.")
+    if without_keys:
+        click.echo("Tệp không chứa khóa: khi khôi phục, payload.key và station.ed25519 phải có sẵn trong thư mục "
+                   "dữ liệu.\nNo keys in it: a restore needs payload.key and station.ed25519 in the data folder.")
+    else:
+        click.echo("Tệp chứa khóa của trạm (payload.key, station.ed25519): giữ kín như chính khóa (quyền 0600).\n"
+                   "It holds the station's keys: keep it as secret as the keys themselves (mode 0600).")
+
+
+@main.command("restore")
+@station_option
+@click.argument("backup_file", type=click.Path(dir_okay=False))
+@click.option("--yes", is_flag=True, help="Do not ask before replacing the station's data.")
+@click.option("--other-station", is_flag=True, help="Restore a backup made under another station id.")
+def restore_command(station_file, backup_file, yes, other_station):
+    """Put a backup back, with the web app and sync worker stopped; the station then starts a new
+    incarnation, so no tracking code is issued twice."""
+    from pathlib import Path
+
+    from . import backup
+
+    def confirm(manifest):
+        if not yes:
+            click.confirm(f"Thay dữ liệu của trạm bằng bản sao lưu lúc {manifest['created_at']} "
+                          f"({manifest['dossiers']} hồ sơ)? / Replace the station's data with the backup of "
+                          f"{manifest['created_at']} ({manifest['dossiers']} dossiers)?", abort=True)
+
+    config = _load(station_file)
+    try:
+        done = backup.restore(config, Path(backup_file), other_station, confirm)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    made_at = done["manifest"]["created_at"]
+    click.echo(f"Đã khôi phục trạm {config['station']['id']} từ bản sao lưu lúc {made_at}: thế hệ mới "
+               f"{done['incarnation']}, {done['pending']} hồ sơ chờ gửi; tiến trình đồng bộ sẽ đối chiếu với "
+               "hệ thống trung tâm ở lần chạy tới.\n"
+               f"Restored station {config['station']['id']} from the backup of {made_at}: new incarnation "
+               f"{done['incarnation']}, {done['pending']} dossiers waiting to be sent; the sync worker will "
+               "reconcile with the central on its next run.")
+    for path in done["kept"]:
+        click.echo(f"  giữ lại / kept: {path}")
+    click.echo("Khởi động lại / start again: systemctl start kiosk kiosk-sync")
+
+
 def _add_subsystem_commands():
     from devices.card_cli import card
     from devices.printer_cli import printer

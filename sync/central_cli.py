@@ -111,5 +111,83 @@ def import_command(data_dir, database, agency_code, bundle_file, acks_out):
                f"{counts['rejected']} refused, {counts['deferred']} deferred; acks in {out}")
 
 
+@central.command("backup")
+@DATA_OPTION
+@DB_OPTION
+@click.argument("dest", type=click.Path())
+def backup_command(data_dir, database, dest):
+    """Write a backup of the central to DEST (a file, or a folder to put it in) while it runs: the
+    database (SQLite copy, or pg_dump) and the keys; never the code watermark."""
+    from .central_backup import BackupError, backup_central
+
+    try:
+        made = backup_central(Path(data_dir), database, Path(dest))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    store = made["store"]
+    click.echo(f"Đã sao lưu hệ thống trung tâm vào {made['path']}: {made['submissions']} hồ sơ, thế hệ "
+               f"{store['generation']}.\nBacked up the central to {made['path']}: {made['submissions']} "
+               f"submissions, generation {store['generation']}.\n"
+               "Tệp chứa khóa của hệ thống trung tâm: giữ kín (quyền 0600). / It holds the central's keys: "
+               "keep it secret (mode 0600).\n"
+               f"Chép blob-store sau bước này / copy the blobs after this: rsync -a {data_dir}/blob-store/ <nơi sao lưu>/")
+    if "pg_dump_command" in made:
+        click.echo("pg_dump không có ở máy này: bản sao lưu chỉ có khóa; chạy lệnh sau ở máy có pg_dump (mật khẩu qua "
+                   "PGPASSWORD hoặc ~/.pgpass).\npg_dump is not installed here: the backup holds only the keys; "
+                   f"run this where it is:\n  {made['pg_dump_command']}")
+    elif made["database"] == "postgresql":
+        click.echo("Cơ sở dữ liệu PostgreSQL: đã chạy pg_dump --format=custom (central.pgdump trong tệp). / "
+                   "PostgreSQL: pg_dump --format=custom was run (central.pgdump in the file).")
+
+
+@central.command("restore")
+@DATA_OPTION
+@DB_OPTION
+@click.argument("backup_file", type=click.Path(dir_okay=False))
+def restore_command(data_dir, database, backup_file):
+    """Put a SQLite backup back (the central stopped), then raise the store's generation so every station
+    resends what the central lost. The code watermark stays as it is."""
+    from .central_backup import BackupError, restore_central
+
+    try:
+        done = restore_central(Path(data_dir), database, Path(backup_file))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    generation = done["identity"]["generation"]
+    click.echo(f"Đã khôi phục hệ thống trung tâm từ bản sao lưu lúc {done['manifest']['created_at']}: thế hệ mới "
+               f"{generation}; các trạm sẽ gửi lại những gì đã mất.\nRestored the central from the backup of "
+               f"{done['manifest']['created_at']}: new generation {generation}; stations will resend what it lost.")
+    for path in done["kept"]:
+        click.echo(f"  giữ lại / kept: {path}")
+    _warn_if_past_window(done["manifest"]["created_at"])
+
+
+def _warn_if_past_window(created_at: str) -> None:
+    """Stations keep a payload only for the restore window after the central acknowledged it: what an
+    older backup lost, they may no longer be able to send again."""
+    from datetime import datetime, timezone
+
+    from .central import RESTORE_WINDOW_S
+
+    days = (datetime.now(timezone.utc) - datetime.fromisoformat(created_at)).total_seconds() / 86400
+    if days > RESTORE_WINDOW_S / 86400:
+        click.echo(f"Cảnh báo: bản sao lưu đã {days:.0f} ngày, cũ hơn khoảng khôi phục ({RESTORE_WINDOW_S // 86400} "
+                   "ngày): các trạm có thể đã xóa nội dung những hồ sơ nó mất và liệt kê chúng cho cán bộ.\n"
+                   f"Warning: the backup is {days:.0f} days old, past the restore window: stations may have purged "
+                   "the payloads of what it lost; they list those dossiers for staff.")
+
+
+@central.command("mark-restored")
+@DATA_OPTION
+@DB_OPTION
+def mark_restored_command(data_dir, database):
+    """After restoring the database by hand (pg_restore): raise the store's generation, so every station
+    resends what the central lost."""
+    from .central_backup import mark_restored
+
+    generation = mark_restored(Path(data_dir), database)["generation"]
+    click.echo(f"Đã ghi nhận việc khôi phục: thế hệ mới {generation}. / Marked restored: new generation {generation}.")
+
+
 if __name__ == "__main__":  # ``python -m sync.central_cli serve ...`` (tests run the central this way)
     central(prog_name="kiosk central")
