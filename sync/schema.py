@@ -66,6 +66,13 @@ def m002_central_restores(db: sqlite_utils.Database):
     )
 
 
+@migrations()
+def m003_deferred_at(db: sqlite_utils.Database):
+    # When a row was put back to wait (this station's clock then): a row deferred "in the future" of the
+    # clock now was deferred before the clock was corrected backwards, and is due at once.
+    db.execute("ALTER TABLE outbox ADD COLUMN deferred_at TEXT")
+
+
 def migrate(path: str | Path) -> None:
     from kiosk.db import migrate as apply_migrations
 

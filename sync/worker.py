@@ -137,17 +137,17 @@ class SyncWorker:
 
     # -- push ------------------------------------------------------------------------------------------
     def due(self, limit: int) -> list[sqlite3.Row]:
-        """Pending rows whose retry time has come. A retry time further ahead than any backoff can put it
-        (max_delay) was set by a clock that has since been corrected backwards: it is due now, not in
-        however many days the clock was off."""
+        """Pending rows whose retry time has come. A row put back to wait at a time still in the future of
+        the clock now (``deferred_at``), or with a retry time further ahead than any backoff can put it, was
+        deferred by a clock since corrected backwards: it is due now, not in however long the clock was off."""
         now = utcnow()
         return self.conn.execute(
             "SELECT o.submission_id, o.attempts, d.payload_sha256, d.payload_sealed, a.ack AS prior_ack "
             "FROM outbox o JOIN dossiers d USING (submission_id) LEFT JOIN sync_acks a USING (submission_id) "
             "WHERE o.state = 'pending' "
-            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ? OR o.next_attempt_at > ?) "
-            "ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?",
-            (iso(now), iso(now + timedelta(seconds=self._longest_wait())), limit)).fetchall()
+            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ? OR o.next_attempt_at > ? "
+            "OR o.deferred_at > ?) ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?",
+            (iso(now), iso(now + timedelta(seconds=self._longest_wait())), iso(now), limit)).fetchall()
 
     def _longest_wait(self) -> float:
         return max(self.settings.max_delay, MAX_RETRY_AFTER_S) + 60
@@ -159,12 +159,13 @@ class SyncWorker:
         """Put rows back with one full-jitter delay (at least Retry-After), so a batch stays together."""
         attempts = max(row["attempts"] for row in rows)
         delay = full_jitter(attempts, self.settings.base_delay, self.settings.max_delay, self.rng)
-        due = iso(utcnow() + timedelta(seconds=max(delay, retry_after or 0.0)))
+        now = utcnow()
+        due = iso(now + timedelta(seconds=max(delay, retry_after or 0.0)))
         with write_transaction(self.conn):
             self.conn.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, deferred_at = ? "
                 "WHERE submission_id = ? AND state = 'pending'",
-                [(reason[:300], due, row["submission_id"]) for row in rows])
+                [(reason[:300], due, iso(now), row["submission_id"]) for row in rows])
 
     def body(self, row) -> bytes | None:
         """The canonical document exactly as hashed at submit, or None when it cannot be rebuilt."""
@@ -472,12 +473,14 @@ class SyncWorker:
         if self.link_failures:
             return max(self.retry_after,
                        full_jitter(self.link_failures, self.settings.base_delay, self.settings.max_delay, self.rng))
-        row = self.conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+        now = utcnow()
+        row = self.conn.execute("SELECT MIN(next_attempt_at), MAX(deferred_at) FROM outbox "
+                                "WHERE state = 'pending'").fetchone()
         if row[0] is None:
             return self.settings.idle_interval
-        due_in = (datetime.fromisoformat(row[0]) - utcnow()).total_seconds()
-        if due_in > self._longest_wait():  # set by a clock since corrected backwards: due now
-            return 0.0
+        due_in = (datetime.fromisoformat(row[0]) - now).total_seconds()
+        if due_in > self._longest_wait() or (row[1] and row[1] > iso(now)):
+            return 0.0  # set by a clock since corrected backwards: due now
         return max(0.0, min(due_in, self.settings.idle_interval))
 
     def run(self, stop=None, until_empty: bool = False, max_seconds: float | None = None) -> dict:

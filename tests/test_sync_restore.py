@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -356,7 +357,18 @@ def test_a_worker_whose_clock_is_days_ahead_sends_but_purges_nothing_and_its_wai
         central.start()
         fixed = sync(config)  # NTP corrected the clock: they are due now, not in three days
         assert fixed["acked"] == 3 and fixed["pending"] == 0
+
+        # A small jump too (20 minutes, well within the longest backoff): due at once, not 20 minutes on.
         central.stop()
-        assert set(central.opened().holds("K01", ids + more)) == set(ids + more)
+        last = submit_many(config, 2, seed=6)
+        done = subprocess.run(worker_command(config, "--max-seconds", "3"), capture_output=True, text=True,
+                              timeout=60, env=faketime("+20m"))
+        assert done.returncode == 0, done.stderr[-2000:]
+        central.start()
+        started = time.monotonic()
+        fixed = sync(config)
+        assert fixed["acked"] == 2 and fixed["pending"] == 0 and time.monotonic() - started < 30
+        central.stop()
+        assert set(central.opened().holds("K01", ids + more + last)) == set(ids + more + last)
     finally:
         central.close()
