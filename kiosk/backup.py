@@ -37,7 +37,6 @@ STATION_FORMAT = "dvc-kiosk-station-backup/1"
 STATION_FILES = ("station.db", "payload.key", "station.ed25519", "central-keys.json")
 SECRET_FILES = ("payload.key", "station.ed25519")
 MANIFEST = "manifest.json"
-MARKER = "incarnation"
 
 
 class BackupError(Exception):
@@ -243,22 +242,6 @@ def read_archive(archive: Path, staging: Path, expected_format: str, allowed: tu
     return manifest
 
 
-# -- the incarnation marker, outside the database ----------------------------------------------------------
-
-def read_marker(folder: Path) -> int:
-    try:
-        return int((Path(folder) / MARKER).read_text().strip())
-    except (OSError, ValueError):
-        return 0
-
-
-def note_incarnation(folder: Path, n: int) -> None:
-    """Keep the highest incarnation the station has begun in ``<data>/incarnation`` (never lowered).
-    Whatever begins an incarnation should call this before committing it."""
-    if n > read_marker(folder):
-        write_durably(Path(folder) / MARKER, f"{n}\n".encode(), 0o644)
-
-
 def incarnation_of(path: Path) -> int:
     """The incarnation of the database at ``path``; 0 when it is missing or cannot be read."""
     if not Path(path).is_file():
@@ -320,7 +303,7 @@ def make_backup(config: dict, dest: Path, with_keys: bool = True) -> dict:
             "format": STATION_FORMAT, "station_id": config["station"]["id"],
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **counts,
             "keys_included": with_keys, "station_public_key": _public_key(paths["station.ed25519"])}, files)
-    note_incarnation(folder, counts["incarnation"])
+    station_db.note_incarnation(folder, counts["incarnation"])
     return {**manifest, "path": target}
 
 
@@ -407,8 +390,7 @@ def begin_restored_life(database: Path, folder: Path, at_least: int, manifest: d
     conn = station_db.connect(database)
     try:
         with station_db.write_transaction(conn):
-            n = station_db.begin_incarnation(conn, "restore", at_least=at_least)
-            note_incarnation(folder, n)
+            n = station_db.begin_incarnation(conn, "restore", at_least=at_least)  # notes it in the marker
             audit.append(conn, "operator", "station.restored", None,
                          {"incarnation": n, "backup_created_at": manifest.get("created_at")})
         counts = _counts(database)
@@ -435,7 +417,7 @@ def restore(config: dict, archive: Path, other_station: bool = False, confirm=la
             manifest = read_archive(archive, Path(tmp), STATION_FORMAT, STATION_FILES)
             check_station_backup(config, manifest, Path(tmp), other_station)
             confirm(manifest)
-            at_least = max(read_marker(folder), incarnation_of(paths["station.db"]))
+            at_least = max(station_db.read_marker(folder), incarnation_of(paths["station.db"]))
             stamp, kept = utc_stamp(), []
             for name in manifest["files"]:
                 kept += install(Path(tmp) / name, paths[name], stamp, ("-wal", "-shm") if name == "station.db" else ())

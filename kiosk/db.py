@@ -202,13 +202,42 @@ def incarnation(conn: sqlite3.Connection) -> int:
 
 def begin_incarnation(conn: sqlite3.Connection, reason: str, at_least: int = 0) -> int:
     """Start a new incarnation (inside the caller's transaction, if any) and return its number: one more
-    than both the current one and ``at_least`` (what a marker outside the database or the central knows)."""
+    than the current one, ``at_least``, and the marker file kept beside the database (so a database put
+    back from an older backup still starts past every incarnation this station has begun). The marker is
+    written before the caller commits."""
     from datetime import datetime, timezone
 
-    n = max(incarnation(conn), at_least) + 1
+    folder = database_folder(conn)
+    n = max(incarnation(conn), at_least, read_marker(folder) if folder else 0) + 1
     conn.execute("INSERT INTO incarnations (n, started_at, reason) VALUES (?, ?, ?)",
                  (n, datetime.now(timezone.utc).isoformat(timespec="seconds"), reason))
+    if folder:
+        note_incarnation(folder, n)
     return n
+
+
+INCARNATION_MARKER = "incarnation"  # <data>/incarnation: the highest incarnation begun, outside the database
+
+
+def database_folder(conn: sqlite3.Connection) -> Path | None:
+    """The folder of the connection's main database file (None for an in-memory one)."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return Path(row[2]).parent if row and row[2] else None
+
+
+def read_marker(folder: Path) -> int:
+    try:
+        return int((Path(folder) / INCARNATION_MARKER).read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def note_incarnation(folder: Path, n: int) -> None:
+    """Keep the highest incarnation the station has begun in ``<data>/incarnation`` (never lowered)."""
+    from .backup import write_durably
+
+    if n > read_marker(folder):
+        write_durably(Path(folder) / INCARNATION_MARKER, f"{n}\n".encode(), 0o644)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:

@@ -34,12 +34,15 @@ def central():
 @click.option("--port", default=8090, show_default=True, type=int, help="0 takes a free port.")
 @click.option("--staff-password", envvar="DVC_CENTRAL_STAFF_PASSWORD", default=None,
               help="Ask for this password (HTTP basic) on the staff page.")
-def serve_command(data_dir, database, agency_code, host, port, staff_password):
+@click.option("--restore-window-days", type=float, default=7.0, show_default=True,
+              help="The oldest backup of this central that may be restored; stations keep payloads that long.")
+def serve_command(data_dir, database, agency_code, host, port, staff_password, restore_window_days):
     """Serve the central's API and staff page with waitress."""
     from .central import create_central_app, serve
 
     app = create_central_app({"DATA_DIR": data_dir, "DATABASE": database, "AGENCY_CODE": agency_code,
-                              "STAFF_PASSWORD": staff_password})
+                              "STAFF_PASSWORD": staff_password,
+                              "RESTORE_WINDOW": int(restore_window_days * 86400)})
     serve(app, host, port, announce=lambda line: click.echo(line, err=False) or None)
 
 

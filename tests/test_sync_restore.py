@@ -302,6 +302,8 @@ def test_tracking_codes_a_station_issues_again_after_a_restore_by_hand_are_reiss
                zip(sorted(refused, key=lambda r: r["submission_id"]), sorted(reissued, key=lambda r: r["supersedes"])))
     assert {row["central_code"] for row in reissued}.isdisjoint(sent_before.values())
     assert len(told["reissued"]) == 2
+    # The new incarnation is noted outside the database too: a restore of an older backup starts past it.
+    assert (station_paths(config)["database"].parent / "incarnation").read_text().strip() == "1"
     # The citizen's receipt has the old code: the tracking page sends them on to the new one.
     app = create_app({"station": {"kind": "kiosk", "id": "K01"}, "paths": {"data": str(tmp_path / "station/var")}})
     old_code = refused[0]["tracking_code"]
