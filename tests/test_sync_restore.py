@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -374,3 +375,50 @@ def test_a_worker_whose_clock_is_days_ahead_sends_but_purges_nothing_and_its_wai
         assert set(central.opened().holds("K01", ids + more + last)) == set(ids + more + last)
     finally:
         central.close()
+
+
+# -- the operator's commands, end to end -------------------------------------------------------------------
+
+def kiosk(*args) -> str:
+    done = subprocess.run([sys.executable, "-m", "kiosk", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_kiosk_backup_and_restore_then_sync_for_a_station_and_for_the_central(tmp_path, central):
+    config = station(tmp_path, central)
+    first = submit_many(config, 5, seed=1)
+    sync(config)
+    (tmp_path / "station-backups").mkdir()
+    kiosk("backup", "--station", config["source"], tmp_path / "station-backups")
+    (station_archive,) = (tmp_path / "station-backups").iterdir()
+    lost_here = submit_many(config, 5, seed=2)  # sent, then lost with the station's disk
+    sync(config)
+
+    out = kiosk("restore", "--station", config["source"], "--yes", station_archive)
+    assert "Đã khôi phục" in out
+    after_restore = submit_many(config, 3, seed=3)
+    sync(config)
+
+    (tmp_path / "central-backups").mkdir()
+    kiosk("central", "backup", "--data", central.folder, tmp_path / "central-backups")
+    (central_archive,) = (tmp_path / "central-backups").iterdir()
+    last = submit_many(config, 4, seed=4)
+    sync(config)
+    before = codes(config)
+    central.stop()
+    kiosk("central", "restore", "--data", central.folder, central_archive)
+    central.start()
+    sync(config)
+    central.stop()
+
+    store = central.opened()
+    held = {row["submission_id"]: row for row in store.submissions(limit=100)}
+    assert set(held) == set(first + lost_here + after_restore + last)
+    assert len({row["tracking_code"] for row in held.values()}) == 17
+    assert len({row["central_code"] for row in held.values()}) == 17
+    after = codes(config)
+    assert all(held[sid]["central_code"] == before[sid] == after[sid] for sid in first + after_restore + last)
+    assert all(held[sid]["tracking_code"].split("-")[2].startswith("A") for sid in after_restore + last)
+    assert store.identity()["generation"] == 2
