@@ -89,21 +89,48 @@ class Central:
         self.process.kill()
         self.proxy.stop()
 
+    def copy_folder(self, dest: Path) -> Path:
+        """A snapshot of the whole data folder (as a VM snapshot would take it), the process stopped."""
+        self.stop()
+        shutil.copytree(self.folder, dest)
+        self.start()
+        return dest
+
+    def put_folder_back(self, snapshot: Path) -> None:
+        self.stop()
+        shutil.rmtree(self.folder)
+        shutil.copytree(snapshot, self.folder)
+        self.start()
+
     def opened(self):
         """The central's store, opened here while its process is stopped."""
         return open_central(self.folder).store
 
 
 @pytest.fixture
-def central(tmp_path):
-    central = Central(tmp_path / "central")
-    yield central
-    central.close()
+def make_central(tmp_path):
+    """Start the central with more `kiosk central serve` options; stopped at the end of the test."""
+    made = []
+
+    def make(*options):
+        made.append(Central(tmp_path / "central", *options))
+        return made[-1]
+
+    yield make
+    for central in made:
+        central.close()
+
+
+@pytest.fixture
+def central(make_central):
+    return make_central()
 
 
 def station(tmp_path, central, name="station", **sync_settings):
     config = make_station(tmp_path / name, central.url, sync={**FAST, **sync_settings})
-    enrol(open_central(central.folder), config)
+    opened = open_central(central.folder)
+    enrol(opened, config)
+    opened.store.close()  # this process keeps nothing open: `kiosk central restore` checks that
     return config
 
 
@@ -161,17 +188,12 @@ def test_a_whole_central_folder_put_back_is_found_behind_and_resent(tmp_path, ce
     config = station(tmp_path, central)
     first = submit_many(config, 10, seed=1)
     sync(config)
-    central.stop()
-    snapshot = shutil.copytree(central.folder, tmp_path / "snapshot")
-    central.start()
+    snapshot = central.copy_folder(tmp_path / "snapshot")
     later = submit_many(config, 30, seed=2)
     sync(config)
     before = codes(config)
 
-    central.stop()
-    shutil.rmtree(central.folder)
-    shutil.copytree(snapshot, central.folder)
-    central.start()
+    central.put_folder_back(snapshot)
     sync(config)  # finds the central behind, resends the 40 with their acknowledgements
     newest = submit_many(config, 1, seed=3)
     sync(config)
@@ -190,82 +212,81 @@ def test_a_whole_central_folder_put_back_is_found_behind_and_resent(tmp_path, ce
         conn.close()
 
 
-def test_a_payload_stays_until_the_central_confirms_it_and_a_central_missing_one_gets_it_again(tmp_path):
-    central = Central(tmp_path / "central", "--restore-window-days", "1")
+def test_a_payload_stays_until_the_central_confirms_it_and_one_it_lacks_is_sent_again(tmp_path, make_central):
+    central = make_central("--restore-window-days", "1")
+    config = station(tmp_path, central, retention_days=0.5)
+    snapshot = central.copy_folder(tmp_path / "snapshot")  # enrolled, nothing received
+    ids = submit_many(config, 5)
+    worker = worker_from_config(config)
+    assert worker.push()["acked"] == 5  # acknowledged; the feed not read yet
+    central.put_folder_back(snapshot)
+    worker.client.close()  # the kept-alive connection went with the old process (the proxy says 502)
+
+    later = datetime.now(timezone.utc) + timedelta(days=1, minutes=1)
+    assert worker.purge(now=later, central_now=later) == 0  # the central does not hold them
+    assert worker.pending() == 5
+    assert worker.push()["acked"] == 5
+    held = worker.client.holds(ids)["held"]
+    assert set(held) == set(ids)
+    assert worker.purge(now=later, central_now=later) == 5
+    assert worker._state("restore_window_s") == str(86400.0)
+    worker.close()
+
+
+def test_dossiers_the_central_lost_after_their_purge_here_are_listed_for_staff(tmp_path, make_central):
+    central = make_central("--restore-window-days", "0")
+    config = station(tmp_path, central, retention_days=0.5)
+    central.stop()
+    empty = sqlite_backup(central.folder / "central.sqlite3", tmp_path / "empty.sqlite3")
+    central.start()
+    submit_many(config, 3, seed=1)
+    worker = worker_from_config(config)
+    worker.run(until_empty=True, max_seconds=20)
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    assert worker.purge(now=later, central_now=later) == 3
+    kept = submit_many(config, 2, seed=2)
+    worker.run(until_empty=True, max_seconds=20)
+
+    central.stop()
+    put_back(central.folder / "central.sqlite3", empty)
+    central.opened().mark_restored()  # the documented restore (kiosk central restore does this)
+    central.start()
+    worker.client.close()
+    report = worker.cycle()
+    assert report["lost"] == 3
+    worker.run(until_empty=True, max_seconds=20)
+    assert set(worker.client.holds(kept)["held"]) == set(kept)  # what it still had, it got again
+    worker.close()
+
+    conn = station_db(config)
     try:
-        config = station(tmp_path, central, retention_days=0.5)
-        central.stop()
-        snapshot = shutil.copytree(central.folder, tmp_path / "snapshot")  # enrolled, nothing received
-        central.start()
-        ids = submit_many(config, 5)
-        worker = worker_from_config(config)
-        assert worker.push()["acked"] == 5  # acknowledged; the feed not read yet
-        central.stop()
-        shutil.rmtree(central.folder)
-        shutil.copytree(snapshot, central.folder)
-        central.start()
-        worker.client.close()  # the kept-alive connection went with the old process (the proxy says 502)
-
-        later = datetime.now(timezone.utc) + timedelta(days=1, minutes=1)
-        assert worker.purge(now=later, central_now=later) == 0  # the central does not hold them
-        assert worker.pending() == 5
-        assert worker.push()["acked"] == 5
-        held = worker.client.holds(ids)["held"]
-        assert set(held) == set(ids)
-        assert worker.purge(now=later, central_now=later) == 5
-        assert worker._state("restore_window_s") == str(86400.0)
-        worker.close()
-    finally:
-        central.close()
-
-
-def test_dossiers_the_central_lost_after_their_payload_was_purged_are_listed_for_staff(tmp_path):
-    central = Central(tmp_path / "central", "--restore-window-days", "0")
-    try:
-        config = station(tmp_path, central, retention_days=0.5)
-        central.stop()
-        empty = sqlite_backup(central.folder / "central.sqlite3", tmp_path / "empty.sqlite3")
-        central.start()
-        submit_many(config, 3, seed=1)
-        worker = worker_from_config(config)
-        worker.run(until_empty=True, max_seconds=20)
-        later = datetime.now(timezone.utc) + timedelta(days=1)
-        assert worker.purge(now=later, central_now=later) == 3
-        kept = submit_many(config, 2, seed=2)
-        worker.run(until_empty=True, max_seconds=20)
-
-        central.stop()
-        put_back(central.folder / "central.sqlite3", empty)
-        central.opened().mark_restored()  # the documented restore (kiosk central restore does this)
-        central.start()
-        worker.client.close()
-        report = worker.cycle()
-        assert report["lost"] == 3
-        worker.run(until_empty=True, max_seconds=20)
-        assert set(worker.client.holds(kept)["held"]) == set(kept)  # what it still had, it got again
-        worker.close()
-    finally:
-        central.close()
-
-    app = create_app({"station": {"kind": "counter", "id": "K01"}, "paths": {"data": str(tmp_path / "station/var")}})
-    from agent import staff
-
-    conn = connect(app.config["DATABASE"])
-    try:
-        staff.add(conn, "lan", "Lan", "agent", "246810")
         told = notices(conn)
     finally:
         conn.close()
     assert len(told["lost"]) == 3 and told["rewound"]["reason"] == "restored"
+    home = staff_page(tmp_path, "/agent/")
+    assert 'data-notice="tell-applicants"' in home and "3 hồ sơ cần báo lại cho người nộp" in home
+    assert 'data-notice="central-restored"' in home
+    listed = staff_page(tmp_path, "/agent/rejected")
+    assert listed.count('data-tell="lost"') == 3
+    assert all(row["tracking_code"] in listed for row in told["lost"])
+
+
+def staff_page(tmp_path, path: str) -> str:
+    """A page of the station's staff screens (the station's own data folder), as a logged-in agent."""
+    from agent import staff
+
+    app = create_app({"station": {"kind": "counter", "id": "K01"}, "paths": {"data": str(tmp_path / "station/var")}})
+    conn = connect(app.config["DATABASE"])
+    try:
+        if not conn.execute("SELECT 1 FROM staff WHERE username = 'lan'").fetchone():
+            staff.add(conn, "lan", "Lan", "agent", "246810")
+    finally:
+        conn.close()
     client = app.test_client()
     page = client.get("/agent/login")
     client.post("/agent/login", data={"csrf_token": csrf_token(page.text), "username": "lan", "secret": "246810"})
-    home = client.get("/agent/").text
-    assert 'data-notice="tell-applicants"' in home and "3 hồ sơ cần báo lại cho người nộp" in home
-    assert 'data-notice="central-restored"' in home
-    listed = client.get("/agent/rejected").text
-    assert listed.count('data-tell="lost"') == 3
-    assert all(row["tracking_code"] in listed for row in told["lost"])
+    return client.get(path).text
 
 
 # -- a station restored from a backup, or reinstalled -----------------------------------------------------
@@ -335,46 +356,48 @@ def faketime(offset: str) -> dict:
             "FAKETIME_NO_CACHE": "1"}
 
 
-def test_a_worker_whose_clock_is_days_ahead_sends_but_purges_nothing_and_its_waits_end_once_corrected(tmp_path):
-    central = Central(tmp_path / "central", "--restore-window-days", "0")
+def worker_while_link_down(config, offset: str) -> None:
+    """A worker with its clock ``offset`` off, for 3 seconds, with no central to answer: it defers."""
+    done = subprocess.run(worker_command(config, "--max-seconds", "3"), capture_output=True, text=True,
+                          timeout=60, env=faketime(offset))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_worker_days_ahead_sends_purges_nothing_and_its_waits_end_once_corrected(tmp_path, make_central):
+    central = make_central("--restore-window-days", "0")
+    config = station(tmp_path, central, retention_days=1.0, base_delay=600, max_delay=3600)
+    ids = submit_many(config, 4)
+    ahead = sync(config, env=faketime("+3d"))  # its requests are stamped 3 days ahead: it learns the offset
+    assert ahead["acked"] == 4 and ahead["purged"] == 0
+    conn = station_db(config)
     try:
-        config = station(tmp_path, central, retention_days=1.0, base_delay=600, max_delay=3600)
-        ids = submit_many(config, 4)
-        ahead = sync(config, env=faketime("+3d"))  # its requests are stamped 3 days ahead: it learns the offset
-        assert ahead["acked"] == 4 and ahead["purged"] == 0
-        conn = station_db(config)
-        try:
-            payloads = conn.execute("SELECT COUNT(*) FROM dossiers WHERE payload_sealed IS NOT NULL").fetchone()[0]
-            skew = int(conn.execute("SELECT value FROM sync_state WHERE name = 'clock_skew_seconds'").fetchone()[0])
-        finally:
-            conn.close()
-        assert payloads == 4  # acknowledged "3 days ago" by its own clock, just now by the central's
-        assert 3 * 86400 - 120 < skew < 3 * 86400 + 120
-
-        # Now the link is down while the clock is still ahead: retry times are set 3 days ahead.
-        central.stop()
-        more = submit_many(config, 3, seed=5)
-        done = subprocess.run(worker_command(config, "--max-seconds", "3"), capture_output=True, text=True,
-                              timeout=60, env=faketime("+3d"))
-        assert done.returncode == 0, done.stderr[-2000:]
-        central.start()
-        fixed = sync(config)  # NTP corrected the clock: they are due now, not in three days
-        assert fixed["acked"] == 3 and fixed["pending"] == 0
-
-        # A small jump too (20 minutes, well within the longest backoff): due at once, not 20 minutes on.
-        central.stop()
-        last = submit_many(config, 2, seed=6)
-        done = subprocess.run(worker_command(config, "--max-seconds", "3"), capture_output=True, text=True,
-                              timeout=60, env=faketime("+20m"))
-        assert done.returncode == 0, done.stderr[-2000:]
-        central.start()
-        started = time.monotonic()
-        fixed = sync(config)
-        assert fixed["acked"] == 2 and fixed["pending"] == 0 and time.monotonic() - started < 30
-        central.stop()
-        assert set(central.opened().holds("K01", ids + more + last)) == set(ids + more + last)
+        payloads = conn.execute("SELECT COUNT(*) FROM dossiers WHERE payload_sealed IS NOT NULL").fetchone()[0]
+        skew = int(conn.execute("SELECT value FROM sync_state WHERE name = 'clock_skew_seconds'").fetchone()[0])
     finally:
-        central.close()
+        conn.close()
+    assert payloads == 4  # acknowledged "3 days ago" by its own clock, just now by the central's
+    assert 3 * 86400 - 120 < skew < 3 * 86400 + 120
+    home = staff_page(tmp_path, "/agent/")
+    assert 'data-notice="clock"' in home and "Đồng hồ của trạm nhanh 4320 phút" in home
+
+    # Now the link is down while the clock is still ahead: retry times are set 3 days ahead.
+    central.stop()
+    more = submit_many(config, 3, seed=5)
+    worker_while_link_down(config, "+3d")
+    central.start()
+    fixed = sync(config)  # NTP corrected the clock: they are due now, not in three days
+    assert fixed["acked"] == 3 and fixed["pending"] == 0
+
+    # A small jump too (20 minutes, well within the longest backoff): due at once, not 20 minutes on.
+    central.stop()
+    last = submit_many(config, 2, seed=6)
+    worker_while_link_down(config, "+20m")
+    central.start()
+    started = time.monotonic()
+    fixed = sync(config)
+    assert fixed["acked"] == 2 and fixed["pending"] == 0 and time.monotonic() - started < 30
+    central.stop()
+    assert set(central.opened().holds("K01", ids + more + last)) == set(ids + more + last)
 
 
 # -- the operator's commands, end to end -------------------------------------------------------------------
