@@ -129,6 +129,7 @@ class SyncWorker:
         self.use_batch = self.settings.batch_http
         self._stop = None            # set by run(): checked between batches
         self.link_failures = 0       # consecutive cycles that hit a transient error: the cycle backoff
+        self._known_store = None     # the central store last seen (sync_state.central_store)
         self.retry_after = 0.0
 
     def close(self) -> None:
@@ -338,8 +339,11 @@ class SyncWorker:
 
     # -- a central that went back in time --------------------------------------------------------------
     def known_store(self) -> dict | None:
-        value = self._state("central_store")
-        return json.loads(value) if value else None
+        """The central store this station last saw (kept in memory too: asked once per acknowledgement)."""
+        if self._known_store is None:
+            value = self._state("central_store")
+            self._known_store = json.loads(value) if value else None
+        return self._known_store
 
     def check_store(self, store, head: int | None = None) -> bool:
         """Compare what the central says it is (store id and generation, and the station's latest change
@@ -350,6 +354,7 @@ class SyncWorker:
         known = self.known_store()
         if known is None:
             self._set_state("central_store", json.dumps(store))
+            self._known_store = store
             return False
         if store_key(store) != store_key(known):
             self.rewind(store, "restored" if store["store_id"] == known["store_id"] else "replaced",
@@ -383,6 +388,7 @@ class SyncWorker:
                 self.conn.execute("INSERT INTO sync_state (name, value) VALUES (?, ?) "
                                   "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
             audit.append(self.conn, "sync", "central.went_back", None, {k: event[k] for k in ("reason", "resent")})
+        self._known_store = store
         log.warning("sync: the central went back in time (%s): %d dossier(s) sent again, %d purged to check",
                     reason, resent, purged)
         return event
