@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from . import catalog, db, i18n, sealing
+from . import catalog, db, i18n, keyfile, sealing
 from .config import ConfigError, data_dir, load_station
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -18,11 +18,7 @@ csrf = CSRFProtect()
 
 
 def _secret_key(folder: Path) -> bytes:
-    path = folder / "session.key"
-    if not path.exists():
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
-    return path.read_bytes()
+    return keyfile.load_or_create(folder / "session.key", lambda: secrets.token_bytes(32))
 
 
 def create_app(config: dict | None = None, station_file: str | None = None) -> Flask:

@@ -4,28 +4,19 @@ The sealed form is ``b"S1" + nonce(12) + ciphertext``; the associated data binds
 draft id or a submission id), so a blob copied onto another row does not open.
 """
 import json
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import keyfile
 
 _MAGIC = b"S1"
 
 
 def load_or_create_key(path: Path) -> bytes:
     """The station's payload key; made on first start, readable by the station user only."""
-    path = Path(path)
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
+    key = keyfile.load_or_create(path, lambda: secrets.token_bytes(32))
     if len(key) != 32:
         raise ValueError(f"{path}: the payload key must be 32 bytes")
     return key

@@ -5,33 +5,19 @@ as standard base64 of the 32 raw bytes, short enough to read out over the phone.
 """
 import base64
 import json
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from kiosk import keyfile
+
 
 def _load_or_create(path: Path, generate):
-    path = Path(path)
-    try:
-        return serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return serialization.load_pem_private_key(path.read_bytes(), password=None)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    return key
+    pem = keyfile.load_or_create(path, lambda: generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return serialization.load_pem_private_key(pem, password=None)
 
 
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
