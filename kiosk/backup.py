@@ -32,6 +32,7 @@ from pathlib import Path
 from . import audit
 from . import db as station_db
 from .config import data_dir
+from .keyfile import fsync_folder, owned_like_folder
 
 STATION_FORMAT = "dvc-kiosk-station-backup/1"
 STATION_FILES = ("station.db", "payload.key", "station.ed25519", "central-keys.json")
@@ -60,35 +61,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` survive a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _owned_like_folder(path: Path) -> None:
-    """Run as root, give a new file the owner of its folder, so the station's own user can open it."""
-    if os.geteuid() == 0:
-        folder = path.parent.stat()
-        os.chown(path, folder.st_uid, folder.st_gid)
-
-
-def write_durably(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Temporary file, fsync, rename, fsync of the folder: the file is either the old one or the new one."""
-    tmp = path.with_name(path.name + ".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    _owned_like_folder(tmp)
-    os.replace(tmp, path)
-    fsync_folder(path.parent)
-
-
 def install(source: Path, target: Path, stamp: str, companions: tuple[str, ...] = ()) -> list[Path]:
     """Put ``source`` at ``target`` atomically (a copy beside the target, fsync, rename). What was there is
     kept, never deleted, as ``<name>.before-restore-<stamp>``, with its ``companions`` (SQLite's -wal and
@@ -100,7 +72,7 @@ def install(source: Path, target: Path, stamp: str, companions: tuple[str, ...] 
         shutil.copyfileobj(src, dst)
         dst.flush()
         os.fsync(dst.fileno())
-    _owned_like_folder(staged)
+    owned_like_folder(staged)
     aside = target.with_name(f"{target.name}.before-restore-{stamp}")
     for n in range(2, 1000):  # two restores within a second
         if not any(aside.with_name(aside.name + end).exists() for end in ("", *companions)):

@@ -11,6 +11,8 @@ import sqlite_utils
 from flask import current_app, g
 from sqlite_utils.migrations import Migrations
 
+from .keyfile import write_durably
+
 migrations = Migrations("dvc-kiosk")
 
 
@@ -234,8 +236,6 @@ def read_marker(folder: Path) -> int:
 
 def note_incarnation(folder: Path, n: int) -> None:
     """Keep the highest incarnation the station has begun in ``<data>/incarnation`` (never lowered)."""
-    from .backup import write_durably
-
     if n > read_marker(folder):
         write_durably(Path(folder) / INCARNATION_MARKER, f"{n}\n".encode(), 0o644)
 

@@ -13,10 +13,12 @@ import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
+
+from kiosk.keyfile import write_durably
 
 
 @dataclass(frozen=True)
@@ -164,8 +166,8 @@ class SqlCentralStore:
 
     def _write_watermark(self) -> None:
         """Merge this process's reservations into the file (the highest per day wins, so a second process
-        on the same data, such as a USB import beside the server, never lowers it) and write it durably:
-        temporary file, fsync, rename, fsync of the folder; under an exclusive lock."""
+        on the same data, such as a USB import beside the server, never lowers it) and write it durably,
+        under an exclusive lock."""
         if self.watermark is None:
             return
         import fcntl
@@ -187,17 +189,7 @@ class SqlCentralStore:
                 generation = max(generation, int(on_file.get("generation") or 0))
             data = json.dumps({"store_id": identity["store_id"], "generation": generation,
                                "reserved": self._reserved}, sort_keys=True)
-            tmp = self.watermark.with_suffix(".tmp")
-            with open(tmp, "w", encoding="ascii") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.watermark)
-            folder = os.open(self.watermark.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            write_durably(self.watermark, data.encode(), 0o644)
 
     def _apply_watermark(self) -> bool:
         """At start: raise each day's code sequence past the reserved block, and raise the generation
@@ -449,8 +441,6 @@ class _PgCursor:
 
 
 def _days_before(yymmdd: str, days: int) -> str:
-    from datetime import timedelta
-
     return (datetime.strptime(yymmdd, "%y%m%d") - timedelta(days=days)).strftime("%y%m%d")
 
 
