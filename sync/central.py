@@ -50,17 +50,13 @@ class Central:
     def sign(self, document: dict) -> dict:
         return protocol.sign_document(self.signing_key, document)
 
-    def store_identity(self) -> dict:
-        identity = self.store.identity()
-        return {"store_id": identity["store_id"], "generation": identity["generation"]}
-
     def ack(self, receipt: Receipt) -> dict:
         # Built only from what is stored, so asking again gives the same bytes (Ed25519 is deterministic)
         # as long as the store is not restored; the store's identity tells a station when it was.
         return self.sign({"type": protocol.ACK, "submission_id": receipt.submission_id,
                           "station_id": receipt.station_id, "payload_sha256": receipt.payload_sha256,
                           "central_code": receipt.central_code, "received_at": receipt.received_at,
-                          "store": self.store_identity()})
+                          "store": self.store.identity()})
 
     def prior(self, station_id: str, submission_id: str, payload_sha256: str, envelope) -> Prior | None:
         """The code and time an earlier acknowledgement of ours gave this very submission, or None when the
@@ -254,7 +250,7 @@ def changes(station_id):
     cursor = rows[-1]["seq"] if rows else min(int(since), head)
     return _signed(200, central.sign({"type": protocol.CHANGES, "station_id": station_id, "since": int(since),
                                       "cursor": cursor, "changes": rows, "more": len(rows) == limit_n,
-                                      "head": max(head, cursor), "store": central.store_identity()}))
+                                      "head": max(head, cursor), "store": central.store.identity()}))
 
 
 @api.post("/stations/<station_id>/holds")
@@ -274,7 +270,7 @@ def holds(station_id):
         return _error(413, "too_many", f"at most {MAX_HOLDS} submission ids per question")
     central = _central()
     return _signed(200, central.sign({"type": protocol.HOLDS, "station_id": station_id,
-                                      "store": central.store_identity(), "at": now_iso(),
+                                      "store": central.store.identity(), "at": now_iso(),
                                       "restore_window_s": central.restore_window,
                                       "held": central.store.holds(station_id, ids)}))
 

@@ -136,12 +136,11 @@ class SqlCentralStore:
     def _read_identity(self) -> dict:
         with self._tx() as cur:
             meta = dict(cur.all("SELECT name, value FROM store_meta", ()))
-        return {"store_id": meta["store_id"], "generation": int(meta["generation"]),
-                **({"restored_at": meta["restored_at"]} if "restored_at" in meta else {})}
+        return {"store_id": meta["store_id"], "generation": int(meta["generation"])}
 
     def identity(self) -> dict:
-        """{"store_id", "generation"[, "restored_at"]}: read at start, changed only by mark_restored (a
-        restore is done with the central stopped)."""
+        """{"store_id", "generation"}, as the central tells stations: read at start, changed only by
+        mark_restored (a restore is done with the central stopped; store_meta.restored_at says when)."""
         return dict(self._identity)
 
     def mark_restored(self, at_least: int = 0) -> dict:

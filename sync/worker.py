@@ -284,8 +284,7 @@ class SyncWorker:
                         applied += 1
                         audit.append(self.conn, "sync", "dossier.status", change["submission_id"],
                                      {"status": change["status"]})
-                self.conn.execute("INSERT INTO sync_state (name, value) VALUES ('changes_cursor', ?) "
-                                  "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (str(feed["cursor"]),))
+                self._put_state("changes_cursor", str(feed["cursor"]))
             if not feed["more"] or feed["cursor"] <= since:
                 return applied
         return applied
@@ -300,17 +299,21 @@ class SyncWorker:
         central_now = central_now or self.central_clock()
         if central_now is None:
             return 0
+        now = now or utcnow()
+
+        def cuts(keep: timedelta) -> tuple[str, str]:  # acknowledged and received before these
+            return iso(now - keep), iso(central_now - keep)
+
         keep = timedelta(days=self.settings.retention_days)
-        window = self._state("restore_window_s")
-        if window is not None:
-            keep = max(keep, timedelta(seconds=float(window)))
+        known_window = self._state("restore_window_s")
+        if known_window is not None:
+            keep = max(keep, timedelta(seconds=float(known_window)))
         rows = self.conn.execute(
             "SELECT * FROM (SELECT d.submission_id, d.payload_sha256, a.acknowledged_at, "
             "coalesce(json_extract(a.ack, '$.document.received_at'), a.acknowledged_at) AS received_at "
             "FROM dossiers d JOIN sync_acks a USING (submission_id) JOIN outbox o USING (submission_id) "
             "WHERE o.state = 'sent' AND d.payload_sealed IS NOT NULL) "
-            "WHERE acknowledged_at <= ? AND received_at <= ? LIMIT 500",
-            (iso((now or utcnow()) - keep), iso(central_now - keep))).fetchall()
+            "WHERE acknowledged_at <= ? AND received_at <= ? LIMIT 500", cuts(keep)).fetchall()
         if not rows:
             return 0
         try:
@@ -328,7 +331,7 @@ class SyncWorker:
         window = timedelta(seconds=float(answer.get("restore_window_s") or 0))
         self._set_state("restore_window_s", str(window.total_seconds()))
         keep = max(keep, window)  # the window just learnt may be longer than what was assumed
-        station_cut, central_cut = iso((now or utcnow()) - keep), iso(central_now - keep)
+        station_cut, central_cut = cuts(keep)
         purged = [r["submission_id"] for r in rows if held[r["submission_id"]] == r["payload_sha256"]
                   and r["acknowledged_at"] <= station_cut and r["received_at"] <= central_cut]
         for sid in purged:
@@ -385,8 +388,7 @@ class SyncWorker:
                      "generation": (store or {}).get("generation")}
             for name, value in (("changes_cursor", "0"), ("central_rewound", json.dumps(event)),
                                 ("reconcile_purged", "0" if purged else ""), ("central_store", json.dumps(store))):
-                self.conn.execute("INSERT INTO sync_state (name, value) VALUES (?, ?) "
-                                  "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+                self._put_state(name, value)
             audit.append(self.conn, "sync", "central.went_back", None, {k: event[k] for k in ("reason", "resent")})
         self._known_store = store
         log.warning("sync: the central went back in time (%s): %d dossier(s) sent again, %d purged to check",
@@ -421,7 +423,7 @@ class SyncWorker:
                                          (sid, iso(utcnow()))).rowcount:
                         audit.append(self.conn, "sync", "dossier.lost_at_central", sid, {})
                         lost += 1
-                self.conn.execute("UPDATE sync_state SET value = ? WHERE name = 'reconcile_purged'", (ids[-1],))
+                self._put_state("reconcile_purged", ids[-1])
             after = ids[-1]
         return lost
 
@@ -435,8 +437,8 @@ class SyncWorker:
         told = self.client.central_time()
         if told is not None:
             return datetime.fromtimestamp(told, timezone.utc)
-        row = self.conn.execute("SELECT value FROM sync_state WHERE name = 'central_clock'").fetchone()
-        return datetime.fromisoformat(row[0]) if row else None
+        value = self._state("central_clock")
+        return datetime.fromisoformat(value) if value else None
 
     def _note_clocks(self) -> None:
         """Keep the central's time and how far this station's clock is from it, for purge and for staff."""
@@ -468,8 +470,12 @@ class SyncWorker:
 
     def _set_state(self, name: str, value: str) -> None:
         with write_transaction(self.conn):
-            self.conn.execute("INSERT INTO sync_state (name, value) VALUES (?, ?) "
-                              "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+            self._put_state(name, value)
+
+    def _put_state(self, name: str, value: str) -> None:
+        """Within the caller's transaction."""
+        self.conn.execute("INSERT INTO sync_state (name, value) VALUES (?, ?) "
+                          "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
 
     def pending(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
