@@ -40,6 +40,23 @@ def next_tracking_code(conn: sqlite3.Connection, station_id: str, local_day: str
     return tracking_code.make(station_id, local_day, sequence, incarnation(conn))
 
 
+def _write(conn: sqlite3.Connection, key: bytes, document: dict, **row) -> None:
+    """The dossier row for ``document`` (sealed, with the hash of its canonical bytes) and its outbox row,
+    in the caller's transaction; ``row`` holds the columns that are not in the document."""
+    sid = document["submission_id"]
+    procedure = document["procedure"]
+    conn.execute(
+        "INSERT INTO dossiers (submission_id, tracking_code, station_id, channel, procedure_code, "
+        "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes, "
+        "staff_id, local_day, fee_due_vnd, applicant_masked) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (sid, document["tracking_code"], document["station_id"], document["channel"], procedure["code"],
+         procedure["slug"], procedure["version"], document["submitted_at"], sealing.seal(key, document, sid),
+         hashlib.sha256(canonical_json(document)).hexdigest(), row["supersedes"], row["staff_id"],
+         row["local_day"], row["fee_due_vnd"], row["applicant_masked"]))
+    outbox.enqueue(conn, sid, document["submitted_at"])
+
+
 def applicant_answer(procedure: Procedure, answers: dict, source: str) -> str | None:
     """The applicant's own answer for a card field: the one the definition fills from the CCCD chip
     (``source`` such as ``card.full_name``), which is about the applicant, not a child or the deceased."""
@@ -80,17 +97,8 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
         if counter is not None:
             document["counter"] = counter
         name = applicant_answer(procedure, answers, "card.full_name")
-        conn.execute(
-            "INSERT INTO dossiers (submission_id, tracking_code, station_id, channel, procedure_code, "
-            "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes, "
-            "staff_id, local_day, fee_due_vnd, applicant_masked) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (submission_id, code, station["id"], channel, procedure.code, procedure.slug, procedure.version,
-             document["submitted_at"], sealing.seal(key, document, submission_id),
-             hashlib.sha256(canonical_json(document)).hexdigest(), supersedes, staff_id,
-             local_date.isoformat(), procedure.fee_vnd, mask_name(name) if name else None),
-        )
-        outbox.enqueue(conn, submission_id, document["submitted_at"])
+        _write(conn, key, document, supersedes=supersedes, staff_id=staff_id, local_day=local_date.isoformat(),
+               fee_due_vnd=procedure.fee_vnd, applicant_masked=mask_name(name) if name else None)
         audit.append(conn, actor, "dossier.submitted", submission_id,
                      {"tracking_code": code, "procedure": procedure.code, "channel": channel})
         if fee_taken_vnd:
@@ -121,16 +129,9 @@ def reissue_with_new_code(conn: sqlite3.Connection, key: bytes, submission_id: s
             new_id = str(uuid.uuid4())
             document = {**document, "submission_id": new_id, "tracking_code": new_code,
                         "reissued_from": old["tracking_code"]}
-            conn.execute(
-                "INSERT INTO dossiers (submission_id, tracking_code, station_id, channel, procedure_code, "
-                "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes, "
-                "staff_id, local_day, fee_due_vnd, applicant_masked) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (new_id, new_code, old["station_id"], old["channel"], old["procedure_code"], old["procedure_slug"],
-                 old["procedure_version"], old["submitted_at"], sealing.seal(key, document, new_id),
-                 hashlib.sha256(canonical_json(document)).hexdigest(), submission_id, old["staff_id"],
-                 old["local_day"], old["fee_due_vnd"], old["applicant_masked"]))
-            outbox.enqueue(conn, new_id, old["submitted_at"])
+            _write(conn, key, document, supersedes=submission_id, staff_id=old["staff_id"],
+                   local_day=old["local_day"], fee_due_vnd=old["fee_due_vnd"],
+                   applicant_masked=old["applicant_masked"])
             audit.append(conn, "sync", "dossier.reissued", new_id,
                          {"tracking_code": new_code, "from": old["tracking_code"]})
         reason = (f"tracking_code_taken: gửi lại với mã mới {new_code} / sent again as {new_code}" if new_code
