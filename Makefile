@@ -23,7 +23,7 @@ test: debs-test $(STAMP)
 	$(BIN)/pytest
 
 bench: debs-test $(STAMP)
-	$(BIN)/kiosk bench
+	$(BIN)/python -m tests.bench
 
 debs-run:
 	@scripts/ensure-debian-packages $(DEBS_RUN)

@@ -9,8 +9,8 @@ import json
 import sqlite3
 from datetime import datetime, timezone
 
-from kiosk import audit
-from kiosk.db import write_transaction
+from kiosk.core import audit
+from kiosk.core.db import write_transaction
 
 
 def _bucket() -> dict:

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from kiosk import audit
-from kiosk.db import write_transaction
+from kiosk.core import audit
+from kiosk.core.db import write_transaction
 
 ROLES = ("agent", "supervisor")
 MAX_FAILURES = 5

@@ -12,14 +12,16 @@ from zoneinfo import ZoneInfo
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
 
-from kiosk import audit, dossiers, drafts, i18n, tracking_code
-from kiosk.answers import normalise
+from kiosk.core import audit, dossiers, drafts, tracking_code
+from kiosk import i18n
+from kiosk.core.answers import normalise
 from devices.receipt import render_receipt_png
-from kiosk.citizen import (active_answers, current_draft, first_unanswered, local_target, print_receipt_for,
-                           procedure_or_404, receipt_of)
-from kiosk.db import get_db, write_transaction
-from kiosk.masking import mask_name
-from sync import notices, outbox
+from kiosk.core.answers import active_answers, first_unanswered
+from kiosk.web import current_draft, get_db, local_target, passive, print_receipt_for, procedure_or_404, receipt_of, wipe_session
+from kiosk.core.db import write_transaction
+from kiosk.core.masking import mask_name
+from sync import notices
+from kiosk.core import outbox
 
 from . import report, staff
 
@@ -34,7 +36,7 @@ def _today() -> str:
 
 @bp.before_app_request
 def load_staff():
-    """Who is logged in (an idle staff session has already been ended by citizen.end_idle_session)."""
+    """Who is logged in (an idle staff session has already been ended by kiosk.web.end_idle_session)."""
     g.staff = session.get("staff")
 
 
@@ -98,7 +100,6 @@ def logout():
     if g.staff:
         with write_transaction(get_db()):
             audit.append(get_db(), g.staff["username"], "staff.logout", g.staff["username"])
-    from kiosk.citizen import wipe_session
     wipe_session()
     return redirect(url_for("agent.login"), code=303)
 
@@ -194,7 +195,7 @@ def dossier(code):
                          "WHERE submission_id = ? ORDER BY l.id", (row["submission_id"],)).fetchall()
     answers = []
     if document and proc:
-        from kiosk.answers import display
+        from kiosk.core.answers import display
         for field in proc.fields():
             if field["name"] in document["answers"]:
                 answers.append((i18n.pick(field["label"]),
@@ -231,6 +232,7 @@ def correct(code):
 
 
 @bp.get("/d/<code>/receipt.png")
+@passive
 @login_required()
 def receipt_png(code):
     _row, receipt = _dossier_receipt(code)

@@ -29,7 +29,10 @@ for _handler in [h for h in logging.root.handlers if h not in _root_handlers]:
 
 from devices.receipt import PAPER_WIDTH_PX, Receipt, render_receipt_image
 from devices.vietqr import PaymentAccount, payment_account
-from kiosk.config import ConfigError
+
+class PrinterSettingsError(ValueError):
+    """Printer settings that cannot be used; the message names the key."""
+
 
 log = logging.getLogger(__name__)
 
@@ -130,23 +133,23 @@ def _int(section: Mapping, key: str, default: int, source: str) -> int:
     try:
         return int(value, 0) if isinstance(value, str) else int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: printer.{key} must be a number (0x.. for hexadecimal)") from None
+        raise PrinterSettingsError(f"{source}: printer.{key} must be a number (0x.. for hexadecimal)") from None
 
 
 def _seconds(section: Mapping, key: str, default: float, source: str) -> float:
     try:
         return float(section.get(key, default))
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: printer.{key} must be a number of seconds") from None
+        raise PrinterSettingsError(f"{source}: printer.{key} must be a number of seconds") from None
 
 
 def printer_settings(config: Mapping) -> PrinterSettings:
-    """Read ``[devices] printer`` and ``[printer]``; raise ``ConfigError`` naming the key that is wrong."""
+    """Read ``[devices] printer`` and ``[printer]``; raise ``PrinterSettingsError`` naming the key that is wrong."""
     source = config.get("source", "<config>")
     connection = str((config.get("devices") or {}).get("printer", "auto"))
     section = config.get("printer") or {}
     if connection not in CONNECTIONS:
-        raise ConfigError(f"{source}: devices.printer must be one of {', '.join(CONNECTIONS)}")
+        raise PrinterSettingsError(f"{source}: devices.printer must be one of {', '.join(CONNECTIONS)}")
     if connection == "auto":
         # A connection counts as configured when its address is given, in this order.
         for kind, key in (("network", "host"), ("usb", "usb_vendor"), ("serial", "serial_device"), ("file", "file_path")):
@@ -174,25 +177,25 @@ def printer_settings(config: Mapping) -> PrinterSettings:
     )
     required = {"network": "host", "usb": "usb_vendor", "serial": "serial_device", "file": "file_path"}
     if connection in required and not getattr(settings, required[connection]):
-        raise ConfigError(f"{source}: devices.printer = \"{connection}\" needs printer.{required[connection]}")
+        raise PrinterSettingsError(f"{source}: devices.printer = \"{connection}\" needs printer.{required[connection]}")
     if connection == "usb" and not settings.usb_product:
-        raise ConfigError(f"{source}: devices.printer = \"usb\" needs printer.usb_product")
+        raise PrinterSettingsError(f"{source}: devices.printer = \"usb\" needs printer.usb_product")
     if not 0 < settings.port < 65536:
-        raise ConfigError(f"{source}: printer.port must be a port number")
+        raise PrinterSettingsError(f"{source}: printer.port must be a port number")
     if settings.paper_mm not in PAPER_WIDTH_PX:
-        raise ConfigError(f"{source}: printer.paper_mm must be 58 or 80")
+        raise PrinterSettingsError(f"{source}: printer.paper_mm must be 58 or 80")
     if not 0 < settings.timeout_s <= 30:
-        raise ConfigError(f"{source}: printer.timeout_s must be between 0 and 30 seconds")
+        raise PrinterSettingsError(f"{source}: printer.timeout_s must be between 0 and 30 seconds")
     if not settings.timeout_s <= settings.job_timeout_s <= 600:
-        raise ConfigError(f"{source}: printer.job_timeout_s must be between printer.timeout_s and 600 seconds")
+        raise PrinterSettingsError(f"{source}: printer.job_timeout_s must be between printer.timeout_s and 600 seconds")
     try:
         profile = get_profile_class(settings.profile)
     except KeyError:
-        raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" is not a python-escpos profile") from None
+        raise PrinterSettingsError(f"{source}: printer.profile \"{settings.profile}\" is not a python-escpos profile") from None
     if not profile.profile_data.get("features", {}).get("bitImageRaster", False):
-        raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" cannot print raster images (GS v 0)")
+        raise PrinterSettingsError(f"{source}: printer.profile \"{settings.profile}\" cannot print raster images (GS v 0)")
     if settings.width_px < MIN_WIDTH_PX:
-        raise ConfigError(f"{source}: printer.profile \"{settings.profile}\" is {settings.width_px} dots wide; receipts need {MIN_WIDTH_PX}")
+        raise PrinterSettingsError(f"{source}: printer.profile \"{settings.profile}\" is {settings.width_px} dots wide; receipts need {MIN_WIDTH_PX}")
     return settings
 
 
@@ -228,7 +231,7 @@ def _network_class():
 def open_printer(config: Mapping) -> Escpos | None:
     """An open python-escpos printer for the station, or ``None`` when the station has none.
 
-    Raises ``ConfigError`` for wrong settings and the driver's exceptions (``escpos.exceptions.Error``,
+    Raises ``PrinterSettingsError`` for wrong settings and the driver's exceptions (``escpos.exceptions.Error``,
     ``OSError``) when the device cannot be opened; :func:`print_receipt` turns those into outcomes.
     """
     return _open(printer_settings(config))
@@ -243,7 +246,7 @@ def _open(settings: PrinterSettings) -> Escpos | None:
         from escpos.printer import Usb
 
         if not Usb.is_usable():
-            raise ConfigError("a USB printer needs pyusb (pip install 'python-escpos[usb]') and libusb-1.0-0")
+            raise PrinterSettingsError("a USB printer needs pyusb (pip install 'python-escpos[usb]') and libusb-1.0-0")
         printer = Usb(
             settings.usb_vendor,
             settings.usb_product,
@@ -255,7 +258,7 @@ def _open(settings: PrinterSettings) -> Escpos | None:
         from escpos.printer import Serial
 
         if not Serial.is_usable():
-            raise ConfigError("a serial printer needs pyserial (pip install 'python-escpos[serial]')")
+            raise PrinterSettingsError("a serial printer needs pyserial (pip install 'python-escpos[serial]')")
         printer = Serial(settings.serial_device, settings.serial_baudrate, timeout=settings.timeout_s)
     else:
         from escpos.printer import File
@@ -383,7 +386,7 @@ def printer_status(config: Mapping) -> Status:
     """The printer's state now; never raises for device trouble."""
     try:
         settings = printer_settings(config)
-    except ConfigError as exc:
+    except PrinterSettingsError as exc:
         log.error("%s", exc)
         return Status.CONFIG_ERROR
     try:
@@ -391,7 +394,7 @@ def printer_status(config: Mapping) -> Status:
             if printer is None:
                 return Status.NO_PRINTER
             return _read_status(printer, settings)
-    except ConfigError as exc:
+    except PrinterSettingsError as exc:
         log.error("printer %s: %s", settings.describe(), exc)
         return Status.CONFIG_ERROR
     except DEVICE_ERRORS as exc:
@@ -431,7 +434,7 @@ def _usable_settings(config: Mapping) -> tuple[PrinterSettings | None, PrintOutc
     """The printer settings, or the outcome to give when there is no printer to print on."""
     try:
         settings = printer_settings(config)
-    except ConfigError as exc:
+    except PrinterSettingsError as exc:
         log.error("%s", exc)
         return None, _failed(Status.CONFIG_ERROR, sent=False)
     if settings.connection == "none":
@@ -455,7 +458,7 @@ def print_image(config: Mapping, image, label: str = "image") -> PrintOutcome:
             sent = True  # from here on, part of the job may have reached the paper
             send_image(printer, image)
             after = _read_status(printer, settings)
-    except ConfigError as exc:
+    except PrinterSettingsError as exc:
         log.error("printer %s: %s", settings.describe(), exc)
         return _failed(Status.CONFIG_ERROR, sent=False)
     except DEVICE_ERRORS as exc:

@@ -18,7 +18,6 @@ import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
 from devices.vietqr import PaymentAccount, ascii_message
-from kiosk.masking import mask_id, mask_name
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian fonts-dejavu-core
 FONT_FILES = {
@@ -35,14 +34,15 @@ WEEKDAYS_VI = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu",
 
 @dataclass
 class Receipt:
-    """What is printed for one submitted dossier. Names and ID numbers are masked when drawn."""
+    """What is printed for one submitted dossier. The applicant's name and ID number come masked (the
+    caller masks them: a full name or number never reaches the printer, its log or its memory)."""
 
     station_name: str
     agency: str
     procedure_name: str
     procedure_code: str
-    citizen_name: str | None
-    citizen_id: str | None
+    applicant_masked: str | None
+    id_masked: str | None
     submitted_at: datetime
     processing_days: int
     fee_vnd: int
@@ -270,8 +270,8 @@ def render_receipt_image(receipt: Receipt, width_px: int, payment: PaymentAccoun
     page.text(receipt.procedure_name, page.base, "bold")
     if receipt.procedure_code:
         page.field("Mã thủ tục / Code", receipt.procedure_code)
-    page.field("Người nộp / Applicant", mask_name(receipt.citizen_name) or "—")
-    page.field("Số giấy tờ / ID", mask_id(receipt.citizen_id) or "—")
+    page.field("Người nộp / Applicant", receipt.applicant_masked or "—")
+    page.field("Số giấy tờ / ID", receipt.id_masked or "—")
     submitted = receipt.local_submitted_at
     page.field("Nộp lúc / Submitted", f"{submitted:%H:%M} {submitted:%d/%m/%Y}")
     page.field("Hẹn trả / Result on", format_day(receipt.appointment))

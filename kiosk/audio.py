@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .catalog import Procedure
+from .core.catalog import Procedure
 from .i18n import MESSAGES
 
 VOICES = {"vi": "vi", "en": "en"}

@@ -25,12 +25,12 @@ from datetime import date
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 
-from . import answers as answers_mod
-from . import drafts, i18n
-from .catalog import PREFILL_SOURCES
-from .citizen import CARD_KEY, current_draft, procedure_or_404
-from .db import get_db
-from .masking import mask_id, mask_name
+from .core import answers as answers_mod
+from .core import drafts
+from . import i18n
+from .core.catalog import PREFILL_SOURCES
+from .web import CARD_KEY, current_draft, get_db, procedure_or_404
+from .core.masking import mask_id, mask_name
 
 bp = Blueprint("card", __name__)
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ PREFILL_NAMES = {s.removeprefix("card.") for s in PREFILL_SOURCES}
 SLICE_S = 1.0  # read_cccd waits this long for a card per try, so a cancelled job stops within a second
 MAX_REMOVALS = 3  # a card lifted mid-read may be put back this many times within one read
 
-# The key questions, one per page, checked by kiosk.answers.read_field like the wizard's own fields.
+# The key questions, one per page, checked by kiosk.core.answers.read_field like the wizard's own fields.
 NUMBER_FIELD = {"name": "card_number", "type": "id_number",
                 "label": {"vi": "Số căn cước của bạn", "en": "Your ID card number"},
                 "hint": {"vi": "12 chữ số in ở mặt trước thẻ, dưới dòng “Số định danh cá nhân”",

@@ -4,106 +4,29 @@ Every page is a plain form post that works without JavaScript; with htmx (hx-boo
 inside of <main> is fetched and swapped. State changes answer 303 (post/redirect/get); a page with
 errors answers 422 with the error summary.
 """
-import functools
-import io
-import time
 import unicodedata
 
-import qrcode
-import qrcode.image.svg
 from flask import (Blueprint, abort, current_app, redirect, render_template, request, send_file, session,
                    url_for)
-from markupsafe import Markup
 
 from devices.receipt import render_receipt_png
 
-from . import answers as answers_mod
-from . import audio, dossiers, drafts, i18n, receipts, tracking_code
-from .catalog import CATEGORIES, Procedure
-from .db import get_db
+from .core import answers as answers_mod
+from . import audio, i18n, receipts, web
+from .web import get_db
+from .core import dossiers, drafts, tracking_code
+from .core.catalog import CATEGORIES, Procedure
 
 bp = Blueprint("citizen", __name__)
-CARD_KEY = "_card"  # in a draft's answers: the fields read from the CCCD chip, for prefilling
-# Pictures and sounds load beside a page and are not activity; they never touch the session cookie, so
-# their replies cannot overwrite what a form's reply stored in it meanwhile (a message, a draft).
-PASSIVE_ENDPOINTS = {"static", "citizen.done_receipt", "citizen.prompt_audio", "agent.receipt_png"}
-SEEN_RESOLUTION_S = 10
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-def _catalog() -> dict[str, Procedure]:
-    return current_app.config["CATALOG"]
-
-
-def procedure_or_404(slug: str) -> Procedure:
-    proc = _catalog().get(slug)
-    if proc is None:
-        abort(404)
-    return proc
-
-
-def _idle_minutes() -> int:
-    return current_app.config["STATION"]["session"]["draft_idle_minutes"]
-
-
-def current_draft(proc: Procedure) -> tuple[str, dict] | None:
-    """(draft id, answers) of this session's application for ``proc``, if there is one."""
-    ref = session.get("draft")
-    if not ref or ref.get("slug") != proc.slug:
-        return None
-    loaded = drafts.load(get_db(), current_app.config["PAYLOAD_KEY"], ref["id"], _idle_minutes())
-    if loaded is None or loaded[0] != proc.slug:
-        session.pop("draft", None)
-        return None
-    return ref["id"], loaded[1]
-
-
-def _is_active(page: dict, answers: dict) -> bool:
-    when = page.get("when")
-    return when is None or answers.get(when["field"]) == when["equals"]
-
-
-def _active_pages(proc: Procedure, answers: dict) -> list[dict]:
-    return [p for p in proc.pages if _is_active(p, answers)]
-
-
-def _is_answered(page: dict, answers: dict) -> bool:
-    return all(f["name"] in answers for f in page["fields"])
-
-
-def first_unanswered(proc: Procedure, answers: dict) -> dict | None:
-    return next((p for p in _active_pages(proc, answers) if not _is_answered(p, answers)), None)
-
-
-def active_answers(proc: Procedure, answers: dict) -> dict:
-    """Only the answers of pages that apply: a page switched off by a later change leaves nothing behind."""
-    return {f["name"]: answers.get(f["name"]) for p in _active_pages(proc, answers) for f in p["fields"]}
-
 
 def _error_text(error, field: dict) -> str:
     if isinstance(error, dict):
         return i18n.pick(error)
     key, params = error
     return i18n.t(key, label=i18n.pick(field["label"]), **params)
-
-
-def _tracking_url(code: str) -> str:
-    base = current_app.config["STATION"]["station"]["public_url"].rstrip("/")
-    return f"{base}{url_for('citizen.track_code', code=code)}"
-
-
-@functools.lru_cache(maxsize=64)
-def qr_svg(data: str) -> Markup:
-    """The QR code of ``data`` as inline SVG. The mask is fixed rather than searched: every decoder reads
-    all eight masks, and the search is most of the cost of making the code."""
-    code = qrcode.QRCode(image_factory=qrcode.image.svg.SvgPathImage, box_size=12, border=2, mask_pattern=0)
-    code.add_data(data)
-    code.make(fit=True)
-    out = io.BytesIO()
-    code.make_image().save(out)
-    svg = out.getvalue().decode()
-    return Markup(svg[svg.index("<svg"):])
 
 
 def _see_other(endpoint: str, **values):
@@ -121,7 +44,7 @@ def _fold(text: str) -> str:
 def _search(query: str, category: str) -> list[Procedure]:
     words = _fold(answers_mod.normalise(query)).split()
     found = []
-    for proc in _catalog().values():
+    for proc in web.catalog().values():
         if category and proc.category != category:
             continue
         haystack = _fold(proc.search_text() + " " + i18n.pick(proc.summary))
@@ -146,14 +69,14 @@ def index():
 
 @bp.get("/p/<slug>")
 def overview(slug):
-    proc = procedure_or_404(slug)
+    proc = web.procedure_or_404(slug)
     return render_template("citizen/overview.html", proc=proc)
 
 
 @bp.post("/p/<slug>/start")
 def start(slug):
-    proc = procedure_or_404(slug)
-    existing = current_draft(proc)
+    proc = web.procedure_or_404(slug)
+    existing = web.current_draft(proc)
     if existing is None:
         draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version)
         session["draft"] = {"id": draft_id, "slug": proc.slug}
@@ -166,7 +89,7 @@ def card_value(answers: dict, field: dict):
     """What the CCCD chip read for this field, if the card was read in this draft (kept, sealed, under
     ``_card`` in the draft; never part of the submitted answers unless the citizen confirms it)."""
     source = field.get("prefill", "")
-    card = answers.get(CARD_KEY) or {}
+    card = answers.get(web.CARD_KEY) or {}
     if not source.startswith("card.") or source[5:] not in card:
         return None
     value = card[source[5:]]
@@ -177,7 +100,7 @@ def card_value(answers: dict, field: dict):
 
 
 def _render_question(proc, page, shown, errors, status=200, change=False, answers=None, prefilled=()):
-    active = _active_pages(proc, answers or {})
+    active = answers_mod.active_pages(proc, answers or {})
     step = next((i for i, p in enumerate(active) if p["id"] == page["id"]), 0) + 1
     back = url_for("citizen.check", slug=proc.slug) if change else (
         url_for("citizen.question", slug=proc.slug, page_id=active[step - 2]["id"]) if step > 1
@@ -188,16 +111,16 @@ def _render_question(proc, page, shown, errors, status=200, change=False, answer
 
 @bp.route("/p/<slug>/q/<page_id>", methods=["GET", "POST"])
 def question(slug, page_id):
-    proc = procedure_or_404(slug)
+    proc = web.procedure_or_404(slug)
     page = proc.page(page_id)
     if page is None:
         abort(404)
-    draft = current_draft(proc)
+    draft = web.current_draft(proc)
     if draft is None:
         return _see_other("citizen.overview", slug=slug)
     draft_id, answers = draft
     change = request.values.get("change") == "1"
-    if not _is_active(page, answers):
+    if not answers_mod.is_active(page, answers):
         return _see_other("citizen.check", slug=slug)
 
     if request.method == "GET":
@@ -223,12 +146,12 @@ def question(slug, page_id):
         session.pop("draft", None)
         return _see_other("citizen.overview", slug=slug)
 
-    missing = first_unanswered(proc, answers)
+    missing = answers_mod.first_unanswered(proc, answers)
     if change:
         if missing is None:
             return _see_other("citizen.check", slug=slug)
         return redirect(url_for("citizen.question", slug=slug, page_id=missing["id"], change=1), code=303)
-    active = _active_pages(proc, answers)
+    active = answers_mod.active_pages(proc, answers)
     later = active[[p["id"] for p in active].index(page["id"]) + 1:]
     if later:
         return _see_other("citizen.question", slug=slug, page_id=later[0]["id"])
@@ -239,7 +162,7 @@ def question(slug, page_id):
 
 def _summary_rows(proc: Procedure, answers: dict) -> list[dict]:
     rows = []
-    for page in _active_pages(proc, answers):
+    for page in answers_mod.active_pages(proc, answers):
         for field in page["fields"]:
             rows.append({
                 "label": i18n.pick(field["label"]),
@@ -252,11 +175,11 @@ def _summary_rows(proc: Procedure, answers: dict) -> list[dict]:
 
 @bp.get("/p/<slug>/check")
 def check(slug):
-    proc = procedure_or_404(slug)
-    draft = current_draft(proc)
+    proc = web.procedure_or_404(slug)
+    draft = web.current_draft(proc)
     if draft is None:
         return _see_other("citizen.overview", slug=slug)
-    missing = first_unanswered(proc, draft[1])
+    missing = answers_mod.first_unanswered(proc, draft[1])
     if missing is not None:
         return _see_other("citizen.question", slug=slug, page_id=missing["id"])
     return render_template("citizen/check.html", proc=proc, rows=_summary_rows(proc, draft[1]))
@@ -264,15 +187,15 @@ def check(slug):
 
 @bp.route("/p/<slug>/submit", methods=["GET", "POST"])
 def consent(slug):
-    proc = procedure_or_404(slug)
-    draft = current_draft(proc)
+    proc = web.procedure_or_404(slug)
+    draft = web.current_draft(proc)
     if draft is None:
         # A second press of "submit" after the first went through lands here: show what was submitted.
         if request.method == "POST" and session.get("submitted", {}).get("slug") == slug:
             return _see_other("citizen.done")
         return _see_other("citizen.overview", slug=slug)
     draft_id, answers = draft
-    missing = first_unanswered(proc, answers)
+    missing = answers_mod.first_unanswered(proc, answers)
     if missing is not None:
         return _see_other("citizen.question", slug=slug, page_id=missing["id"])
     if request.method == "GET":
@@ -284,35 +207,23 @@ def consent(slug):
     station = current_app.config["STATION"]
     submitted = dossiers.submit(
         get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
-        channel=station["station"]["kind"], procedure=proc, answers=active_answers(proc, answers),
+        channel=station["station"]["kind"], procedure=proc, answers=answers_mod.active_answers(proc, answers),
         draft_id=draft_id,
     )
     session.pop("draft", None)
     if submitted is not None:
         session["submitted"] = {"slug": slug, "code": submitted.tracking_code, "id": submitted.submission_id}
         # The dossier is committed: whatever the printer does now cannot lose it.
-        print_receipt_for(proc, submitted.submission_id, submitted.tracking_code, actor="citizen")
+        web.print_receipt_for(proc, submitted.submission_id, submitted.tracking_code, actor="citizen")
     return _see_other("citizen.done")
-
-
-def receipt_of(proc: Procedure, submission_id: str, code: str):
-    return receipts.receipt_for(get_db(), current_app.config["PAYLOAD_KEY"], current_app.config["STATION"],
-                                proc, submission_id, _tracking_url(code))
-
-
-def print_receipt_for(proc: Procedure, submission_id: str, code: str, actor: str) -> None:
-    """Queue the dossier's receipt on the station's printer, if it has one (else it is shown on screen)."""
-    printer = current_app.extensions["receipts"]
-    if printer.enabled:
-        printer.request(get_db(), receipt_of(proc, submission_id, code), submission_id, actor=actor)
 
 
 def _just_submitted():
     """(procedure, submission) of what this session submitted last, or None."""
     submitted = session.get("submitted")
-    if not submitted or submitted.get("slug") not in _catalog() or "id" not in submitted:
+    if not submitted or submitted.get("slug") not in web.catalog() or "id" not in submitted:
         return None
-    return _catalog()[submitted["slug"]], submitted
+    return web.catalog()[submitted["slug"]], submitted
 
 
 def _print_state(submission_id: str) -> dict:
@@ -328,7 +239,7 @@ def done():
         return _see_other("citizen.index")
     proc, submitted = found
     code = submitted["code"]
-    return render_template("citizen/done.html", proc=proc, code=code, qr=qr_svg(_tracking_url(code)),
+    return render_template("citizen/done.html", proc=proc, code=code, qr=web.qr_svg(web.tracking_url(code)),
                            printing=_print_state(submitted["id"]))
 
 
@@ -342,52 +253,21 @@ def done_printing():
 
 
 @bp.get("/done/receipt.png")
+@web.passive
 def done_receipt():
     """The receipt as a picture, for the screen when it could not be printed (names and ID masked)."""
     found = _just_submitted()
     if found is None:
         abort(404)
     proc, submitted = found
-    png = render_receipt_png(receipt_of(proc, submitted["id"], submitted["code"]))
+    png = render_receipt_png(web.receipt_of(proc, submitted["id"], submitted["code"]))
     return current_app.response_class(png, mimetype="image/png")
-
-
-def wipe_session() -> None:
-    """Forget everything of this citizen's session on the station: the draft and the session itself.
-    The next citizen starts in Vietnamese."""
-    ref = session.get("draft")
-    if ref:
-        drafts.delete(get_db(), ref["id"])
-    session.clear()
-
-
-@bp.before_app_request
-def end_idle_session():
-    """Without JavaScript (or with the browser closed) nobody sees the warning: the server ends a session
-    that has been idle past the warning's end, whatever the next request is. A staff member's session
-    has the longer staff limit; ending it logs them out."""
-    if request.endpoint in PASSIVE_ENDPOINTS:
-        return
-    limits = current_app.config["STATION"]["session"]
-    if "staff" in session:
-        limit = limits["staff_idle_minutes"] * 60
-    else:
-        limit = limits["idle_seconds"] + limits["warning_seconds"] + 10
-    now = int(time.time())
-    seen = session.get("seen")
-    if seen is not None and now - seen > limit:
-        wipe_session()
-        seen = None
-    # Rewriting the cookie on every request is not needed to measure minutes, and every rewrite is a
-    # chance for a slow reply to overwrite what a newer one stored.
-    if (session or request.method == "POST") and (seen is None or now - seen >= SEEN_RESOLUTION_S):
-        session["seen"] = now
 
 
 @bp.post("/end")
 def end():
     """The citizen is finished, or walked away and the idle warning ran out."""
-    wipe_session()
+    web.wipe_session()
     response = _see_other("citizen.index")
     # Browser storage too (htmx keeps the current path there); page history holds only no-store pages.
     response.headers["Clear-Site-Data"] = '"storage"'
@@ -415,6 +295,7 @@ def listen_url_for_question(page: dict) -> str | None:
 
 
 @bp.get("/audio/<name>.wav")
+@web.passive
 def prompt_audio(name):
     prompt = current_app.config["AUDIO_PROMPTS"].get(name)
     if prompt is None:
@@ -435,14 +316,7 @@ def prompt_audio(name):
 def set_language(code):
     if code in i18n.LANGUAGES:
         session["lang"] = code
-    return redirect(local_target(request.args.get("next"), "/"), code=303)
-
-
-def local_target(target: str | None, default: str, prefix: str = "/") -> str:
-    """A ``next`` address to go on to, if it stays on this station (under ``prefix``); else ``default``."""
-    if not target or not target.startswith(prefix) or target.startswith("//"):
-        return default
-    return target
+    return redirect(web.local_target(request.args.get("next"), "/"), code=303)
 
 
 @bp.get("/text-size/<size>")
@@ -451,7 +325,7 @@ def set_text_size(size):
         session["large_text"] = True
     else:
         session.pop("large_text", None)
-    return redirect(local_target(request.args.get("next"), "/"), code=303)
+    return redirect(web.local_target(request.args.get("next"), "/"), code=303)
 
 
 @bp.get("/-/patterns")
@@ -474,9 +348,9 @@ def patterns():
     errors = {"so_dinh_danh": i18n.t("error_id_number"), "ngay_sinh": i18n.t("error_date_invalid"),
               "gioi_tinh": i18n.t("error_required_choice")}
     shown = {"ho_ten": "Nguyễn Văn An", "so_dinh_danh": "0010990", "ngay_sinh": {"day": "31", "month": "2", "year": "1990"}}
-    samples = list(_catalog().values())[:3]
+    samples = list(web.catalog().values())[:3]
     return render_template("patterns.html", fields=fields, errors=errors, shown=shown, procedures=samples,
-                           qr=qr_svg("http://127.0.0.1:8080/track/K01-261128-0042-1"))
+                           qr=web.qr_svg("http://127.0.0.1:8080/track/K01-261128-0042-1"))
 
 
 @bp.get("/track")
@@ -504,6 +378,6 @@ def track_code(code):
     dossier = dossiers.find_by_tracking_code(get_db(), code) if tracking_code.is_valid(code) else None
     if dossier is None:
         abort(404)
-    proc = _catalog().get(dossier["procedure_slug"])
+    proc = web.catalog().get(dossier["procedure_slug"])
     return render_template("citizen/track.html", code=dossier["tracking_code"], dossier=dossier, proc=proc,
                            replaced_by=dossiers.replaced_by(get_db(), dossier["submission_id"]), errors={})

@@ -4,8 +4,8 @@ import sys
 
 import click
 
-from .catalog import CatalogError
-from .config import ConfigError, load_station
+from .core.catalog import CatalogError
+from .core.config import ConfigError, load_station
 
 station_option = click.option(
     "--station", "station_file", type=click.Path(dir_okay=False), default=None,
@@ -39,8 +39,8 @@ def serve(station_file, host, port, threads, simulate_missing):
 
     import waitress
 
-    from . import create_app
-    from .config import data_dir
+    from .app import create_app
+    from .core.config import data_dir
 
     overrides = {"server": {k: v for k, v in (("host", host), ("port", port)) if v is not None}}
     config = _load(station_file, overrides)
@@ -69,7 +69,7 @@ def serve(station_file, host, port, threads, simulate_missing):
 @station_option
 def check(station_file):
     """Check the station file and every procedure definition; exit 1 with the first problem."""
-    from .catalog import load_catalog
+    from .core.catalog import load_catalog
 
     config = _load(station_file)
     try:
@@ -79,18 +79,6 @@ def check(station_file):
     click.echo(f"station {config['station']['id']} ({config['station']['kind']}) from {config['source']}: ok")
     for proc in catalog.values():
         click.echo(f"  {proc.code}  {proc.slug}  v{proc.version}  {len(proc.pages)} pages")
-
-
-@main.command()
-@click.option("--clients", type=int, default=8, show_default=True, help="Concurrent clients.")
-@click.option("--rounds", type=int, default=6, show_default=True, help="Applications each client completes.")
-@click.option("--think-ms", type=int, default=0, show_default=True,
-              help="Each client's pause before a request (0: back to back, the station saturated).")
-def bench(clients, rounds, think_ms):
-    """Run the benchmarks and print a table of p50/p95/p99 response times."""
-    from .bench import run_all
-
-    sys.exit(run_all(clients=clients, rounds=rounds, think_ms=think_ms))
 
 
 @main.group()
@@ -103,8 +91,8 @@ def audio():
 def audio_build(station_file):
     """Make the recording of every prompt that is missing, under <data>/audio/."""
     from . import audio as prompts
-    from .catalog import load_catalog
-    from .config import data_dir
+    from .core.catalog import load_catalog
+    from .core.config import data_dir
 
     config = _load(station_file)
     if not prompts.available():
@@ -114,8 +102,8 @@ def audio_build(station_file):
 
 
 def _station_db(station_file):
-    from . import db
-    from .config import data_dir
+    from .core import db
+    from .core.config import data_dir
 
     config = _load(station_file)
     path = data_dir(config) / "station.db"
@@ -211,8 +199,8 @@ def audit_group():
 @station_option
 def audit_verify(station_file):
     """Check the hash chain of every audit event; exit 1 naming each edited or missing event."""
-    from . import audit, db
-    from .config import data_dir
+    from .core import audit, db
+    from .core.config import data_dir
 
     config = _load(station_file)
     path = data_dir(config) / "station.db"
@@ -297,7 +285,7 @@ def restore_command(station_file, backup_file, yes, other_station):
 
 def _add_subsystem_commands():
     from devices.card_cli import card
-    from devices.printer_cli import printer
+    from .printer_cli import printer
     from sync.central_cli import central
     from sync.sync_cli import sync
 

@@ -12,9 +12,10 @@ from datetime import datetime, timezone
 from devices.printer import Status, print_receipt
 from devices.receipt import Receipt
 
-from . import audit, dossiers
-from .catalog import Procedure
-from .db import connect, write_transaction
+from .core import audit, dossiers
+from .core.masking import mask_id, mask_name
+from .core.catalog import Procedure
+from .core.db import connect, write_transaction
 
 log = logging.getLogger(__name__)
 _STATUS_BY_CODE = {status.code: status for status in Status}
@@ -30,8 +31,8 @@ def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: P
     return Receipt(
         station_name=station["name"], agency=procedure.agency["vi"], procedure_name=procedure.name["vi"],
         procedure_code=procedure.code,
-        citizen_name=dossiers.applicant_answer(procedure, answers, "card.full_name"),
-        citizen_id=dossiers.applicant_answer(procedure, answers, "card.id_number"),
+        applicant_masked=mask_name(dossiers.applicant_answer(procedure, answers, "card.full_name")),
+        id_masked=mask_id(dossiers.applicant_answer(procedure, answers, "card.id_number")),
         submitted_at=datetime.fromisoformat(row["submitted_at"]), processing_days=procedure.processing_days,
         fee_vnd=procedure.fee_vnd, tracking_code=row["tracking_code"], tracking_url=tracking_url,
         timezone=station["timezone"],

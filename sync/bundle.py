@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kiosk import audit
-from kiosk.db import write_transaction
-from kiosk.sealing import open_sealed
+from kiosk.core import audit
+from kiosk.core.db import write_transaction
+from kiosk.core.sealing import open_sealed
 
 from . import protocol
 from .keys import ed25519_public, public_b64
@@ -213,7 +213,7 @@ def write_ack_file(path: Path, ack_file: dict) -> None:
 def export_station_bundle(config: dict, conn: sqlite3.Connection, folder: Path) -> dict:
     """``export_bundle`` with the station's own keys, for the CLI and the staff screen alike.
     Raises FileNotFoundError when the station has not been enrolled (no central keys yet)."""
-    from kiosk.sealing import load_or_create_key
+    from kiosk.core.sealing import load_or_create_key
 
     from .keys import load_central_keys, load_or_create_signing_key
     from .worker import station_paths

@@ -24,8 +24,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kiosk.backup import (BackupError, backup_target, install, integrity_problem, processes_holding, read_archive,
-                          snapshot_sqlite, utc_stamp, write_archive)
+from kiosk.core.archive import (BackupError, backup_target, install, integrity_problem, processes_holding,
+                               read_archive, snapshot_sqlite, utc_stamp, write_archive)
 
 FORMAT = "dvc-central-backup/1"
 KEYS = ("central.ed25519", "central.x25519")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from kiosk.keyfile import write_durably
+from kiosk.core.keyfile import write_durably
 
 
 @dataclass(frozen=True)

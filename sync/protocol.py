@@ -19,6 +19,9 @@ import zlib
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from kiosk.core.dossiers import CENTRAL_STATUSES as STATUSES  # noqa: F401  (the feed's states)
+from kiosk.core.dossiers import canonical_json  # the bytes signed, sent and hashed
+
 PROTOCOL = "DVC-SYNC-1"
 MAX_CLOCK_SKEW_S = 300
 
@@ -54,21 +57,6 @@ ACK = "dvc-central-ack/1"
 REJECT = "dvc-central-reject/1"
 CHANGES = "dvc-central-changes/1"
 HOLDS = "dvc-central-holds/1"
-
-# The states a dossier moves through at the central, with the labels staff and citizens see.
-STATUSES = {
-    "received": {"vi": "Đã tiếp nhận", "en": "Received"},
-    "processing": {"vi": "Đang xử lý", "en": "Processing"},
-    "needs_documents": {"vi": "Cần bổ sung giấy tờ", "en": "Needs documents"},
-    "done": {"vi": "Đã có kết quả", "en": "Done"},
-    "returned_by_post": {"vi": "Đã trả kết quả qua bưu điện", "en": "Returned by post"},
-}
-
-
-def canonical_json(document) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the bytes signed, sent and hashed (the dossier's content hash too)."""
-    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -1,6 +1,6 @@
 """The station-side tables that sync owns, as a second sqlite-utils migrations set.
 
-Call ``migrate(path)`` after ``kiosk.db.migrate(path)``.
+Call ``migrate(path)`` after ``kiosk.core.db.migrate(path)``.
 """
 from pathlib import Path
 
@@ -74,6 +74,6 @@ def m003_deferred_at(db: sqlite_utils.Database):
 
 
 def migrate(path: str | Path) -> None:
-    from kiosk.db import migrate as apply_migrations
+    from kiosk.core.db import migrate as apply_migrations
 
     apply_migrations(path, migrations)

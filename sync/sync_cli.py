@@ -2,7 +2,7 @@
 
 The group is named ``sync``; the main ``kiosk`` command adds it with ``main.add_command(sync)``. The station
 config comes from ``ctx.obj["config"]`` when the main command has loaded it, else from ``--station`` /
-``$KIOSK_STATION`` / ./station.toml via kiosk.config.load_station.
+``$KIOSK_STATION`` / ./station.toml via kiosk.core.config.load_station.
 """
 import json
 import logging
@@ -18,7 +18,7 @@ def _config() -> dict:
     obj = ctx.find_root().obj
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
         return obj["config"]
-    from kiosk.config import ConfigError, load_station
+    from kiosk.core.config import ConfigError, load_station
 
     try:
         return load_station(ctx.meta.get("dvc.station_file"))
@@ -27,8 +27,8 @@ def _config() -> dict:
 
 
 def _open_db(config):
-    from kiosk.db import connect
-    from kiosk.db import migrate as kiosk_migrate
+    from kiosk.core.db import connect
+    from kiosk.core.db import migrate as kiosk_migrate
 
     from . import schema
     from .worker import station_paths
@@ -68,7 +68,7 @@ def sync(ctx, station_file):
 @click.option("-v", "--verbose", is_flag=True)
 def run_command(once, until_empty, max_seconds, verbose):
     """Run the sync worker (its own process; the web app never waits on the network)."""
-    from kiosk.config import data_dir
+    from kiosk.core.config import data_dir
 
     from .worker import WorkerRunning, hold_worker_lock, worker_from_config
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 
-from kiosk import audit, dossiers
-from kiosk.db import connect, write_transaction
-from kiosk.dossiers import STATUSES
-from kiosk.sealing import open_sealed
+from kiosk.core import audit, dossiers
+from kiosk.core.db import connect, write_transaction
+from kiosk.core.dossiers import STATUSES
+from kiosk.core.sealing import open_sealed
 
 from . import protocol
 from .client import MAX_RETRY_AFTER_S, CentralClient, LinkError, Outcome
@@ -566,7 +566,7 @@ def hold_worker_lock(data_folder: Path):
 
 def station_paths(config: dict) -> dict:
     """Where the station keeps what sync needs, all in its data folder."""
-    from kiosk.config import data_dir
+    from kiosk.core.config import data_dir
 
     folder = data_dir(config)
     central = config.get("central", {})
@@ -576,8 +576,8 @@ def station_paths(config: dict) -> dict:
 
 
 def worker_from_config(config: dict, rng: random.Random | None = None) -> SyncWorker:
-    from kiosk.db import migrate as kiosk_migrate
-    from kiosk.sealing import load_or_create_key
+    from kiosk.core.db import migrate as kiosk_migrate
+    from kiosk.core.sealing import load_or_create_key
 
     from . import schema
     from .keys import load_central_keys, load_or_create_signing_key

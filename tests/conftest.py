@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from devices.fake_printer import unused_port
-from kiosk import create_app
-from kiosk.live_station import LiveStation  # noqa: F401  (tests import it from here)
-from kiosk.catalog import load_catalog
+from tests.support.fake_printer import unused_port
+from kiosk.app import create_app
+from tests.support.live_station import LiveStation  # noqa: F401  (tests import it from here)
+from kiosk.core.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ import re
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from kiosk.samples import fill_page_in_browser
+from tests.support.samples import fill_page_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 AXE = Axe()

@@ -7,10 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from agent import report, staff
-from devices.fake_printer import FakeNetworkPrinter
-from kiosk import audit, create_app
+from tests.support.fake_printer import FakeNetworkPrinter
+from kiosk.core import audit
+from kiosk.app import create_app
 from kiosk.cli import main
-from kiosk.db import connect
+from kiosk.core.db import connect
 
 from .conftest import csrf_token
 from .wizard import answer_all, submit
@@ -259,7 +260,7 @@ def test_rejected_queue_and_waiting_banner(tmp_path, catalog):
 
 def test_mobile_team_exports_a_usb_bundle_from_the_screen(tmp_path, catalog):
     from sync.central import open_central
-    from sync.harness import enrol, make_station
+    from tests.support.harness import enrol, make_station
 
     config = make_station(tmp_path / "team", "http://127.0.0.1:9", station_id="M01")
     central = open_central(tmp_path / "central")

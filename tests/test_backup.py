@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from devices.fake_printer import unused_port
-from kiosk import tracking_code
+from tests.support.fake_printer import unused_port
+from kiosk.core import tracking_code
 from kiosk.cli import main
-from kiosk.config import load_station
-from kiosk.db import connect
+from kiosk.core.config import load_station
+from kiosk.core.db import connect
 from sync.central import open_central
-from sync.harness import PROCEDURE, enrol, make_station, sample_answers, submit_many
+from tests.support.harness import PROCEDURE, enrol, make_station, sample_answers, submit_many
 from sync.worker import hold_worker_lock, station_paths
 
 
@@ -70,8 +70,8 @@ def submit_one(config):
 
 
 def test_backup_taken_while_dossiers_are_submitted_is_consistent(tmp_path, station):
-    from kiosk.dossiers import submit
-    from kiosk.sealing import load_or_create_key
+    from kiosk.core.dossiers import submit
+    from kiosk.core.sealing import load_or_create_key
 
     submit_many(station, 20)
     stop, submitted = threading.Event(), []

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from kiosk.samples import fill_page_in_browser
+from tests.support.samples import fill_page_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kiosk import create_app, dossiers, sealing
+from kiosk.app import create_app
+from kiosk.core import dossiers, sealing
 from kiosk.card_views import reads
-from kiosk.samples import form_for_page
+from tests.support.samples import form_for_page
 
 from .conftest import LiveStation, csrf_token
 from .test_accessibility import _check as check_accessibility
@@ -155,7 +156,7 @@ def walk_questions(client, proc, first_path):
 
 def sealed_answers(app, submission_id):
     with app.app_context():
-        from kiosk.db import get_db
+        from kiosk.web import get_db
         return dossiers.open_payload(get_db(), app.config["PAYLOAD_KEY"], submission_id)["answers"]
 
 
@@ -543,7 +544,7 @@ def test_qr_scanner_keystrokes_in_the_browser_then_not_using_the_card(tmp_path, 
     ({"card_wait_seconds": "30"}, "devices.card_wait_seconds"),
 ])
 def test_card_settings_are_checked_at_start(tmp_path, devices, message):
-    from kiosk.config import ConfigError
+    from kiosk.core.config import ConfigError
     with pytest.raises(ConfigError, match=message):
         create_app({"paths": {"data": str(tmp_path / "var")}, "devices": devices})
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from devices.card_bench import bench_card_read
+from tests.bench.card_bench import bench_card_read
 from devices.card_cli import card as card_cli
 from devices.card_profile import build_profile
 from devices.card_reader import (AccessDeniedError, CardBlockedError, CardCommunicationError, CardError, CardKey,
@@ -28,7 +28,7 @@ except ImportError:
     from card_fixtures import (CARDS_DIR, card, card_state, csca_dir, insert_card, key, pcscd,  # noqa: F401
                                profile, test_pki)
 
-PREFILL = {s.removeprefix("card.") for s in __import__("kiosk.catalog", fromlist=["x"]).PREFILL_SOURCES}
+PREFILL = {s.removeprefix("card.") for s in __import__("kiosk.core.catalog", fromlist=["x"]).PREFILL_SOURCES}
 VIETNAMESE = set("ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ")
 
 
@@ -315,7 +315,7 @@ def test_bench_card_read(pcscd):
 
 def test_bench_card_read_at_a_contactless_readers_pace(pcscd):
     """The bench row of the station's first try (the number alone: PACE) with 80 ms per APDU. Its speed is
-    measured by `kiosk bench`; here only its shape and the APDUs it counts."""
+    measured by `make bench`; here only its shape and the APDUs it counts."""
     card_state(False)
     stats = bench_card_read(n=2, access="auto", latency_ms=80)
     assert stats["name"] == "card_read_auto_dg1_dg13_sod_80ms_per_apdu"

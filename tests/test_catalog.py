@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from kiosk import create_app, dossiers, i18n
-from kiosk.catalog import PROCEDURES_DIR, CatalogError, load_catalog
+from kiosk.app import create_app
+from kiosk.core import dossiers
+from kiosk import i18n
+from kiosk.core.catalog import PROCEDURES_DIR, CatalogError, load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +87,7 @@ def test_every_message_has_both_languages_and_every_used_key_exists():
 
 def test_card_limits_of_the_catalog_are_those_of_the_card_path():
     from devices import cccd
-    from kiosk.catalog import CARD_TEXT_MAX, PREFILL_SOURCES
+    from kiosk.core.catalog import CARD_TEXT_MAX, PREFILL_SOURCES
     for source, limit in CARD_TEXT_MAX.items():
         assert source in PREFILL_SOURCES
         assert limit == (cccd.MAX_NAME if source.removeprefix("card.") in cccd.NAME_FIELDS else cccd.MAX_TEXT)

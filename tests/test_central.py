@@ -10,7 +10,7 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kiosk import tracking_code
+from kiosk.core import tracking_code
 from sync import protocol
 from sync.central import create_central_app
 from sync.keys import public_b64

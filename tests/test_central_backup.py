@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kiosk import tracking_code
+from kiosk.core import tracking_code
 from sync.central import open_central
 from sync.central_backup import pg_command
 from sync.central_cli import central as central_group

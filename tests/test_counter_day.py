@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from devices.fake_printer import FakeNetworkPrinter
-from kiosk.samples import fill_page_in_browser
+from tests.support.fake_printer import FakeNetworkPrinter
+from tests.support.samples import fill_page_in_browser
 
 from .conftest import LiveStation
 from .test_accessibility import _violations

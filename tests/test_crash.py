@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from kiosk import audit
-from kiosk.http_citizen import HttpCitizen
+from kiosk.core import audit
+from tests.support.http_citizen import HttpCitizen
 
 from .conftest import LiveStation
 

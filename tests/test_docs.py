@@ -4,7 +4,7 @@ from pathlib import Path
 import click
 
 from kiosk.cli import main
-from kiosk.config import DEFAULTS
+from kiosk.core.config import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kiosk import answers, create_app, drafts
-from kiosk.catalog import FIELD_TYPES
-from kiosk.db import connect
+from kiosk.core import answers, drafts
+from kiosk.app import create_app
+from kiosk.core.catalog import FIELD_TYPES
+from kiosk.core.db import connect
 
 from .conftest import csrf_token
 from .wizard import start
@@ -65,7 +66,7 @@ def test_fuzzed_field_never_breaks_and_never_half_writes(tmp_path, catalog, kind
         form = {"csrf_token": token}
         for other in page["fields"]:
             if other is not field:
-                from kiosk.samples import form_for_field
+                from tests.support.samples import form_for_field
                 form.update(form_for_field(other))
         if kind == "date":
             form.update({f"{field['name']}__{part}": text for part, text in value.items()})

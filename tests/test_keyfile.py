@@ -3,11 +3,12 @@ import stat
 import subprocess
 import sys
 
-from kiosk import create_app, keyfile
+from kiosk.app import create_app
+from kiosk.core import keyfile
 
 RACE = """
 import sys, time
-from kiosk.sealing import load_or_create_key
+from kiosk.core.sealing import load_or_create_key
 from sync.keys import load_or_create_signing_key, public_b64
 start = float(sys.argv[3])
 while time.time() < start:

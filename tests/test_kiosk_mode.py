@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from kiosk.samples import form_for_page
+from tests.support.samples import form_for_page
 
 from .wizard import start
 
@@ -27,8 +27,8 @@ def test_server_ends_a_session_idle_past_the_warning(app, client, catalog, monke
 
 
 def test_warning_shorter_than_20_seconds_is_refused(tmp_path):
-    from kiosk import create_app
-    from kiosk.config import ConfigError
+    from kiosk.app import create_app
+    from kiosk.core.config import ConfigError
     with pytest.raises(ConfigError, match="warning_seconds must be at least 20"):
         create_app({"paths": {"data": str(tmp_path)}, "session": {"warning_seconds": 5}})
 

@@ -7,23 +7,22 @@ import zxingcpp
 from click.testing import CliRunner
 from escpos.printer import Dummy
 
-from devices.fake_printer import FakeNetworkPrinter, unused_port
-from devices.printer import (
+from tests.support.fake_printer import FakeNetworkPrinter, unused_port
+from devices.printer import (PrinterSettingsError, 
     Status,
     open_printer,
     print_receipt,
     printer_settings,
     printer_status,
 )
-from devices.printer_cli import printer as printer_group
+from kiosk.printer_cli import printer as printer_group
 from devices.receipt import Receipt, render_receipt_image
-from devices.receipt_bench import bench_receipt, sample_receipt
+from tests.bench.receipt_bench import bench_receipt, sample_receipt
 from devices.vietqr import PaymentAccount
 try:
     from escpos_decoder import DecodeError, decode, names, printed_image
 except ImportError:  # tests/ as a package
     from tests.escpos_decoder import DecodeError, decode, names, printed_image
-from kiosk.config import ConfigError
 
 PAYMENT = {"bank_bin": "970436", "account": "0071000123456", "account_name": "UBND PHUONG BEN NGHE"}
 FAST = 0.3  # seconds: the timeout the tests give a printer that never answers
@@ -31,7 +30,7 @@ FAST = 0.3  # seconds: the timeout the tests give a printer that never answers
 
 def make_receipt(**changes) -> Receipt:
     # Another applicant than the receipt tests' sample, so the log test looks for names of its own.
-    return sample_receipt(**{"citizen_name": "Trần Thị Bích Ngọc", "citizen_id": "079188004321", **changes})
+    return sample_receipt(**{"applicant_masked": "Trần T** B*** N***", "id_masked": "********4321", **changes})
 
 
 @pytest.fixture
@@ -262,7 +261,7 @@ def test_usb_ids_may_be_hex_strings_or_numbers():
 )
 def test_wrong_settings_name_their_key_and_never_raise_from_print(devices, printer, key):
     config = {"devices": {"printer": devices}, "printer": printer, "source": "station.toml"}
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(PrinterSettingsError, match=key.replace(".", r"\.")):
         printer_settings(config)
     outcome = print_receipt(config, make_receipt())
     assert not outcome.ok and outcome.status is Status.CONFIG_ERROR

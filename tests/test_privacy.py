@@ -3,8 +3,8 @@ sealed (the purge after the central's acknowledgement is tested with the sync wo
 import logging
 import sqlite3
 
-from devices.fake_printer import FakeNetworkPrinter
-from kiosk import create_app
+from tests.support.fake_printer import FakeNetworkPrinter
+from kiosk.app import create_app
 
 from .wizard import answer_all, submit
 

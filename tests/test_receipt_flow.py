@@ -7,8 +7,8 @@ import sqlite3
 import zxingcpp
 from PIL import Image
 
-from devices.fake_printer import FakeNetworkPrinter
-from kiosk import create_app
+from tests.support.fake_printer import FakeNetworkPrinter
+from kiosk.app import create_app
 
 from .escpos_decoder import decode, printed_image
 from .wizard import answer_all, submit
@@ -46,6 +46,19 @@ def test_submit_prints_a_receipt_whose_qr_is_the_tracking_url(tmp_path, catalog)
     assert ("receipt.printed",) in _rows(app, "SELECT action FROM audit_events")
 
 
+def test_only_the_masked_name_and_number_reach_the_printer(tmp_path, catalog):
+    # devices/receipt.py draws what it is given; kiosk/receipts.py hands it the masked forms only.
+    from kiosk.core.db import connect
+    from kiosk.receipts import receipt_for
+
+    app = create_app({"paths": {"data": str(tmp_path / "var")}})
+    _client, proc, code = _submit_one(app, catalog)
+    conn = connect(app.config["DATABASE"])
+    (sid,) = conn.execute("SELECT submission_id FROM dossiers WHERE tracking_code = ?", (code,)).fetchone()
+    receipt = receipt_for(conn, app.config["PAYLOAD_KEY"], app.config["STATION"], proc, sid, "http://x/track")
+    assert receipt.applicant_masked == "Nguyễn V** A*" and receipt.id_masked == "********2345"
+
+
 def test_paper_out_shows_the_receipt_on_screen_and_keeps_the_dossier(tmp_path, catalog):
     with FakeNetworkPrinter("paper_out") as printer:
         app = create_app({"paths": {"data": str(tmp_path / "var")}, **printer.config()})
@@ -63,7 +76,7 @@ def test_paper_out_shows_the_receipt_on_screen_and_keeps_the_dossier(tmp_path, c
 
 
 def test_a_printer_that_is_switched_off_costs_the_citizen_no_wait(tmp_path, catalog):
-    from devices.fake_printer import unused_port
+    from tests.support.fake_printer import unused_port
     app = create_app({"paths": {"data": str(tmp_path / "var")}, "devices": {"printer": "network"},
                       "printer": {"host": "127.0.0.1", "port": unused_port(), "timeout_s": 1.0}})
     client, proc, code = _submit_one(app, catalog)

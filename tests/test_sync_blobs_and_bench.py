@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from sync.bench import bench_sync
+from tests.bench.sync_bench import bench_sync
 from sync.client import CentralClient, LinkError
-from sync.faulty_proxy import FaultyProxy, Script
-from sync.harness import CentralThread, enrol, make_station
+from tests.support.faulty_proxy import FaultyProxy, Script
+from tests.support.harness import CentralThread, enrol, make_station
 from sync.keys import load_or_create_signing_key
 from sync.worker import station_paths
 

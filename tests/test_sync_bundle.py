@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kiosk.db import connect
+from kiosk.core.db import connect
 from sync.bundle import BundleError, apply_ack_file, export_bundle, import_bundle
 from sync.central import open_central
 from sync.central_cli import central as central_group
-from sync.harness import CentralThread, make_station, submit_many
+from tests.support.harness import CentralThread, make_station, submit_many
 from sync.keys import load_central_keys, load_or_create_signing_key
 from sync.sync_cli import sync as sync_group
 from sync.worker import station_paths, worker_from_config
@@ -143,8 +143,8 @@ def test_ack_files_are_checked_like_online_answers(tmp_path, setup):
 
 def test_sync_status_shows_quarantined_reasons_without_personal_data(tmp_path, setup):
     central, central_dir, config, runner = setup
-    from kiosk.catalog import Procedure
-    from sync.harness import PROCEDURE
+    from kiosk.core.catalog import Procedure
+    from tests.support.harness import PROCEDURE
 
     submit_many(config, 1, procedure=Procedure(**{**PROCEDURE.__dict__, "code": "9"}))
     with CentralThread(central_dir) as server:

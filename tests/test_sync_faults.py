@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from kiosk import audit
-from kiosk.db import connect
+from kiosk.core import audit
+from kiosk.core.db import connect
 from sync.central import open_central
-from sync.faulty_proxy import FaultMix, FaultyProxy, Link
-from sync.harness import CentralProcess, enrol, make_station, submit_many, worker_command
+from tests.support.faulty_proxy import FaultMix, FaultyProxy, Link
+from tests.support.harness import CentralProcess, enrol, make_station, submit_many, worker_command
 from sync.worker import station_paths
 
 from .test_sync_restore import faketime, put_back, sqlite_backup
@@ -27,7 +27,7 @@ SETTINGS = {"base_delay": 0.02, "max_delay": 0.2, "idle_interval": 0.05, "timeou
 
 def _usb_round_trip(config, tmp_path) -> int:
     """Meanwhile a USB bundle of what is waiting goes to the central and its acks come back."""
-    from kiosk.sealing import load_or_create_key
+    from kiosk.core.sealing import load_or_create_key
     from sync.bundle import apply_ack_file, export_bundle, import_bundle
     from sync.keys import load_central_keys, load_or_create_signing_key
 

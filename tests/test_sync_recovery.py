@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from kiosk.db import connect
+from kiosk.core.db import connect
 from sync import bundle as bundle_mod
 from sync import protocol
-from sync.harness import CentralThread, enrol, make_station, submit_many, worker_command
+from tests.support.harness import CentralThread, enrol, make_station, submit_many, worker_command
 from sync.worker import station_paths, worker_from_config
 
 from .test_sync_bundle import outbox_states, setup  # noqa: F401

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from kiosk import audit, create_app
-from kiosk.db import connect
+from kiosk.core import audit
+from kiosk.app import create_app
+from kiosk.core.db import connect
 from sync.central import open_central
-from sync.faulty_proxy import FaultyProxy
-from sync.harness import CentralProcess, enrol, make_station, submit_many, worker_command
+from tests.support.faulty_proxy import FaultyProxy
+from tests.support.harness import CentralProcess, enrol, make_station, submit_many, worker_command
 from sync.notices import notices
 from sync.worker import station_paths, worker_from_config
 

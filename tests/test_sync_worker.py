@@ -4,11 +4,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kiosk import audit
-from kiosk.catalog import Procedure
-from kiosk.dossiers import open_payload
-from sync.faulty_proxy import FaultyProxy, Script
-from sync.harness import PROCEDURE, CentralThread, enrol, make_station, submit_many
+from kiosk.core import audit
+from kiosk.core.catalog import Procedure
+from kiosk.core.dossiers import open_payload
+from tests.support.faulty_proxy import FaultyProxy, Script
+from tests.support.harness import PROCEDURE, CentralThread, enrol, make_station, submit_many
 from sync.worker import full_jitter, worker_from_config
 
 FAST = {"base_delay": 0.05, "max_delay": 0.4, "idle_interval": 0.05, "timeout": 5}
@@ -236,8 +236,8 @@ def test_sigterm_stops_the_worker_process_cleanly(tmp_path, central):
     import subprocess
     import time
 
-    from kiosk.db import connect
-    from sync.harness import worker_command
+    from kiosk.core.db import connect
+    from tests.support.harness import worker_command
     from sync.worker import station_paths
 
     config = station(tmp_path, "http://127.0.0.1:9", central, idle_interval=60.0)  # nothing listens there

@@ -2,8 +2,8 @@
 received (with the official code) once the sync worker has sent it, then each state staff set there."""
 import re
 
-from kiosk import create_app
-from sync.harness import CentralThread, enrol, make_station
+from kiosk.app import create_app
+from tests.support.harness import CentralThread, enrol, make_station
 from sync.worker import worker_from_config
 
 from .wizard import answer_all, submit

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from kiosk import audit, dossiers, tracking_code
+from kiosk.core import audit, dossiers, tracking_code
 
 from .conftest import csrf_token
 from .wizard import answer, answer_all, start, submit
@@ -105,7 +105,7 @@ def test_whole_application_is_queued_in_one_transaction(app, client, catalog, sl
     # Personal data is sealed at rest, and opens to exactly what was answered.
     assert b"Nguy" not in sealed and "Nguyễn".encode() not in sealed
     with app.app_context():
-        from kiosk.db import get_db
+        from kiosk.web import get_db
         document = dossiers.open_payload(get_db(), app.config["PAYLOAD_KEY"], submission_id)
     assert document["procedure"] == {"code": proc.code, "slug": slug, "version": proc.version}
     answered = {f["name"] for p in proc.pages for f in p["fields"]}
@@ -154,7 +154,7 @@ def test_change_link_returns_to_check_answers(client, catalog):
     field = proc.page(page_id)["fields"][0]
     page = client.get(change_url)
     assert f'href="/p/{proc.slug}/check"' in page.text  # "back" goes to the check page
-    from kiosk.samples import form_for_page
+    from tests.support.samples import form_for_page
     form = form_for_page(proc.page(page_id))
     if field["type"] == "text":
         form[field["name"]] = "Trần Thị Bình"
@@ -315,7 +315,7 @@ def test_year_fields_refuse_the_future(client, catalog):
     start(client, proc.slug)
     from datetime import date
 
-    from kiosk.samples import form_for_page
+    from tests.support.samples import form_for_page
     form = form_for_page(page)
     year_field = next(f["name"] for f in page["fields"] if f["type"] == "year")
     form[year_field] = str(date.today().year + 1)
@@ -324,8 +324,8 @@ def test_year_fields_refuse_the_future(client, catalog):
 
 
 def test_answers_are_prefilled_from_a_card_read_into_the_draft(app, client, catalog):
-    from kiosk import drafts
-    from kiosk.db import connect
+    from kiosk.core import drafts
+    from kiosk.core.db import connect
     proc = catalog["dang-ky-khai-sinh"]
     start(client, proc.slug)
     with client.session_transaction() as session:
@@ -346,7 +346,7 @@ def test_the_confirmation_qr_decodes_to_the_tracking_url():
     import zxingcpp
     from PIL import Image, ImageDraw
 
-    from kiosk.citizen import qr_svg
+    from kiosk.web import qr_svg
     url = "http://127.0.0.1:8080/track/K01-261128-0042-1"
     svg = str(qr_svg(url))
     side = float(re.search(r'viewBox="0 0 ([\d.]+)', svg).group(1))

@@ -1,7 +1,7 @@
 """Walking through a procedure with Flask's test client, the way a citizen does with a browser."""
 from urllib.parse import urlsplit
 
-from kiosk.samples import form_for_page
+from tests.support.samples import form_for_page
 
 from .conftest import csrf_token
 

@@ -4,9 +4,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .faulty_proxy import FaultyProxy, Link
-from .harness import CentralThread, enrol, make_station, submit_many
-from .worker import worker_from_config
+from tests.support.faulty_proxy import FaultyProxy, Link
+from tests.support.harness import CentralThread, enrol, make_station, submit_many
+from sync.worker import worker_from_config
 
 WEAK_LINK = Link(bandwidth_bps=64_000, rtt_s=0.6, loss=0.05)
 

@@ -1,6 +1,6 @@
 """A citizen over HTTP: walks a running station's wizard with sample answers, timing every request.
 
-Used by `kiosk bench` and by the tests that kill the server process; it speaks plain HTTP/1.1 to
+Used by `make bench` and by the tests that kill the server process; it speaks plain HTTP/1.1 to
 the real server, keeps the session cookie, and reads the CSRF token from each page like a browser.
 """
 import http.client

@@ -1,9 +1,10 @@
-"""`kiosk bench`: response times of a real station under concurrent citizens, printed as a table.
+"""`make bench` (`python -m tests.bench`): response times of a real station under concurrent citizens, printed as a table.
 
 A station is started as its own process (waitress, the same as `kiosk serve`) on a temporary database;
 each client is its own process walking whole applications over HTTP. Two numbers per step: what the
 client saw (request to last byte, on loopback) and what the app spent (its Server-Timing header).
 """
+import argparse
 import multiprocessing
 import platform
 import random
@@ -11,9 +12,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from .catalog import load_catalog
-from .http_citizen import HttpCitizen
-from .live_station import LiveStation
+from kiosk.core.catalog import load_catalog
+from tests.support.http_citizen import HttpCitizen
+from tests.support.live_station import LiveStation
 
 STEPS = ("start page", "overview", "start", "question (GET)", "question (POST)", "check answers", "consent",
          "submit", "confirmation", "end")
@@ -68,7 +69,7 @@ def bench_page_load(rounds: int = 5) -> list[dict]:
     an application, loaded as a whole page (the slow case; htmx navigation only swaps <main>)."""
     from playwright.sync_api import sync_playwright
 
-    from .samples import fill_page_in_browser
+    from tests.support.samples import fill_page_in_browser
 
     procs = list(load_catalog().values())
     loads: dict[str, list[float]] = {}
@@ -152,9 +153,9 @@ def print_sync_table(rows: list[dict]) -> None:
 
 
 def run_all(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> int:
-    from devices.card_bench import bench_card_read
-    from devices.receipt_bench import bench_receipt
-    from sync.bench import bench_sync
+    from tests.bench.card_bench import bench_card_read
+    from tests.bench.receipt_bench import bench_receipt
+    from tests.bench.sync_bench import bench_sync
 
     rows = bench_wizard(clients, rounds, think_ms)
     rows += bench_page_load()
@@ -174,3 +175,14 @@ def run_all(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> int:
     print()
     print_sync_table(bench_sync())
     return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--rounds", type=int, default=6, help="applications each client completes (default 6)")
+    parser.add_argument("--think-ms", type=int, default=0,
+                        help="each client's pause before a request (0: back to back, the station saturated)")
+    args = parser.parse_args()
+    return run_all(clients=args.clients, rounds=args.rounds, think_ms=args.think_ms)
+

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jsonschema
 
-PROCEDURES_DIR = Path(__file__).parent / "procedures"
+PROCEDURES_DIR = Path(__file__).parent.parent / "procedures"
 
 CATEGORIES = {
     "ho-tich": {"vi": "Hộ tịch", "en": "Civil status"},
@@ -33,7 +33,7 @@ PREFILL_SOURCES = (
 CARD_TEXT_MAX = {"card.full_name": 200, "card.father_name": 200, "card.mother_name": 200,
                  "card.spouse_name": 200, "card.nationality": 500, "card.ethnicity": 500, "card.religion": 500,
                  "card.place_of_origin": 500, "card.residence": 500, "card.identifying_marks": 500}
-# Text fields without a max_length of their own (kiosk.answers applies the same defaults).
+# Text fields without a max_length of their own (kiosk.core.answers applies the same defaults).
 DEFAULT_MAX_LENGTH = {"text": 200, "textarea": 1000, "email": 254}
 
 _TEXT = {

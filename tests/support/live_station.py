@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from devices.fake_printer import unused_port
+from tests.support.fake_printer import unused_port
 
 
 class LiveStation:

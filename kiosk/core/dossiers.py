@@ -4,23 +4,36 @@ Once ``submit`` returns, the dossier survives a crash, a power cut (synchronous=
 The draft it came from is deleted in the same transaction, so submitting twice cannot make two dossiers.
 """
 import hashlib
+import json
 import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from sync import outbox, protocol
-from sync.protocol import canonical_json  # the content hash is over the bytes sync sends
-
-from . import audit, sealing, tracking_code
+from . import audit, outbox, sealing, tracking_code
 from .catalog import Procedure
 from .masking import mask_name
 from .db import begin_incarnation, incarnation, write_transaction
 
+# The states a dossier moves through at the central, with the labels staff and citizens see.
+CENTRAL_STATUSES = {
+    "received": {"vi": "Đã tiếp nhận", "en": "Received"},
+    "processing": {"vi": "Đang xử lý", "en": "Processing"},
+    "needs_documents": {"vi": "Cần bổ sung giấy tờ", "en": "Needs documents"},
+    "done": {"vi": "Đã có kết quả", "en": "Done"},
+    "returned_by_post": {"vi": "Đã trả kết quả qua bưu điện", "en": "Returned by post"},
+}
+
+
+def canonical_json(document) -> bytes:
+    """Sorted keys, no spaces, UTF-8: the bytes signed, sent and hashed (the dossier's content hash too)."""
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
 # Where a dossier is: queued here, then the central's states as its status feed reports them, or
 # refused (quarantined at the station).
-STATUSES = ("queued", *protocol.STATUSES, "rejected")
+STATUSES = ("queued", *CENTRAL_STATUSES, "rejected")
 
 
 @dataclass(frozen=True)

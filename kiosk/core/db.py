@@ -1,6 +1,7 @@
 """The station database: SQLite in WAL mode, fsync on every commit, schema by sqlite-utils migrations.
 
-One connection per request (opened on first use, closed at teardown), as in Flask's tutorial app.
+The web app's connections (one per server thread, kept between requests) are kiosk/web.py's ``get_db``;
+the sync worker and the commands open their own with ``connect``.
 """
 import sqlite3
 import threading
@@ -8,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
-from flask import current_app, g
 from sqlite_utils.migrations import Migrations
 
 from .keyfile import write_durably
@@ -258,30 +258,6 @@ def migrate(path: str | Path, migration_set: Migrations = migrations) -> None:
         migration_set.apply(sqlite_utils.Database(conn))
     finally:
         conn.close()
-
-
-# Each server thread keeps its connection between requests (opening one and setting its pragmas costs
-# about a fifth of a simple request); a thread that serves another database closes the old one.
-_per_thread = threading.local()
-
-
-def get_db() -> sqlite3.Connection:
-    if "db" not in g:
-        path = current_app.config["DATABASE"]
-        cached = getattr(_per_thread, "conn", None)
-        if cached is None or _per_thread.path != path:
-            if cached is not None:
-                cached.close()
-            _per_thread.conn, _per_thread.path = connect(path), path
-        g.db = _per_thread.conn
-    return g.db
-
-
-def close_db(_exc=None) -> None:
-    """End of request: the connection stays open for the thread's next request, with nothing pending."""
-    db = g.pop("db", None)
-    if db is not None and db.in_transaction:
-        db.rollback()
 
 
 # SQLite lets one writer in at a time and makes the others poll with growing sleeps (up to 100 ms).

@@ -1,7 +1,7 @@
 """``kiosk printer ...``: check the receipt printer and print a test page.
 
 Both commands read the station file given by ``--station`` (or ``$KIOSK_STATION``, else ./station.toml,
-else the defaults, as ``kiosk.config.load_station`` does) and exit with status 1 when the printer is not
+else the defaults, as ``kiosk.core.config.load_station`` does) and exit with status 1 when the printer is not
 ready, so they can be used from scripts and by a technician installing a station.
 """
 from collections.abc import Mapping
@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from devices.printer import Status, print_image, printer_settings, printer_status
+from devices.printer import PrinterSettingsError, Status, print_image, printer_settings, printer_status
 from devices.receipt import render_test_page
-from kiosk.config import ConfigError, load_station
+from kiosk.core.config import ConfigError, load_station
 
 
 def _station(ctx: click.Context, path: str | None) -> dict:
@@ -65,7 +65,7 @@ def test_command(ctx: click.Context, station_path: str | None, preview: str | No
     config = _station(ctx, station_path)
     try:
         settings = printer_settings(config)
-    except ConfigError as exc:
+    except PrinterSettingsError as exc:
         raise click.ClickException(str(exc)) from None
     station = config.get("station", {})
     now = datetime.now(ZoneInfo(station.get("timezone", "Asia/Ho_Chi_Minh")))

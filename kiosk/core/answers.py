@@ -8,7 +8,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
-from .catalog import DEFAULT_MAX_LENGTH
+from .catalog import DEFAULT_MAX_LENGTH, Procedure
 
 _PHONE = re.compile(r"^0\d{9,10}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
@@ -139,3 +139,27 @@ def display(field: dict, value, lang: str) -> str:
         option = next((o for o in field["options"] if o["value"] == value), None)
         return option[lang] if option else str(value)
     return str(value)
+
+
+# --- which pages apply ---------------------------------------------------------------------------------
+
+def is_active(page: dict, answers: dict) -> bool:
+    when = page.get("when")
+    return when is None or answers.get(when["field"]) == when["equals"]
+
+
+def active_pages(proc: Procedure, answers: dict) -> list[dict]:
+    return [p for p in proc.pages if is_active(p, answers)]
+
+
+def is_answered(page: dict, answers: dict) -> bool:
+    return all(f["name"] in answers for f in page["fields"])
+
+
+def first_unanswered(proc: Procedure, answers: dict) -> dict | None:
+    return next((p for p in active_pages(proc, answers) if not is_answered(p, answers)), None)
+
+
+def active_answers(proc: Procedure, answers: dict) -> dict:
+    """Only the answers of pages that apply: a page switched off by a later change leaves nothing behind."""
+    return {f["name"]: answers.get(f["name"]) for p in active_pages(proc, answers) for f in p["fields"]}

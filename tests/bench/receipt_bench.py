@@ -4,7 +4,7 @@ import statistics
 import time
 from datetime import datetime, timedelta, timezone
 
-from devices.fake_printer import FakeNetworkPrinter
+from tests.support.fake_printer import FakeNetworkPrinter
 from devices.printer import print_receipt
 from devices.receipt import Receipt
 
@@ -19,8 +19,8 @@ def sample_receipt(**changes) -> Receipt:
         agency="UBND Phường Sài Gòn",
         procedure_name="Đăng ký khai sinh",
         procedure_code="1.001193",
-        citizen_name="Nguyễn Văn An",
-        citizen_id="001099012345",
+        applicant_masked="Nguyễn V** A*",
+        id_masked="********2345",
         submitted_at=datetime(2026, 11, 27, 16, 5, tzinfo=timezone(timedelta(hours=7))),
         processing_days=3,
         fee_vnd=50000,

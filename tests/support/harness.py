@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from kiosk.catalog import Procedure
+from kiosk.core.catalog import Procedure
 
 PROCEDURE = Procedure(
     slug="cap-ban-sao-trich-luc-khai-sinh", code="1.004884", version="2026.1", category="ho-tich",
@@ -47,11 +47,11 @@ def sample_answers(rng: random.Random) -> dict:
 
 def make_station(folder: Path, central_url: str, station_id: str = "K01", sync: dict | None = None) -> dict:
     """A station data folder with its station.toml, migrated database and station key; returns its config."""
-    from kiosk.config import load_station
-    from kiosk.db import migrate as kiosk_migrate
+    from kiosk.core.config import load_station
+    from kiosk.core.db import migrate as kiosk_migrate
 
-    from . import schema
-    from .worker import station_paths
+    from sync import schema
+    from sync.worker import station_paths
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,8 +69,8 @@ def make_station(folder: Path, central_url: str, station_id: str = "K01", sync: 
 
 def enrol(central, config: dict) -> None:
     """Enrol the station at the central and give the station the central's keys (both sides of it)."""
-    from .keys import load_or_create_signing_key, public_b64
-    from .worker import station_paths
+    from sync.keys import load_or_create_signing_key, public_b64
+    from sync.worker import station_paths
 
     paths = station_paths(config)
     central.store.enrol(config["station"]["id"], public_b64(load_or_create_signing_key(paths["station_key"])))
@@ -78,11 +78,11 @@ def enrol(central, config: dict) -> None:
 
 
 def submit_many(config: dict, n: int, seed: int = 0, procedure: Procedure = PROCEDURE) -> list[str]:
-    from kiosk.db import connect
-    from kiosk.dossiers import submit
-    from kiosk.sealing import load_or_create_key
+    from kiosk.core.db import connect
+    from kiosk.core.dossiers import submit
+    from kiosk.core.sealing import load_or_create_key
 
-    from .worker import station_paths
+    from sync.worker import station_paths
 
     paths = station_paths(config)
     key = load_or_create_key(paths["payload_key"])
@@ -101,7 +101,7 @@ class CentralThread:
     def __init__(self, data_dir: Path, **config):
         import waitress
 
-        from .central import create_central_app
+        from sync.central import create_central_app
 
         self.app = create_central_app({"DATA_DIR": str(data_dir), **config})
         self.central = self.app.extensions["dvc_central"]

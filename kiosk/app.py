@@ -1,0 +1,128 @@
+"""The app factory: one Flask app for citizen kiosks, post-office counters and mobile teams, built from the
+station file. The top of the layers (docs/architecture.md): it wires the core, devices, sync and the pages."""
+import logging
+import secrets
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from flask import Flask, g, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from agent import views as agent_views
+from devices.printer import printer_settings
+from devices.vietqr import payment_account
+from sync import schema as sync_schema
+
+from . import audio, card_views, citizen, i18n, web
+from .core import catalog, db, keyfile, sealing
+from .core.config import ConfigError, data_dir, load_station
+from .receipts import ReceiptPrinter
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+csrf = CSRFProtect()
+
+
+def _secret_key(folder: Path) -> bytes:
+    return keyfile.load_or_create(folder / "session.key", lambda: secrets.token_bytes(32))
+
+
+def create_app(config: dict | None = None, station_file: str | None = None) -> Flask:
+    """Build the app for one station: the station file (see kiosk.core.config.load_station), with ``config``
+    laid over it (tests pass a dict)."""
+    station = load_station(station_file, overrides=config)
+    folder = data_dir(station)
+    app = Flask(__name__, template_folder=str(TEMPLATES))
+    app.config.update(
+        STATION=station,
+        DATABASE=str(folder / "station.db"),
+        SECRET_KEY=_secret_key(folder),
+        PAYLOAD_KEY=sealing.load_or_create_key(folder / "payload.key"),
+        CATALOG=catalog.load_catalog(station["paths"].get("procedures")),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        WTF_CSRF_TIME_LIMIT=None,  # the session's own idle limit ends old forms
+        MAX_CONTENT_LENGTH=256 * 1024,
+    )
+    app.config.update(AUDIO_DIR=folder / "audio", AUDIO_PROMPTS=audio.all_prompts(app.config["CATALOG"]))
+    app.config["AUDIO_ON"] = audio.available() or any(app.config["AUDIO_DIR"].glob("*.wav"))
+    db.migrate(app.config["DATABASE"])
+    sync_schema.migrate(app.config["DATABASE"])
+    # Device settings are checked now, so a typo in the station file stops start-up, not a citizen.
+    try:
+        printer_connection = printer_settings(station).connection
+        payment_account(station)
+    except ValueError as exc:
+        raise ConfigError(f"{station['source']}: {exc}") from None
+    app.extensions["receipts"] = ReceiptPrinter(app.config["DATABASE"], station, printer_connection != "none")
+    web.init_db(app)
+    csrf.init_app(app)
+
+    app.jinja_env.globals.update(t=i18n.t, pick=i18n.pick, lang=i18n.current_language,
+                                 station=station, htmx_version="2.0.11")
+    app.jinja_env.filters["money"] = lambda n: f"{n:,}".replace(",", ".")
+    zone = ZoneInfo(station["station"]["timezone"])
+    app.jinja_env.filters["local_date"] = lambda iso: datetime.fromisoformat(iso).astimezone(zone).strftime("%d/%m/%Y")
+    app.jinja_env.filters["local_time"] = lambda iso: datetime.fromisoformat(iso).astimezone(zone).strftime("%H:%M %d/%m/%Y")
+    app.jinja_env.filters["age"] = lambda iso: i18n.age(datetime.fromisoformat(iso))
+
+    @app.context_processor
+    def layout():
+        # The same template serves the whole page and, for htmx, only what goes inside <main>.
+        partial = request.headers.get("HX-Request") == "true" and not request.headers.get("HX-History-Restore-Request")
+        return {"layout": "_main_only.html" if partial else "base.html"}
+
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def no_store(response):
+        if "started" in g:  # how long the app took, for benchmarks and browser dev tools
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - g.started) * 1000:.2f}"
+        # Pages may hold personal data: never cache them, on the station or in the browser.
+        if not request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        return response
+
+    @app.errorhandler(404)
+    def not_found(_e):
+        return render_template("error.html", title_key="not_found_title", text_key="not_found_text"), 404
+
+    @app.errorhandler(CSRFError)
+    def expired(_e):
+        return render_template("error.html", title_key="expired_title", text_key="expired_text"), 400
+
+    @app.errorhandler(413)
+    def too_large(_e):
+        return render_template("error.html", title_key="error_page_title", text_key="error_page_text"), 413
+
+    @app.errorhandler(Exception)
+    def server_error(exc):
+        from werkzeug.exceptions import HTTPException
+        if isinstance(exc, HTTPException):
+            return render_template("error.html", title_key="error_page_title",
+                                   text_key="error_page_text"), exc.code
+        # Log the type and place, never the request's form (it holds personal data).
+        # The traceback's frames say where; the exception's message may quote input, so it is left out.
+        logging.getLogger("kiosk").error("unhandled %s at %s %s\n%s", type(exc).__name__, request.method,
+                                         request.url_rule, "".join(traceback.format_tb(exc.__traceback__)))
+        return render_template("error.html", title_key="error_page_title", text_key="error_page_text"), 500
+
+    @app.errorhandler(403)
+    def forbidden(_e):
+        return render_template("error.html", title_key="forbidden_title", text_key="forbidden_text"), 403
+
+    app.before_request(web.end_idle_session)
+    app.register_blueprint(citizen.bp)
+    app.register_blueprint(card_views.bp)
+    app.register_blueprint(agent_views.bp)
+    return app

@@ -1,0 +1,163 @@
+"""What the citizen's and the staff's pages share: the procedure of a URL, this session's draft, the
+tracking address and its QR code, the receipt of a dossier, and the session's idle policy. Views import
+this module; no view module imports another (tests/test_layers.py).
+"""
+import functools
+import io
+import sqlite3
+import threading
+import time
+
+import qrcode
+import qrcode.image.svg
+from flask import Flask, abort, current_app, g, request, session, url_for
+from markupsafe import Markup
+
+from . import receipts
+from .core import drafts
+from .core.catalog import Procedure
+from .core.db import connect
+
+CARD_KEY = "_card"  # in a draft's answers: the fields read from the CCCD chip, for prefilling
+SEEN_RESOLUTION_S = 10
+
+
+class Connections:
+    """The app's database connections: each server thread keeps its own between requests (opening one and
+    setting its pragmas costs about a fifth of a simple request); a thread asked for another database
+    (a test that points the app elsewhere) closes the old one. Held by the app, not the module, so two
+    apps in one process never share a connection."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def for_thread(self, path: str) -> sqlite3.Connection:
+        cached = getattr(self._local, "conn", None)
+        if cached is None or self._local.path != path:
+            if cached is not None:
+                cached.close()
+            self._local.conn, self._local.path = connect(path), path
+        return self._local.conn
+
+
+def init_db(app: Flask) -> None:
+    app.extensions["db"] = Connections()
+    app.teardown_appcontext(close_db)
+
+
+def get_db() -> sqlite3.Connection:
+    """This request's connection to the station database."""
+    if "db" not in g:
+        g.db = current_app.extensions["db"].for_thread(current_app.config["DATABASE"])
+    return g.db
+
+
+def close_db(_exc=None) -> None:
+    """End of request: the connection stays open for the thread's next request, with nothing pending."""
+    db = g.pop("db", None)
+    if db is not None and db.in_transaction:
+        db.rollback()
+
+
+def passive(view):
+    """Mark a view whose requests are not activity: pictures and sounds that load beside a page never
+    touch the session cookie, so their replies cannot overwrite what a form's reply stored in it
+    meanwhile (a message, a draft)."""
+    view.passive = True
+    return view
+
+
+def catalog() -> dict[str, Procedure]:
+    return current_app.config["CATALOG"]
+
+
+def procedure_or_404(slug: str) -> Procedure:
+    proc = catalog().get(slug)
+    if proc is None:
+        abort(404)
+    return proc
+
+
+def idle_minutes() -> int:
+    return current_app.config["STATION"]["session"]["draft_idle_minutes"]
+
+
+def current_draft(proc: Procedure) -> tuple[str, dict] | None:
+    """(draft id, answers) of this session's application for ``proc``, if there is one."""
+    ref = session.get("draft")
+    if not ref or ref.get("slug") != proc.slug:
+        return None
+    loaded = drafts.load(get_db(), current_app.config["PAYLOAD_KEY"], ref["id"], idle_minutes())
+    if loaded is None or loaded[0] != proc.slug:
+        session.pop("draft", None)
+        return None
+    return ref["id"], loaded[1]
+
+
+def tracking_url(code: str) -> str:
+    base = current_app.config["STATION"]["station"]["public_url"].rstrip("/")
+    return f"{base}{url_for('citizen.track_code', code=code)}"
+
+
+@functools.lru_cache(maxsize=64)
+def qr_svg(data: str) -> Markup:
+    """The QR code of ``data`` as inline SVG. The mask is fixed rather than searched: every decoder reads
+    all eight masks, and the search is most of the cost of making the code."""
+    code = qrcode.QRCode(image_factory=qrcode.image.svg.SvgPathImage, box_size=12, border=2, mask_pattern=0)
+    code.add_data(data)
+    code.make(fit=True)
+    out = io.BytesIO()
+    code.make_image().save(out)
+    svg = out.getvalue().decode()
+    return Markup(svg[svg.index("<svg"):])
+
+
+def receipt_of(proc: Procedure, submission_id: str, code: str):
+    return receipts.receipt_for(get_db(), current_app.config["PAYLOAD_KEY"], current_app.config["STATION"],
+                                proc, submission_id, tracking_url(code))
+
+
+def print_receipt_for(proc: Procedure, submission_id: str, code: str, actor: str) -> None:
+    """Queue the dossier's receipt on the station's printer, if it has one (else it is shown on screen)."""
+    printer = current_app.extensions["receipts"]
+    if printer.enabled:
+        printer.request(get_db(), receipt_of(proc, submission_id, code), submission_id, actor=actor)
+
+
+def wipe_session() -> None:
+    """Forget everything of this citizen's session on the station: the draft and the session itself.
+    The next citizen starts in Vietnamese."""
+    ref = session.get("draft")
+    if ref:
+        drafts.delete(get_db(), ref["id"])
+    session.clear()
+
+
+def end_idle_session():
+    """Without JavaScript (or with the browser closed) nobody sees the warning: the server ends a session
+    that has been idle past the warning's end, whatever the next request is. A staff member's session
+    has the longer staff limit; ending it logs them out."""
+    view = current_app.view_functions.get(request.endpoint)
+    if request.endpoint == "static" or getattr(view, "passive", False):
+        return
+    limits = current_app.config["STATION"]["session"]
+    if "staff" in session:
+        limit = limits["staff_idle_minutes"] * 60
+    else:
+        limit = limits["idle_seconds"] + limits["warning_seconds"] + 10
+    now = int(time.time())
+    seen = session.get("seen")
+    if seen is not None and now - seen > limit:
+        wipe_session()
+        seen = None
+    # Rewriting the cookie on every request is not needed to measure minutes, and every rewrite is a
+    # chance for a slow reply to overwrite what a newer one stored.
+    if (session or request.method == "POST") and (seen is None or now - seen >= SEEN_RESOLUTION_S):
+        session["seen"] = now
+
+
+def local_target(target: str | None, default: str, prefix: str = "/") -> str:
+    """A ``next`` address to go on to, if it stays on this station (under ``prefix``); else ``default``."""
+    if not target or not target.startswith(prefix) or target.startswith("//"):
+        return default
+    return target

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs `python -m tests.bench` (not shipped)."""
