@@ -21,7 +21,10 @@ from .core import catalog, db, keyfile, sealing
 from .core.config import ConfigError, data_dir, load_station
 from .receipts import ReceiptPrinter
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# An installed wheel carries the templates inside the package (pyproject.toml maps templates/ there); a
+# source checkout has them beside it.
+_HERE = Path(__file__).resolve().parent
+TEMPLATES = next(folder for folder in (_HERE / "templates", _HERE.parent / "templates") if folder.is_dir())
 csrf = CSRFProtect()
 
 

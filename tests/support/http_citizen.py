@@ -31,7 +31,7 @@ class HttpCitizen:
         started = time.perf_counter()
         self.connection.request(method, path, body=body, headers=headers)
         response = self.connection.getresponse()
-        text = response.read().decode()
+        text = response.read().decode(errors="replace")  # a picture reads as text too, unused
         elapsed = (time.perf_counter() - started) * 1000
         server = re.search(r"dur=([\d.]+)", response.getheader("Server-Timing") or "")
         self.timings.append((step, elapsed, float(server.group(1)) if server else None))

@@ -11,8 +11,9 @@ from tests.support.fake_printer import unused_port
 
 class LiveStation:
     def __init__(self, data_dir: Path, port: int | None = None, kind: str = "kiosk", extra: str = "",
-                 station_id: str = "T01"):
+                 station_id: str = "T01", command: list[str] | None = None):
         self.data_dir = Path(data_dir)
+        self.command = command or [sys.executable, "-m", "kiosk"]  # or an installed `kiosk` script
         self.port = port or unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.station_file = self.data_dir / "station.toml"
@@ -31,7 +32,7 @@ class LiveStation:
         # The server's own messages go to a file: a pipe nobody reads would stall it once full.
         log = self.data_dir / "serve.log"
         with open(log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "kiosk", "serve", "--station", str(self.station_file)],
+            self.process = subprocess.Popen([*self.command, "serve", "--station", str(self.station_file)],
                                             stdout=subprocess.DEVNULL, stderr=out, cwd=self.data_dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
