@@ -40,8 +40,27 @@ class Connections:
         return self._local.conn
 
 
+class DraftSweeper:
+    """Deletes the app's idle drafts at most once every ``every_s`` seconds, on a request that reads a
+    draft (the time of the last sweep belongs to the app, not to the module)."""
+
+    def __init__(self, every_s: float = 60):
+        self.every_s = every_s
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+
+    def maybe_sweep(self, conn: sqlite3.Connection, idle_minutes: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.every_s:
+                return
+            self._last = now
+        drafts.purge_idle(conn, idle_minutes)
+
+
 def init_db(app: Flask) -> None:
     app.extensions["db"] = Connections()
+    app.extensions["draft_sweeper"] = DraftSweeper()
     app.teardown_appcontext(close_db)
 
 
@@ -87,6 +106,7 @@ def current_draft(proc: Procedure) -> tuple[str, dict] | None:
     ref = session.get("draft")
     if not ref or ref.get("slug") != proc.slug:
         return None
+    current_app.extensions["draft_sweeper"].maybe_sweep(get_db(), idle_minutes())
     loaded = drafts.load(get_db(), current_app.config["PAYLOAD_KEY"], ref["id"], idle_minutes())
     if loaded is None or loaded[0] != proc.slug:
         session.pop("draft", None)

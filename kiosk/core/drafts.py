@@ -1,20 +1,15 @@
 """Drafts: the answers of an application in progress, sealed, kept only while the citizen is active.
 
 A draft idle longer than the station's limit can no longer be opened, and is deleted by the next sweep
-(at most a minute later, on any request that reads a draft), so an abandoned application does not stay
-on the station.
+(``purge_idle``; the web app runs it at most once a minute, on a request that reads a draft: see
+kiosk/web.py), so an abandoned application does not stay on the station.
 """
 import secrets
 import sqlite3
-import time
 from datetime import datetime, timedelta, timezone
 
 from . import sealing
 from .db import write_transaction
-
-SWEEP_EVERY_S = 60
-_last_sweep = 0.0
-
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -25,8 +20,7 @@ def _cutoff(idle_minutes: int) -> str:
 
 
 def purge_idle(conn: sqlite3.Connection, idle_minutes: int) -> int:
-    global _last_sweep
-    _last_sweep = time.monotonic()
+    """Delete every draft idle longer than ``idle_minutes``; returns how many."""
     with write_transaction(conn):
         return conn.execute("DELETE FROM drafts WHERE touched_at < ?", (_cutoff(idle_minutes),)).rowcount
 
@@ -46,8 +40,6 @@ def create(conn: sqlite3.Connection, key: bytes, slug: str, version: str, answer
 
 def load(conn: sqlite3.Connection, key: bytes, draft_id: str, idle_minutes: int) -> tuple[str, dict] | None:
     """(procedure slug, answers), or None when the draft is gone or has been idle too long."""
-    if time.monotonic() - _last_sweep > SWEEP_EVERY_S:
-        purge_idle(conn, idle_minutes)
     row = conn.execute("SELECT procedure_slug, answers_sealed FROM drafts WHERE id = ? AND touched_at >= ?",
                        (draft_id, _cutoff(idle_minutes))).fetchone()
     if row is None:
