@@ -3,14 +3,19 @@ and what has not been sent yet, per staff member and for the whole station.
 
 Every number is counted from the dossiers and the ledger themselves, so the report reconciles with them
 by construction; a supervisor's sign-off stores the report with its hash.
+
+This module owns the counter's money tables, ``ledger`` (every fee taken and every reprint, one row each)
+and ``day_closings``.
 """
 import hashlib
 import json
 import sqlite3
 from datetime import datetime, timezone
 
-from kiosk.core import audit
+from kiosk.core import audit, dossiers
 from kiosk.core.db import write_transaction
+
+from . import staff
 
 
 def _bucket() -> dict:
@@ -20,17 +25,14 @@ def _bucket() -> dict:
 
 def day_report(conn: sqlite3.Connection, day: str) -> dict:
     """The report of local day ``day`` (YYYY-MM-DD). Kiosk dossiers (no staff) count under "kiosk"."""
-    people = {row["id"]: row["username"] for row in conn.execute("SELECT id, username FROM staff")}
+    people = staff.usernames(conn)
     by_staff: dict[str, dict] = {}
     station = _bucket()
 
     def bucket(staff_id):
         return by_staff.setdefault(people.get(staff_id, "kiosk"), _bucket())
 
-    for row in conn.execute(
-        "SELECT d.staff_id, d.procedure_code, d.fee_due_vnd, o.state FROM dossiers d "
-        "JOIN outbox o USING (submission_id) WHERE d.local_day = ?", (day,)
-    ):
+    for row in dossiers.of_day(conn, day):
         for target in (bucket(row["staff_id"]), station):
             target["dossiers"] += 1
             target["by_procedure"][row["procedure_code"]] = target["by_procedure"].get(row["procedure_code"], 0) + 1
@@ -47,6 +49,32 @@ def day_report(conn: sqlite3.Connection, day: str) -> dict:
     for target in (*by_staff.values(), station):
         target["fee_difference_vnd"] = target["fees_taken_vnd"] - target["fees_expected_vnd"]
     return {"day": day, "station": station, "by_staff": dict(sorted(by_staff.items()))}
+
+
+def record_fee(conn: sqlite3.Connection, submitted: dossiers.Submitted, staff_id: int, amount_vnd: int,
+               actor: str) -> None:
+    """A fee taken in cash for a dossier submitted at the counter, inside its submit transaction
+    (``dossiers.submit(also_write=...)``), audited."""
+    _record(conn, submitted.submitted_at.isoformat(timespec="seconds"), submitted.local_day, staff_id, "fee",
+            submitted.submission_id, amount_vnd)
+    audit.append(conn, actor, "fee.taken", submitted.submission_id, {"amount_vnd": amount_vnd})
+
+
+def record_reprint(conn: sqlite3.Connection, at: str, local_day: str, staff_id: int, submission_id: str) -> None:
+    """A receipt reprinted by staff, inside the caller's transaction."""
+    _record(conn, at, local_day, staff_id, "reprint", submission_id, 0)
+
+
+def _record(conn: sqlite3.Connection, at: str, local_day: str, staff_id: int, kind: str, submission_id: str,
+            amount_vnd: int) -> None:
+    conn.execute("INSERT INTO ledger (at, local_day, staff_id, kind, submission_id, amount_vnd) "
+                 "VALUES (?, ?, ?, ?, ?, ?)", (at, local_day, staff_id, kind, submission_id, amount_vnd))
+
+
+def ledger_of(conn: sqlite3.Connection, submission_id: str) -> list[sqlite3.Row]:
+    """The ledger lines of one dossier, oldest first, each with the ``username`` of who took it."""
+    return conn.execute("SELECT l.*, s.username FROM ledger l JOIN staff s ON s.id = l.staff_id "
+                        "WHERE submission_id = ? ORDER BY l.id", (submission_id,)).fetchall()
 
 
 def closing(conn: sqlite3.Connection, day: str) -> sqlite3.Row | None:

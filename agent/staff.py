@@ -1,4 +1,6 @@
-"""Staff accounts: user name + PIN (or password) hashed with argon2, lockout after repeated failures."""
+"""Staff accounts: user name + PIN (or password) hashed with argon2, lockout after repeated failures.
+
+This module owns the ``staff`` table: the other modules read it through the functions below."""
 import re
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -69,21 +71,52 @@ def login(conn: sqlite3.Connection, username: str, secret: str) -> sqlite3.Row:
     try:
         _hasher.verify(row["secret_hash"], secret)
     except (VerificationError, InvalidHashError):
-        failures = row["failed_logins"] + 1
-        locked_until = (now + LOCKOUT).isoformat() if failures >= MAX_FAILURES else None
-        with write_transaction(conn):
-            conn.execute("UPDATE staff SET failed_logins = ?, locked_until = ? WHERE id = ?",
-                         (0 if locked_until else failures, locked_until, row["id"]))
-            audit.append(conn, username, "staff.login_failed", username, {"locked": bool(locked_until)})
-        if locked_until:
-            raise LoginRefused("locked", now + LOCKOUT) from None
-        raise LoginRefused("wrong") from None
+        raise _count_failure(conn, row["id"], username, now) from None
     with write_transaction(conn):
         conn.execute("UPDATE staff SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
         if _hasher.check_needs_rehash(row["secret_hash"]):
             conn.execute("UPDATE staff SET secret_hash = ? WHERE id = ?", (_hasher.hash(secret), row["id"]))
         audit.append(conn, username, "staff.login", username)
     return row
+
+
+def _count_failure(conn: sqlite3.Connection, staff_id: int, username: str, now: datetime) -> LoginRefused:
+    """Count a wrong PIN and lock the account at the MAX_FAILURES-th; returns the refusal to raise. The
+    count is read and written in one write transaction (BEGIN IMMEDIATE), so wrong PINs typed at the same
+    time on two counters are each counted: none reads the count another is about to raise. A failure that
+    finds the account locked meanwhile (by a wrong PIN checked at the same time) is not counted again."""
+    with write_transaction(conn):
+        failed, locked = conn.execute("SELECT failed_logins, locked_until FROM staff WHERE id = ?",
+                                      (staff_id,)).fetchone()
+        if locked and datetime.fromisoformat(locked) > now:
+            return LoginRefused("locked", datetime.fromisoformat(locked))
+        failures = failed + 1
+        locked_until = (now + LOCKOUT).isoformat() if failures >= MAX_FAILURES else None
+        conn.execute("UPDATE staff SET failed_logins = ?, locked_until = ? WHERE id = ?",
+                     (0 if locked_until else failures, locked_until, staff_id))
+        audit.append(conn, username, "staff.login_failed", username, {"locked": bool(locked_until)})
+    if locked_until:
+        return LoginRefused("locked", now + LOCKOUT)
+    return LoginRefused("wrong")
+
+
+def by_id(conn: sqlite3.Connection, staff_id: int) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM staff WHERE id = ?", (staff_id,)).fetchone()
+
+
+def display_name_of(conn: sqlite3.Connection, staff_id: int) -> sqlite3.Row | None:
+    """The row (``display_name``) of a staff member, or None."""
+    return conn.execute("SELECT display_name FROM staff WHERE id = ?", (staff_id,)).fetchone()
+
+
+def usernames(conn: sqlite3.Connection) -> dict[int, str]:
+    """Every staff member's user name, by id."""
+    return {row["id"]: row["username"] for row in conn.execute("SELECT id, username FROM staff")}
+
+
+def accounts(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    """Every account for ``kiosk staff list``: user name, display name, role, lock and whether active."""
+    return conn.execute("SELECT username, display_name, role, locked_until, active FROM staff ORDER BY username")
 
 
 def set_state(conn: sqlite3.Connection, username: str, *, active: bool | None = None, unlock: bool = False,

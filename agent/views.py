@@ -15,11 +15,11 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
 from kiosk.core import audit, dossiers, drafts, tracking_code
 from kiosk import i18n
 from kiosk.core.answers import normalise
-from devices.receipt import render_receipt_png
+from kiosk.receipt_document import render_receipt_png
 from kiosk.core.answers import active_answers, first_unanswered
 from kiosk.web import current_draft, get_db, local_target, passive, print_receipt_for, procedure_or_404, receipt_of, wipe_session
 from kiosk.core.db import write_transaction
-from kiosk.core.masking import mask_name
+from kiosk.receipts import prints_of
 from sync import notices
 from kiosk.core import outbox
 
@@ -61,7 +61,7 @@ def login_required(role: str | None = None):
 
 
 def _staff_row():
-    return get_db().execute("SELECT * FROM staff WHERE id = ?", (g.staff["id"],)).fetchone()
+    return staff.by_id(get_db(), g.staff["id"])
 
 
 # --- log in / out ------------------------------------------------------------------------------------
@@ -110,9 +110,7 @@ def logout():
 @login_required()
 def home():
     conn = get_db()
-    recent = conn.execute(
-        "SELECT d.*, o.state AS sync_state FROM dossiers d JOIN outbox o USING (submission_id) "
-        "WHERE d.local_day = ? ORDER BY d.submitted_at DESC LIMIT 20", (_today(),)).fetchall()
+    recent = dossiers.recent(conn, _today(), 20)
     return render_template("agent/home.html", recent=recent, procedures=current_app.config["CATALOG"].values(),
                            export_default=current_app.config["STATION"]["sync"]["export_dir"])
 
@@ -157,11 +155,7 @@ def search():
         results = [found] if found else []
     elif query:
         # Names are sealed: staff find a dossier by the masked form, typed whole or as its start.
-        masked = mask_name(query)
-        results = conn.execute(
-            "SELECT * FROM dossiers WHERE applicant_masked = ? OR applicant_masked LIKE ? ESCAPE '\\' "
-            "ORDER BY submitted_at DESC LIMIT 50",
-            (masked, query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")).fetchall()
+        results = dossiers.search_masked_name(conn, query, 50)
     return render_template("agent/search.html", query=query, results=results)
 
 
@@ -188,11 +182,9 @@ def dossier(code):
     row = _dossier_or_404(code)
     proc = current_app.config["CATALOG"].get(row["procedure_slug"])
     document = dossiers.open_payload(conn, current_app.config["PAYLOAD_KEY"], row["submission_id"])
-    sync = conn.execute("SELECT * FROM outbox WHERE submission_id = ?", (row["submission_id"],)).fetchone()
-    prints = conn.execute("SELECT *, requested_by AS who FROM receipt_prints WHERE submission_id = ? ORDER BY id",
-                          (row["submission_id"],)).fetchall()
-    money = conn.execute("SELECT l.*, s.username FROM ledger l JOIN staff s ON s.id = l.staff_id "
-                         "WHERE submission_id = ? ORDER BY l.id", (row["submission_id"],)).fetchall()
+    sync = outbox.get(conn, row["submission_id"])
+    prints = prints_of(conn, row["submission_id"])
+    money = report.ledger_of(conn, row["submission_id"])
     answers = []
     if document and proc:
         from kiosk.core.answers import display
@@ -203,13 +195,11 @@ def dossier(code):
         # Who saw a citizen's details is itself on record.
         with write_transaction(conn):
             audit.append(conn, g.staff["username"], "dossier.viewed", row["submission_id"])
-    corrected_by = conn.execute("SELECT tracking_code FROM dossiers WHERE supersedes = ?",
-                                (row["submission_id"],)).fetchall()
-    supersedes = conn.execute("SELECT tracking_code FROM dossiers WHERE submission_id = ?",
-                              (row["supersedes"],)).fetchone() if row["supersedes"] else None
+    corrected_by = dossiers.corrected_by(conn, row["submission_id"])
+    supersedes = dossiers.tracking_code_of(conn, row["supersedes"]) if row["supersedes"] else None
     return render_template("agent/dossier.html", dossier=row, proc=proc, sync=sync, prints=prints, money=money,
                            answers=answers, counter=(document or {}).get("counter"), can_correct=bool(document),
-                           corrected_by=[r[0] for r in corrected_by], supersedes=supersedes)
+                           corrected_by=corrected_by, supersedes=supersedes)
 
 
 @bp.post("/d/<code>/correct")
@@ -247,8 +237,8 @@ def reprint(code):
     row = _dossier_or_404(code)
     proc = procedure_or_404(row["procedure_slug"])
     with write_transaction(conn):
-        conn.execute("INSERT INTO ledger (at, local_day, staff_id, kind, submission_id) VALUES (?, ?, ?, 'reprint', ?)",
-                     (datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"], row["submission_id"]))
+        report.record_reprint(conn, datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"],
+                              row["submission_id"])
         audit.append(conn, g.staff["username"], "receipt.reprint", row["submission_id"])
     print_receipt_for(proc, row["submission_id"], row["tracking_code"], actor=g.staff["username"])
     flash(i18n.t("reprint_requested"))
@@ -296,11 +286,16 @@ def finish(slug):
                              **({"address": values["address"]} if values["delivery"] == "post" else {})},
                 "consent_recorded_by": g.staff["username"],
             }
+            fee = int(values["fee"])
+
+            def take_fee(conn, submitted):  # the cash goes into the ledger in the submit transaction
+                report.record_fee(conn, submitted, g.staff["id"], fee, actor=g.staff["username"])
+
             submitted = dossiers.submit(
                 get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
                 channel=station["station"]["kind"], procedure=proc, answers=active_answers(proc, answers),
                 draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
-                fee_taken_vnd=int(values["fee"]), supersedes=answers.get(SUPERSEDES_KEY))
+                also_write=take_fee if fee else None, supersedes=answers.get(SUPERSEDES_KEY))
             session.pop("draft", None)
             if submitted is None:
                 return redirect(url_for("agent.home"), code=303)
@@ -323,7 +318,7 @@ def day_report():
     conn = get_db()
     data = report.day_report(conn, day)
     closed = report.closing(conn, day)
-    signer = conn.execute("SELECT display_name FROM staff WHERE id = ?", (closed["signed_by"],)).fetchone() if closed else None
+    signer = staff.display_name_of(conn, closed["signed_by"]) if closed else None
     return render_template("agent/report.html", report=data, closed=closed, signer=signer,
                            catalog={p.code: p for p in current_app.config["CATALOG"].values()})
 
@@ -343,7 +338,4 @@ def sign_report():
 @bp.get("/rejected")
 @login_required()
 def rejected():
-    rows = get_db().execute(
-        "SELECT d.tracking_code, d.procedure_code, d.submitted_at, o.last_error, o.attempts FROM outbox o "
-        "JOIN dossiers d USING (submission_id) WHERE o.state = 'rejected' ORDER BY d.submitted_at").fetchall()
-    return render_template("agent/rejected.html", rows=rows)
+    return render_template("agent/rejected.html", rows=outbox.rejected(get_db()))

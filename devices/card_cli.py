@@ -10,8 +10,14 @@ from devices.card_errors import CardError
 
 
 def _fail(err: CardError) -> None:
-    click.echo(json.dumps({"error": {"type": type(err).__name__, "message_vi": err.message_vi,
-                                     "message_en": err.message_en}}, ensure_ascii=False), err=True)
+    """The error as JSON on stderr: its type, its code (the kiosk's words for it are card_error_<code> in
+    kiosk/messages_devices.toml) and a technical English line; none holds personal data."""
+    error = {"type": type(err).__name__, "code": err.code, "message": str(err)}
+    if getattr(err, "reason", ""):
+        error["reason"] = err.reason
+    if err.params:
+        error["params"] = err.params
+    click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
     sys.exit(1)
 
 

@@ -5,7 +5,7 @@ fields the procedure wizard prefills.
 
     key = CardKey("001090012345")                      # PACE needs the number only
     result = read_cccd(key, csca_dir="/etc/dvc-kiosk/csca")
-    result.fields["full_name"], result.verification, result.verification_message_vi
+    result.fields["full_name"], result.verification, result.verification_reason, result.findings
     # DatesNeededError: ask the dates, then read_cccd(CardKey(number, birth, expiry), access="bac")
 
 Deadlines: every PC/SC call (connect, each APDU) has APDU_TIMEOUT_S and the whole read READ_TIMEOUT_S.
@@ -78,18 +78,18 @@ class CardKey:
     @classmethod
     def from_strings(cls, number: str, birth: str | None = None, expiry: str | None = None) -> "CardKey":
         """From ISO dates (yyyy-mm-dd) or dd/mm/yyyy; expiry "none" (or "Không thời hạn") for a card that
-        does not expire. Dates may be left out (PACE only). Raises CardDataError with a clear message."""
-        def parse(text: str, what_vi: str, what_en: str) -> date:
+        does not expire. Dates may be left out (PACE only). Raises CardDataError with the code
+        ``id_number_digits``, ``bad_birth_date`` or ``bad_expiry_date``."""
+        def parse(text: str, which: str) -> date:
             iso = cccd.vn_date_to_iso(text) if "/" in text or len(text) == 8 else text
             try:
                 return date.fromisoformat(iso or "")
             except ValueError:
-                raise CardDataError(f"bad {what_en}", message_vi=f"{what_vi} không đúng định dạng ngày.",
-                                    message_en=f"The {what_en} is not a valid date.") from None
+                raise CardDataError(f"{which} is not a date", code=f"bad_{which}") from None
         bac_document_number(number)  # validates the number
         no_expiry = bool(expiry) and (expiry.strip().lower() == "none" or cccd.says_no_expiry(expiry))
-        return cls(number.strip(), parse(birth, "Ngày sinh", "birth date") if birth else None,
-                   parse(expiry, "Ngày hết hạn", "expiry date") if expiry and not no_expiry else None,
+        return cls(number.strip(), parse(birth, "birth_date") if birth else None,
+                   parse(expiry, "expiry_date") if expiry and not no_expiry else None,
                    no_expiry)
 
     @classmethod
@@ -106,9 +106,9 @@ class CardResult:
 
     fields: dict = field(repr=False)
     verified: bool  # True for "verified" and "verified_warning"
-    verification_message_vi: str
-    verification_message_en: str
     verification: str = ""  # "verified", "verified_warning" or "not_verified" (tampered data raises)
+    verification_reason: str = ""  # why: one of passive_auth.REASONS
+    findings: tuple = ()  # passive_auth.Finding: warnings and notes, in order (the words are the page's)
     unreadable: list = field(default_factory=list)  # catalog names of fields the chip had but we could not read
     mrz: dict = field(default_factory=dict, repr=False)
     data_groups: list = field(default_factory=list)
@@ -122,9 +122,8 @@ class CardResult:
     def to_dict(self) -> dict:
         """JSON-ready, without the photo."""
         return {"fields": dict(self.fields), "verified": self.verified, "verification": self.verification,
-                "unreadable": list(self.unreadable),
-                "verification_message_vi": self.verification_message_vi,
-                "verification_message_en": self.verification_message_en,
+                "unreadable": list(self.unreadable), "verification_reason": self.verification_reason,
+                "findings": [finding.to_dict() for finding in self.findings],
                 "data_groups": self.data_groups, "checked_data_groups": self.checked_data_groups,
                 "reader_name": self.reader_name, "apdu_count": self.apdu_count,
                 "access_protocol": self.access_protocol}
@@ -235,19 +234,18 @@ class PcscTransport:
 
 
 def reader_status(reader_name: str | None = None) -> dict:
-    """For a device status page: {"ok", "readers", "card_present", "message_vi", "message_en"}.
-    Never raises; touches no card data (it only asks whether a card is there)."""
+    """For a device status page: {"ok", "readers", "card_present", "code"}, ``code`` being "ready" or the
+    code of the CardError that says what is wrong. Never raises; touches no card data (it only asks
+    whether a card is there)."""
     from smartcard.Exceptions import CardConnectionException, NoCardException
     try:
         readers = _pcsc_readers()
     except CardError as err:
-        return {"ok": False, "readers": [], "card_present": False, "message_vi": err.message_vi,
-                "message_en": err.message_en}
+        return {"ok": False, "readers": [], "card_present": False, "code": err.code}
     if reader_name:
         readers = [r for r in readers if str(r) == reader_name or str(r).startswith(reader_name)]
     if not readers:
-        return {"ok": False, "readers": [], "card_present": False, "message_vi": NoReaderError.message_vi,
-                "message_en": NoReaderError.message_en}
+        return {"ok": False, "readers": [], "card_present": False, "code": NoReaderError.code}
     present = False
     for reader in readers:
         connection = reader.createConnection()
@@ -256,8 +254,7 @@ def reader_status(reader_name: str | None = None) -> dict:
             present = True
         except CardNotAnsweringError as err:
             _release_after(err.hung, connection)
-            return {"ok": False, "readers": [str(r) for r in readers], "card_present": True,
-                    "message_vi": err.message_vi, "message_en": err.message_en}
+            return {"ok": False, "readers": [str(r) for r in readers], "card_present": True, "code": err.code}
         except (NoCardException, CardConnectionException):
             pass
         except Exception:
@@ -265,9 +262,7 @@ def reader_status(reader_name: str | None = None) -> dict:
         _release(connection)
         if present:
             break
-    return {"ok": True, "readers": [str(r) for r in readers], "card_present": present,
-            "message_vi": "Đầu đọc thẻ sẵn sàng." + (" Có thẻ trên đầu đọc." if present else ""),
-            "message_en": "The card reader is ready." + (" A card is on the reader." if present else "")}
+    return {"ok": True, "readers": [str(r) for r in readers], "card_present": present, "code": "ready"}
 
 
 def _release(connection) -> None:
@@ -628,7 +623,7 @@ def read_with(transport, key: CardKey, *, csca_dir=None, want_photo: bool = Fals
     pa = card_notes(pa, unreadable, fields.get("expiry_date"))
     photo = _photo_bytes(files[cccd.EF_DG2]) if want_photo and files.get(cccd.EF_DG2) else None
     result = CardResult(fields=fields, verified=pa.verified, verification=pa.status,
-                        verification_message_vi=pa.message_vi, verification_message_en=pa.message_en,
+                        verification_reason=pa.reason, findings=pa.findings,
                         unreadable=unreadable, mrz=mrz, data_groups=data_groups,
                         checked_data_groups=pa.checked_data_groups, photo=photo,
                         reader_name=getattr(transport, "reader_name", ""),

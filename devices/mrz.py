@@ -30,9 +30,7 @@ def bac_document_number(cccd_number: str) -> str:
     """The document number on the chip of a CCCD: the last 9 digits of the 12-digit number."""
     digits = cccd_number.strip()
     if len(digits) != 12 or not digits.isascii() or not digits.isdigit():
-        raise CardDataError("a CCCD number has 12 digits",
-                            message_vi="Số căn cước phải có đúng 12 chữ số.",
-                            message_en="An ID card number has exactly 12 digits.")
+        raise CardDataError("a CCCD number has 12 digits", code="id_number_digits")
     return digits[-9:]
 
 

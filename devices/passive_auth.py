@@ -3,12 +3,15 @@ LDSSecurityObject, lists a hash for each data group. We check (1) the hash of ev
 the SOD, (2) the Document Signer's signature over the SOD, and (3) that the Document Signer certificate
 was issued by one of the CSCA certificates in the configured folder.
 
-(1) or (2) failing means the data was altered: CardTamperedError, nothing is used. (3) failing (no
-folder, no matching CSCA), or no EF.SOD at all, means the data is consistent but its origin unproven:
-status "not_verified", in plain words, and the caller decides. A chain that holds but with a certificate
-out of its validity (the Document Signer's or the CSCA's), or a card past its own expiry date, is
-"verified_warning", with the reason. EF.COM is not covered by the SOD, by design of
-ICAO 9303, and nothing is taken from it but the list of data groups.
+(1) or (2) failing means the data was altered: CardTamperedError (its ``reason`` says what), nothing is
+used. (3) failing (no folder, no matching CSCA), or no EF.SOD at all, means the data is consistent but its
+origin unproven: status "not_verified", with the reason, and the caller decides. A chain that holds but
+with a certificate out of its validity (the Document Signer's or the CSCA's), or a card past its own
+expiry date, is "verified_warning", with a finding that says why. EF.COM is not covered by the SOD, by
+design of ICAO 9303, and nothing is taken from it but the list of data groups.
+
+Results and errors carry codes, not sentences: the pages find their words in kiosk/messages_devices.toml
+(``card_pa_<reason>``, ``card_pa_<finding code>``, ``card_error_tampered_<reason>``).
 """
 import hashlib
 from dataclasses import dataclass, field, replace
@@ -52,39 +55,52 @@ _HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256
            "sha512": hashes.SHA512}
 
 
+# Why a result has its status: the data is signed by a trusted issuer, or which proof is missing.
+REASONS = ("signed", "no_sod", "no_csca", "untrusted_signer")
+# What a result may add: warnings (the data is the issuer's, but a certificate or the card is out of its
+# validity; ``day`` is a date) and notes (``count`` items could not be read).
+FINDINGS = {"signer_cert_expired": "warning", "signer_cert_not_yet_valid": "warning", "csca_expired": "warning",
+            "csca_not_yet_valid": "warning", "card_expired": "warning", "unreadable_items": "note"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a result adds to its status, in the order found: ``code`` is one of FINDINGS, ``kind``
+    "warning" or "note", ``params`` plain values (a ``datetime.date``, a count); no personal data."""
+
+    code: str
+    kind: str
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: dates as ISO text."""
+        return {"code": self.code, "kind": self.kind,
+                **{k: v.isoformat() if isinstance(v, date) else v for k, v in self.params.items()}}
+
+
 @dataclass
 class PassiveAuthResult:
     status: str  # "verified", "verified_warning" or "not_verified"
-    message_vi: str
-    message_en: str
+    reason: str  # one of REASONS
     checked_data_groups: list[int] = field(default_factory=list)
     signer: str | None = None  # the Document Signer's subject, for staff; holds no personal data
+    findings: tuple[Finding, ...] = ()
 
     @property
     def verified(self) -> bool:
         return self.status in ("verified", "verified_warning")
 
-    def with_warning(self, vi: str, en: str) -> "PassiveAuthResult":
-        """The same result, verified only with a warning, the reason added to the messages."""
+    def with_warning(self, code: str, **params) -> "PassiveAuthResult":
+        """The same result, verified only with a warning (a data that stays not verified stays so)."""
         status = "verified_warning" if self.verified else self.status
-        if self.status == "verified":
-            return replace(self, status=status,
-                           message_vi=f"Đã xác thực, có lưu ý: {vi}", message_en=f"Verified, with a warning: {en}")
-        return replace(self, status=status, message_vi=f"{self.message_vi} {vi}", message_en=f"{self.message_en} {en}")
+        return replace(self, status=status, findings=self.findings + (Finding(code, "warning", params),))
 
-    def with_note(self, vi: str, en: str) -> "PassiveAuthResult":
-        return replace(self, message_vi=f"{self.message_vi} {vi}", message_en=f"{self.message_en} {en}")
+    def with_note(self, code: str, **params) -> "PassiveAuthResult":
+        return replace(self, findings=self.findings + (Finding(code, "note", params),))
 
 
-def _day(when) -> str:
-    return when.strftime("%d/%m/%Y")
-
-
-def _tampered(detail: str, what_vi: str, what_en: str) -> CardTamperedError:
-    err = CardTamperedError(detail)
-    err.message_vi = f"{what_vi} {CardTamperedError.message_vi}"
-    err.message_en = f"{what_en} {CardTamperedError.message_en}"
-    return err
+def _tampered(detail: str, reason: str, **params) -> CardTamperedError:
+    return CardTamperedError(detail, reason=reason, **params)
 
 
 # The hash algorithms ICAO 9303 part 10 allows for EF.SOD. Others (a SHAKE, say, whose digest needs a
@@ -94,8 +110,7 @@ ICAO_HASHES = ("sha1", "sha224", "sha256", "sha384", "sha512")
 
 def _digest(name: str, data: bytes) -> bytes:
     if name not in ICAO_HASHES:
-        raise _tampered(f"unsupported hash {name}", "Chip dùng thuật toán băm không được hỗ trợ.",
-                        "The chip uses an unsupported hash algorithm.")
+        raise _tampered(f"unsupported hash {name}", "unsupported_hash")
     return hashlib.new(name, data).digest()
 
 
@@ -118,8 +133,7 @@ def parse_sod(sod: bytes) -> tuple[cms.SignedData, LdsSecurityObject, bytes]:
     except CardTamperedError:
         raise
     except Exception as exc:  # asn1crypto raises ValueError/TypeError/KeyError on bad DER
-        raise _tampered(f"EF.SOD does not parse: {type(exc).__name__}",
-                        "Tệp chữ ký (EF.SOD) trên chip bị hỏng.", "The signature file (EF.SOD) is damaged.") from exc
+        raise _tampered(f"EF.SOD does not parse: {type(exc).__name__}", "sod_damaged") from exc
 
 
 def check_hashes(lso: LdsSecurityObject, files: dict[int, bytes]) -> list[int]:
@@ -131,11 +145,9 @@ def check_hashes(lso: LdsSecurityObject, files: dict[int, bytes]) -> list[int]:
     for number, content in sorted(files.items()):
         expected = listed.get(number)
         if expected is None:
-            raise _tampered(f"DG{number} has no hash in EF.SOD", f"Nhóm dữ liệu DG{number} không có trong chữ ký.",
-                            f"Data group DG{number} is not covered by the signature.")
+            raise _tampered(f"DG{number} has no hash in EF.SOD", "dg_not_signed", dg=number)
         if _digest(algorithm, content) != expected:
-            raise _tampered(f"DG{number} hash mismatch", f"Nhóm dữ liệu DG{number} đã bị thay đổi.",
-                            f"Data group DG{number} has been changed.")
+            raise _tampered(f"DG{number} hash mismatch", "dg_changed", dg=number)
         checked.append(number)
     return checked
 
@@ -180,17 +192,15 @@ def check_signature(signed: cms.SignedData, lso_der: bytes) -> x509.Certificate:
     """Check the Document Signer's signature over the SOD; returns the DS certificate."""
     signers = signed["signer_infos"]
     if len(signers) != 1:
-        raise _tampered("EF.SOD must have exactly one signer", "Chữ ký trên chip không hợp lệ.",
-                        "The chip's signature is invalid.")
+        raise _tampered("EF.SOD must have exactly one signer", "signer_count")
     signer = signers[0]
     try:
         cert = _signer_certificate(signed, signer)
     except Exception as exc:  # a damaged certificate fails to load in asn1crypto or cryptography
         raise _tampered(f"Document Signer certificate does not parse: {type(exc).__name__}",
-                        "Chứng thư của nơi ký trên chip bị hỏng.", "The signer's certificate on the chip is damaged.") from exc
+                        "signer_cert_damaged") from exc
     if cert is None:
-        raise _tampered("no Document Signer certificate in EF.SOD", "Chip thiếu chứng thư của nơi ký.",
-                        "The chip lacks the signer's certificate.")
+        raise _tampered("no Document Signer certificate in EF.SOD", "signer_cert_missing")
     try:
         digest_name = signer["digest_algorithm"]["algorithm"].native
         attrs = signer["signed_attrs"]
@@ -207,8 +217,7 @@ def check_signature(signed: cms.SignedData, lso_der: bytes) -> x509.Certificate:
             to_verify = lso_der
         _verify_signature(cert, signer, to_verify)
     except Exception as exc:  # InvalidSignature, or whatever a damaged structure raises
-        raise _tampered(f"Document Signer signature invalid: {type(exc).__name__}",
-                        "Chữ ký số trên chip không hợp lệ.", "The chip's digital signature is invalid.") from exc
+        raise _tampered(f"Document Signer signature invalid: {type(exc).__name__}", "signature_invalid") from exc
     return cert
 
 
@@ -249,8 +258,7 @@ def passive_authentication(sod: bytes | None, files: dict[int, bytes], csca_dir:
                            now: datetime | None = None) -> PassiveAuthResult:
     """Run all three checks; raises CardTamperedError on altered data, else says how far it is verified."""
     if sod is None:
-        return PassiveAuthResult("not_verified", "Chưa xác thực: chip không có tệp chữ ký (EF.SOD).",
-                                 "Not verified: the chip has no signature file (EF.SOD).")
+        return PassiveAuthResult("not_verified", "no_sod")
     now = now or datetime.now(timezone.utc)
     signed, lso, lso_der = parse_sod(sod)
     checked = check_hashes(lso, files)
@@ -259,43 +267,23 @@ def passive_authentication(sod: bytes | None, files: dict[int, bytes], csca_dir:
     except CardTamperedError:
         raise
     except Exception as exc:  # asn1crypto parses lazily: a damaged part fails only when reached
-        raise _tampered(f"EF.SOD signer data does not parse: {type(exc).__name__}",
-                        "Chữ ký số trên chip không hợp lệ.", "The chip's digital signature is invalid.") from exc
+        raise _tampered(f"EF.SOD signer data does not parse: {type(exc).__name__}", "signature_invalid") from exc
     try:
         signer = ds.subject.rfc4514_string()
     except Exception:  # an odd attribute in the name; the name is only informative
         signer = None
     cscas = load_csca_certificates(csca_dir)
     if not cscas:
-        return PassiveAuthResult(
-            "not_verified",
-            "Chưa xác thực: máy chưa được cài chứng thư gốc (CSCA) của cơ quan cấp thẻ. "
-            "Dữ liệu khớp chữ ký trên chip nhưng chưa chứng minh được nguồn gốc; vui lòng đối chiếu với thẻ.",
-            "Not verified: no issuer root (CSCA) certificate is installed on this station. The data matches "
-            "the chip's signature but its origin is unproven; please compare it with the card.",
-            checked, signer)
+        return PassiveAuthResult("not_verified", "no_csca", checked, signer)
     csca = check_chain(ds, cscas)
     if csca is None:
-        return PassiveAuthResult(
-            "not_verified",
-            "Chưa xác thực: chữ ký trên chip không thuộc cơ quan cấp thẻ nào mà máy tin cậy. "
-            "Vui lòng đối chiếu dữ liệu với thẻ và báo nhân viên.",
-            "Not verified: the chip's signer is not issued by any trusted issuer (CSCA) on this station. "
-            "Please compare the data with the card and call staff.",
-            checked, signer)
-    result = PassiveAuthResult(
-        "verified",
-        "Đã xác thực: dữ liệu đọc từ chip đúng như cơ quan cấp thẻ đã ký.",
-        "Verified: the data read from the chip is exactly what the issuing authority signed.",
-        checked, signer)
-    for cert, vi, en in ((ds, "chứng thư ký dữ liệu của chip", "the chip's signing certificate"),
-                         (csca, "chứng thư gốc (CSCA) của cơ quan cấp thẻ", "the issuer's root certificate (CSCA)")):
+        return PassiveAuthResult("not_verified", "untrusted_signer", checked, signer)
+    result = PassiveAuthResult("verified", "signed", checked, signer)
+    for cert, name in ((ds, "signer_cert"), (csca, "csca")):
         if now > cert.not_valid_after_utc:
-            result = result.with_warning(f"{vi} đã hết hạn từ ngày {_day(cert.not_valid_after_utc)}.",
-                                         f"{en} expired on {_day(cert.not_valid_after_utc)}.")
+            result = result.with_warning(f"{name}_expired", day=cert.not_valid_after_utc.date())
         elif now < cert.not_valid_before_utc:
-            result = result.with_warning(f"{vi} chỉ có hiệu lực từ ngày {_day(cert.not_valid_before_utc)}.",
-                                         f"{en} is only valid from {_day(cert.not_valid_before_utc)}.")
+            result = result.with_warning(f"{name}_not_yet_valid", day=cert.not_valid_before_utc.date())
     return result
 
 
@@ -304,15 +292,12 @@ def card_notes(result: PassiveAuthResult, unreadable: list[str], card_expiry: st
     """Add what the read itself found: fields that could not be read (never shown, so never vouched for)
     and a card past its expiry date (a warning: the data is the issuer's, the card is no longer valid)."""
     if unreadable:
-        result = result.with_note(
-            f"Không đọc được {len(unreadable)} mục trên chip; các mục đó không được điền sẵn, vui lòng nhập tay.",
-            f"{len(unreadable)} item(s) on the chip could not be read; they are not prefilled, please type them.")
+        result = result.with_note("unreadable_items", count=len(unreadable))
     today = today or date.today()
     try:
         expired = card_expiry is not None and date.fromisoformat(card_expiry) < today
     except ValueError:
         expired = False
     if expired:
-        day = date.fromisoformat(card_expiry).strftime("%d/%m/%Y")
-        result = result.with_warning(f"thẻ đã hết hạn từ ngày {day}.", f"the card expired on {day}.")
+        result = result.with_warning("card_expired", day=date.fromisoformat(card_expiry))
     return result

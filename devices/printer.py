@@ -1,11 +1,15 @@
 """The receipt printer: python-escpos over USB, serial, network (port 9100) or a file.
 
 The station file chooses the connection (``[devices] printer``) and describes it (``[printer]``); see
-docs/printer.md. The printer is asked for its real-time status (ESC/POS ``DLE EOT``) before a receipt is
-sent and again after, and :func:`print_receipt` always comes back with a :class:`PrintOutcome` instead of
+docs/printer.md. The printer is asked for its real-time status (ESC/POS ``DLE EOT``) before an image is
+sent and again after, and :func:`print_image` always comes back with a :class:`PrintOutcome` instead of
 raising for device trouble: by then the dossier is already committed, so a dead printer only means the
 receipt is shown on screen and staff reprint it later. Every connection has a short timeout, so a
 printer that is switched off or never answers costs the web request a few seconds at most.
+
+This module prints images; what is on them (the receipt, the test page) is kiosk/receipt_document.py's.
+Statuses and outcomes are codes: the words for them are ``printer_status_<code>`` and ``print_outcome_*``
+in kiosk/messages_devices.toml.
 """
 import logging
 import socket
@@ -27,8 +31,6 @@ from escpos.exceptions import Error as EscposError  # noqa: E402
 for _handler in [h for h in logging.root.handlers if h not in _root_handlers]:
     logging.root.removeHandler(_handler)
 
-from devices.receipt import PAPER_WIDTH_PX, Receipt, render_receipt_image
-from devices.vietqr import PaymentAccount, payment_account
 
 class PrinterSettingsError(ValueError):
     """Printer settings that cannot be used; the message names the key."""
@@ -45,32 +47,26 @@ DEFAULT_JOB_TIMEOUT_S = 20.0
 # printers, large enough that a receipt is a handful of commands.
 BAND_ROWS = 256
 MIN_WIDTH_PX = 384  # 58 mm paper
+# 203 dpi thermal heads print 8 dots per mm; these are the printable widths of the two common rolls.
+PAPER_WIDTH_PX = {58: 384, 80: 576}
 
 
 class Status(Enum):
-    """What the printer said (or did not say) about itself, with the words for staff and citizens."""
+    """What the printer said (or did not say) about itself. The value is the stable code (stored with each
+    print job); the words for staff and citizens are ``printer_status_<code>`` in the messages."""
 
-    OK = ("ok", "Máy in sẵn sàng.", "The printer is ready.")
-    PAPER_LOW = ("paper_low", "Máy in sắp hết giấy.", "The printer is running low on paper.")
-    PAPER_OUT = ("paper_out", "Máy in hết giấy.", "The printer is out of paper.")
-    COVER_OPEN = ("cover_open", "Nắp máy in đang mở.", "The printer cover is open.")
-    OFFLINE = (
-        "offline",
-        "Máy in không phản hồi (đang tắt, mất kết nối hoặc bị lỗi).",
-        "The printer does not respond (switched off, disconnected or in error).",
-    )
-    UNCHECKED = (
-        "unchecked",
-        "Máy in không báo được trạng thái.",
-        "The printer cannot report its status.",
-    )
-    NO_PRINTER = ("no_printer", "Trạm này không có máy in.", "This station has no printer.")
-    CONFIG_ERROR = ("config_error", "Cấu hình máy in không đúng.", "The printer settings are wrong.")
+    OK = "ok"
+    PAPER_LOW = "paper_low"
+    PAPER_OUT = "paper_out"
+    COVER_OPEN = "cover_open"
+    OFFLINE = "offline"  # switched off, disconnected or in error
+    UNCHECKED = "unchecked"  # cannot report its status
+    NO_PRINTER = "no_printer"
+    CONFIG_ERROR = "config_error"
 
-    def __init__(self, code: str, message_vi: str, message_en: str):
-        self.code = code
-        self.message_vi = message_vi
-        self.message_en = message_en
+    @property
+    def code(self) -> str:
+        return self.value
 
     @property
     def can_print(self) -> bool:
@@ -81,13 +77,13 @@ class Status(Enum):
 class PrintOutcome:
     """The result of one print job. ``ok`` is False whenever the citizen may not hold a whole receipt.
 
-    ``sent`` says whether the job reached the printer (a receipt may then be partly printed).
+    ``sent`` says whether the job reached the printer (a receipt may then be partly printed). The words:
+    printed (``print_outcome_printed``, and the status's when the paper is low), or the status's and
+    ``print_outcome_on_screen``.
     """
 
     ok: bool
     status: Status
-    message_vi: str
-    message_en: str
     sent: bool = False
 
 
@@ -232,7 +228,7 @@ def open_printer(config: Mapping) -> Escpos | None:
     """An open python-escpos printer for the station, or ``None`` when the station has none.
 
     Raises ``PrinterSettingsError`` for wrong settings and the driver's exceptions (``escpos.exceptions.Error``,
-    ``OSError``) when the device cannot be opened; :func:`print_receipt` turns those into outcomes.
+    ``OSError``) when the device cannot be opened; :func:`print_image` turns those into outcomes.
     """
     return _open(printer_settings(config))
 
@@ -409,29 +405,17 @@ def send_image(printer: Escpos, image) -> None:
     printer.cut()
 
 
-ON_SCREEN_VI = "Giấy tiếp nhận được hiển thị trên màn hình; nhân viên có thể in lại sau."
-ON_SCREEN_EN = "The receipt is shown on screen; staff can reprint it later."
-
-
 def _failed(status: Status, sent: bool) -> PrintOutcome:
-    return PrintOutcome(
-        ok=False,
-        status=status,
-        message_vi=f"{status.message_vi} {ON_SCREEN_VI}",
-        message_en=f"{status.message_en} {ON_SCREEN_EN}",
-        sent=sent,
-    )
+    return PrintOutcome(ok=False, status=status, sent=sent)
 
 
 def _printed(status: Status) -> PrintOutcome:
-    vi, en = "Đã in giấy tiếp nhận. Vui lòng nhận giấy ở máy in.", "The receipt is printed. Please take it from the printer."
-    if status is Status.PAPER_LOW:
-        vi, en = f"{vi} {status.message_vi}", f"{en} {status.message_en}"
-    return PrintOutcome(ok=True, status=status, message_vi=vi, message_en=en, sent=True)
+    return PrintOutcome(ok=True, status=status, sent=True)
 
 
-def _usable_settings(config: Mapping) -> tuple[PrinterSettings | None, PrintOutcome | None]:
-    """The printer settings, or the outcome to give when there is no printer to print on."""
+def usable_settings(config: Mapping) -> tuple[PrinterSettings | None, PrintOutcome | None]:
+    """The printer settings, or the outcome to give when there is no printer to print on (so that a caller
+    can learn the paper's width before it composes the image)."""
     try:
         settings = printer_settings(config)
     except PrinterSettingsError as exc:
@@ -445,7 +429,7 @@ def _usable_settings(config: Mapping) -> tuple[PrinterSettings | None, PrintOutc
 def print_image(config: Mapping, image, label: str = "image") -> PrintOutcome:
     """Print a 1-bit image as one job, checking the printer before and after. Never raises for device
     trouble. ``label`` names the job in the log; it must not contain personal data."""
-    settings, refusal = _usable_settings(config)
+    settings, refusal = usable_settings(config)
     if refusal is not None:
         return refusal
     sent = False
@@ -469,32 +453,3 @@ def print_image(config: Mapping, image, label: str = "image") -> PrintOutcome:
         return _failed(after, sent=True)
     log.info("printer %s: printed %s (%s)", settings.describe(), label, after.code)
     return _printed(after)
-
-
-def _usable_payment(config: Mapping, payment: PaymentAccount | Mapping | None) -> PaymentAccount | None:
-    """The account for the payment QR: the one given, else the station's; ``None`` if it is unusable,
-    because a wrong bank number must not keep receipts from printing (it is logged instead)."""
-    try:
-        if payment is None:
-            return payment_account(config)
-        if isinstance(payment, Mapping):
-            return payment_account({"payment": payment})
-        payment.payload(1000, "check")
-        return payment
-    except (ValueError, TypeError, AttributeError) as exc:
-        log.error("payment account unusable, receipt printed without the payment QR: %s", exc)
-        return None
-
-
-def print_receipt(config: Mapping, receipt: Receipt, payment: PaymentAccount | Mapping | None = None) -> PrintOutcome:
-    """Print the receipt for a submitted dossier. Never raises for device trouble.
-
-    ``payment`` defaults to the station's ``[payment]`` account; the fee's VietQR is printed only when
-    there is one and the fee is not 0 (an unusable account is logged and left out). The outcome's
-    messages say what the citizen should do.
-    """
-    settings, refusal = _usable_settings(config)
-    if refusal is not None:
-        return refusal
-    image = render_receipt_image(receipt, settings.width_px, _usable_payment(config, payment))
-    return print_image(config, image, label=f"receipt {receipt.tracking_code}")

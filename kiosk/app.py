@@ -12,14 +12,12 @@ from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from agent import views as agent_views
-from devices.printer import printer_settings
-from devices.vietqr import payment_account
-from sync import schema as sync_schema
 
 from . import audio, card_views, citizen, i18n, web
 from .core import catalog, db, keyfile, sealing
-from .core.config import ConfigError, data_dir, load_station
+from .core.config import data_dir, load_station
 from .receipts import ReceiptPrinter
+from .startup import start_checks
 
 # An installed wheel carries the templates inside the package (pyproject.toml maps templates/ there); a
 # source checkout has them beside it.
@@ -52,13 +50,9 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     app.config.update(AUDIO_DIR=folder / "audio", AUDIO_PROMPTS=audio.all_prompts(app.config["CATALOG"]))
     app.config["AUDIO_ON"] = audio.available() or any(app.config["AUDIO_DIR"].glob("*.wav"))
     db.migrate(app.config["DATABASE"])
-    sync_schema.migrate(app.config["DATABASE"])
-    # Device settings are checked now, so a typo in the station file stops start-up, not a citizen.
-    try:
-        printer_connection = printer_settings(station).connection
-        payment_account(station)
-    except ValueError as exc:
-        raise ConfigError(f"{station['source']}: {exc}") from None
+    # Every start check (kiosk/startup.py; `kiosk check` runs the same), so a typo in the station file
+    # stops start-up, not a citizen.
+    printer_connection = start_checks(station, app.config["CATALOG"]).printer.connection
     app.extensions["receipts"] = ReceiptPrinter(app.config["DATABASE"], station, printer_connection != "none")
     web.init_db(app)
     csrf.init_app(app)

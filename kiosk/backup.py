@@ -22,7 +22,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .core import audit
+from .core import audit, dossiers, drafts, outbox
 from .core.archive import (BackupError, backup_target, install, integrity_problem, processes_holding, read_archive,
                            snapshot_sqlite, utc_stamp, write_archive)
 from .core import db as station_db
@@ -74,8 +74,7 @@ def _counts(database: Path) -> dict:
     conn = sqlite3.connect(database)
     try:
         return {"incarnation": incarnation_of(database),
-                "dossiers": conn.execute("SELECT COUNT(*) FROM dossiers").fetchone()[0],
-                "pending": conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]}
+                "dossiers": dossiers.count(conn), "pending": outbox.pending_count(conn)}
     finally:
         conn.close()
 
@@ -130,9 +129,7 @@ def _sealed_payload_opens(database: Path, key: bytes) -> bool:
 
     conn = sqlite3.connect(database)
     try:
-        row = (conn.execute("SELECT submission_id, payload_sealed FROM dossiers WHERE payload_sealed IS NOT NULL "
-                            "LIMIT 1").fetchone()
-               or conn.execute("SELECT id, answers_sealed FROM drafts LIMIT 1").fetchone())
+        row = dossiers.one_sealed_payload(conn) or drafts.one_sealed(conn)
     finally:
         conn.close()
     if row is None:
@@ -174,10 +171,7 @@ def check_station_backup(config: dict, manifest: dict, staging: Path, other_stat
 def begin_restored_life(database: Path, folder: Path, at_least: int, manifest: dict) -> dict:
     """Bring the restored database up to this code's schema, then start its new incarnation, numbered past
     ``at_least`` and noted in the marker before the commit."""
-    from sync import schema
-
     station_db.migrate(database)
-    schema.migrate(database)
     conn = station_db.connect(database)
     try:
         with station_db.write_transaction(conn):

@@ -27,7 +27,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 
 from .core import answers as answers_mod
 from .core import drafts
-from . import i18n
+from . import device_words, i18n
 from .core.catalog import PREFILL_SOURCES
 from .web import CARD_KEY, current_draft, get_db, procedure_or_404
 from .core.masking import mask_id, mask_name
@@ -70,9 +70,9 @@ class ReadJob:
     state: str = "waiting"  # waiting -> done | failed | needs_dates
     fields: dict = field(default_factory=dict, repr=False)
     verified: bool = False
-    verification: dict = field(default_factory=dict)  # {"vi", "en"}
-    error: dict = field(default_factory=dict)  # {"type", "vi", "en"}
-    notice: dict | None = None  # {"vi", "en"} while waiting, e.g. "the card was lifted: put it back"
+    verification: dict = field(default_factory=dict)  # {"status", "reason", "findings"}: codes, said by the page
+    error: dict = field(default_factory=dict)  # device_words.card_error_of(err) and "protocol"
+    notice: dict | None = None  # the same, while waiting, e.g. "the card was lifted: put it back"
     finished_at: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -212,28 +212,27 @@ class CardReads:
                     removed, removals = err, removals + 1
                     if removals >= MAX_REMOVALS or time.monotonic() >= deadline:
                         raise
-                    job.notice = {"vi": err.message_vi, "en": err.message_en}
+                    job.notice = device_words.card_error_of(err)
             if job.cancelled.is_set():  # forgotten while the chip was answering: keep nothing
                 return
             job.fields = {k: v for k, v in result.fields.items() if k in PREFILL_NAMES}
             job.verified = result.verified
-            job.verification = {"vi": result.verification_message_vi, "en": result.verification_message_en,
-                                "status": result.verification}
+            job.verification = {"status": result.verification, "reason": result.verification_reason,
+                                "findings": result.findings}
             job.state = "done"
         except DatesNeededError as err:
             # The number alone did not open this chip: the citizen is asked the dates, then BAC is tried.
             self._tally(job, err)
             job.state = "needs_dates"
         except CardError as err:
-            # The type and technical detail name no person; the messages are the citizen's words.
+            # The type and technical detail name no person; the page says the code in the citizen's words.
             log.info("card read failed: %s", type(err).__name__)
             self._tally(job, err)
-            job.error = {"type": type(err).__name__, "vi": err.message_vi, "en": err.message_en,
-                         "protocol": getattr(err, "protocol", "")}
+            job.error = {**device_words.card_error_of(err), "protocol": getattr(err, "protocol", "")}
             job.state = "failed"
         except Exception as exc:  # never a trace on the screen, never a dead worker
             log.error("card read broke: %s", type(exc).__name__)
-            job.error = {"type": "CardError", "vi": CardError.message_vi, "en": CardError.message_en}
+            job.error = device_words.card_error_of(CardError())
             job.state = "failed"
         finally:
             job.notice = None
@@ -364,8 +363,7 @@ def _take_qr(proc, raw: str):
             raise QrFormatError("empty")
         found = parse_front_qr(text)
     except QrFormatError as err:
-        message = err.message_vi if i18n.current_language() == "vi" else err.message_en
-        errors = {"qr": message if text else i18n.t("card_qr_required")}
+        errors = {"qr": device_words.card_error(err) if text else i18n.t("card_qr_required")}
         return render_template("card/qr.html", proc=proc, errors=errors, shown=""), 422
     # Only what opens the chip is kept; the QR's name and address are not used (the chip's are signed).
     draft_id = _ensure_draft(proc)
@@ -492,6 +490,16 @@ def _waiting_shown(job: ReadJob) -> str:
 @bp.app_template_global("card_waiting_shown")
 def _waiting_shown_global(job: ReadJob) -> str:
     return _waiting_shown(job)
+
+
+@bp.app_template_global("card_error_words")
+def _card_error_words(error: dict) -> str:
+    return device_words.card_error(error)
+
+
+@bp.app_template_global("card_verification_words")
+def _card_verification_words(verification: dict) -> str:
+    return device_words.verification(verification["status"], verification["reason"], verification["findings"])
 
 
 @bp.get("/p/<slug>/card/read")

@@ -9,10 +9,9 @@ import unicodedata
 from flask import (Blueprint, abort, current_app, redirect, render_template, request, send_file, session,
                    url_for)
 
-from devices.receipt import render_receipt_png
-
 from .core import answers as answers_mod
 from . import audio, i18n, receipts, web
+from .receipt_document import render_receipt_png
 from .web import get_db
 from .core import dossiers, drafts, tracking_code
 from .core.catalog import CATEGORIES, Procedure

@@ -68,16 +68,19 @@ def serve(station_file, host, port, threads, simulate_missing):
 @main.command()
 @station_option
 def check(station_file):
-    """Check the station file and every procedure definition; exit 1 with the first problem."""
-    from .core.catalog import load_catalog
+    """Run every check `kiosk serve` runs at start (the station file, the procedure catalog, the printer
+    settings, the payment account, the card settings); exit 1 with the first problem."""
+    from .startup import start_checks
 
     config = _load(station_file)
     try:
-        catalog = load_catalog(config["paths"].get("procedures"))
-    except CatalogError as exc:
+        checked = start_checks(config)
+    except (ConfigError, CatalogError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"station {config['station']['id']} ({config['station']['kind']}) from {config['source']}: ok")
-    for proc in catalog.values():
+    click.echo(f"  printer: {checked.printer.describe()}; payment account: "
+               f"{checked.payment.bank_bin + ' ' + checked.payment.account if checked.payment else 'none'}")
+    for proc in checked.catalog.values():
         click.echo(f"  {proc.code}  {proc.slug}  v{proc.version}  {len(proc.pages)} pages")
 
 
@@ -181,9 +184,11 @@ def staff_activate(station_file, username):
 @station_option
 def staff_list(station_file):
     """List staff accounts: user name, role, locked or not."""
+    from agent import staff as accounts
+
     conn = _station_db(station_file)
     try:
-        for row in conn.execute("SELECT username, display_name, role, locked_until, active FROM staff ORDER BY username"):
+        for row in accounts.accounts(conn):
             state = "inactive" if not row["active"] else ("locked until " + row["locked_until"] if row["locked_until"] else "active")
             click.echo(f"{row['username']}\t{row['role']}\t{row['display_name']}\t{state}")
     finally:
@@ -209,7 +214,7 @@ def audit_verify(station_file):
     conn = db.connect(path)
     try:
         problems = audit.verify(conn)
-        count = conn.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0]
+        count = audit.count(conn)
     finally:
         conn.close()
     if problems:

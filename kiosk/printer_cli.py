@@ -11,8 +11,10 @@ from zoneinfo import ZoneInfo
 import click
 
 from devices.printer import PrinterSettingsError, Status, print_image, printer_settings, printer_status
-from devices.receipt import render_test_page
 from kiosk.core.config import ConfigError, load_station
+from kiosk.device_words import printer_status as status_words
+from kiosk.device_words import say
+from kiosk.receipt_document import bilingual, render_test_page
 
 
 def _station(ctx: click.Context, path: str | None) -> dict:
@@ -26,7 +28,7 @@ def _station(ctx: click.Context, path: str | None) -> dict:
 
 
 def _say(status: Status) -> None:
-    click.echo(f"{status.message_vi}\n{status.message_en}")
+    click.echo(f"{status_words(status, 'vi')}\n{status_words(status, 'en')}")
 
 
 station_option = click.option(
@@ -70,10 +72,10 @@ def test_command(ctx: click.Context, station_path: str | None, preview: str | No
     station = config.get("station", {})
     now = datetime.now(ZoneInfo(station.get("timezone", "Asia/Ho_Chi_Minh")))
     details = [
-        ("Kết nối / Connection", settings.describe()),
-        ("Hồ sơ máy in / Profile", settings.profile),
-        ("Khổ giấy / Paper", f"{settings.paper_mm} mm, {settings.width_px} dots"),
-        ("Thời gian / Time", f"{now:%H:%M %d/%m/%Y}"),
+        (bilingual("test_page_connection"), settings.describe()),
+        (bilingual("test_page_profile"), settings.profile),
+        (bilingual("test_page_paper"), f"{settings.paper_mm} mm, {settings.width_px} dots"),
+        (bilingual("test_page_time"), f"{now:%H:%M %d/%m/%Y}"),
     ]
     image = render_test_page(settings.width_px, station.get("name", ""), details)
     if preview:
@@ -83,7 +85,7 @@ def test_command(ctx: click.Context, station_path: str | None, preview: str | No
     outcome = print_image(config, image, label="test page")
     click.echo(f"status: {outcome.status.code}")
     if outcome.ok:
-        click.echo("Đã in trang thử.\nThe test page is printed.")
+        click.echo(f"{say('printer_test_printed', 'vi')}\n{say('printer_test_printed', 'en')}")
     _say(outcome.status)
     if not outcome.ok:
         ctx.exit(1)

@@ -6,16 +6,18 @@ order (one printer, one job at a time), and the confirmation page asks how the j
 """
 import logging
 import sqlite3
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from devices.printer import Status, print_receipt
-from devices.receipt import Receipt
+from devices.printer import PrintOutcome, Status, print_image, usable_settings
+from devices.vietqr import PaymentAccount, payment_account
 
 from .core import audit, dossiers
 from .core.masking import mask_id, mask_name
 from .core.catalog import Procedure
 from .core.db import connect, write_transaction
+from .receipt_document import Receipt, render_receipt_image
 
 log = logging.getLogger(__name__)
 _STATUS_BY_CODE = {status.code: status for status in Status}
@@ -23,8 +25,7 @@ _STATUS_BY_CODE = {status.code: status for status in Status}
 
 def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: Procedure,
                 submission_id: str, tracking_url: str) -> Receipt:
-    row = conn.execute("SELECT tracking_code, submitted_at FROM dossiers WHERE submission_id = ?",
-                       (submission_id,)).fetchone()
+    row = dossiers.tracking_code_and_time(conn, submission_id)
     document = dossiers.open_payload(conn, key, submission_id) or {"answers": {}}
     answers = document["answers"]
     station = config["station"]
@@ -37,6 +38,36 @@ def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: P
         fee_vnd=procedure.fee_vnd, tracking_code=row["tracking_code"], tracking_url=tracking_url,
         timezone=station["timezone"],
     )
+
+
+def _usable_payment(config: Mapping, payment: PaymentAccount | Mapping | None) -> PaymentAccount | None:
+    """The account for the payment QR: the one given, else the station's; ``None`` if it is unusable,
+    because a wrong bank number must not keep receipts from printing (it is logged instead)."""
+    try:
+        if payment is None:
+            return payment_account(config)
+        if isinstance(payment, Mapping):
+            return payment_account({"payment": payment})
+        payment.payload(1000, "check")
+        return payment
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.error("payment account unusable, receipt printed without the payment QR: %s", exc)
+        return None
+
+
+def print_receipt(config: Mapping, receipt: Receipt, payment: PaymentAccount | Mapping | None = None) -> PrintOutcome:
+    """Print the receipt for a submitted dossier: composed as an image as wide as the station's paper, then
+    printed by devices.printer.print_image. Never raises for device trouble.
+
+    ``payment`` defaults to the station's ``[payment]`` account; the fee's VietQR is printed only when
+    there is one and the fee is not 0 (an unusable account is logged and left out). The outcome is codes;
+    kiosk.device_words.print_outcome says it.
+    """
+    settings, refusal = usable_settings(config)
+    if refusal is not None:
+        return refusal
+    image = render_receipt_image(receipt, settings.width_px, _usable_payment(config, payment))
+    return print_image(config, image, label=f"receipt {receipt.tracking_code}")
 
 
 class ReceiptPrinter:
@@ -79,9 +110,15 @@ class ReceiptPrinter:
         self._pool.submit(lambda: None).result(timeout)
 
 
+def prints_of(conn: sqlite3.Connection, submission_id: str) -> list[sqlite3.Row]:
+    """Every print job of a dossier, oldest first, with who asked for it (``who``)."""
+    return conn.execute("SELECT *, requested_by AS who FROM receipt_prints WHERE submission_id = ? ORDER BY id",
+                        (submission_id,)).fetchall()
+
+
 def latest_print(conn: sqlite3.Connection, submission_id: str) -> dict | None:
     """How the last print of this dossier went: ``state`` is pending, printed or failed, with the
-    printer's own message for a failure."""
+    printer's Status for a failure (its words: printer_status_<code>)."""
     row = conn.execute("SELECT * FROM receipt_prints WHERE submission_id = ? ORDER BY id DESC LIMIT 1",
                        (submission_id,)).fetchone()
     if row is None:

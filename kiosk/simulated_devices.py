@@ -1,12 +1,21 @@
 """`kiosk serve --simulate-missing`: a station with no card reader gets a simulated one, so a demo or a
 pilot without hardware goes through the real PC/SC path: pcscd with the vpcd virtual reader, and a
 synthetic, test-signed CCCD in it. (A station with no printer shows every receipt on screen.)
+
+What it tells the operator is in kiosk/messages_devices.toml (simulated_card_*), a Vietnamese line then
+an English one.
 """
 import json
 import logging
 from pathlib import Path
 
+from .device_words import say
+
 log = logging.getLogger(__name__)
+
+
+def _tell(key: str, **params) -> list[str]:
+    return [say(key, "vi", **params), say(key, "en", **params)]
 
 
 def start_missing(config: dict, data: Path) -> tuple[dict, list[str], callable]:
@@ -27,7 +36,7 @@ def start_missing(config: dict, data: Path) -> tuple[dict, list[str], callable]:
     try:
         if not vpcd_reader_listed():
             if _pcscd_pid_alive():
-                return {}, ["Thẻ mô phỏng: không dùng được (pcscd đang chạy mà không có đầu đọc vpcd)"], lambda: None
+                return {}, _tell("simulated_card_pcscd_busy"), lambda: None
             pcscd = PcscdProcess().start()
         folder = data / "demo-card"
         profile_path = folder / "synthetic_cccd.json"
@@ -37,7 +46,7 @@ def start_missing(config: dict, data: Path) -> tuple[dict, list[str], callable]:
     except (RuntimeError, OSError) as exc:
         if pcscd is not None:
             pcscd.stop()
-        return {}, [f"Thẻ mô phỏng: không khởi động được ({exc})"], lambda: None
+        return {}, _tell("simulated_card_failed", error=exc), lambda: None
     key = json.loads(profile_path.read_text("utf-8"))["key"]
 
     def stop():
@@ -45,6 +54,5 @@ def start_missing(config: dict, data: Path) -> tuple[dict, list[str], callable]:
         if pcscd is not None:
             pcscd.stop()
 
-    lines = [f"Thẻ căn cước mô phỏng trong đầu đọc ảo / simulated CCCD in the virtual reader: "
-             f"số {key['number']}, ngày sinh {key['birth_date']}, hết hạn {key['expiry_date']} (test data only)"]
+    lines = _tell("simulated_card_ready", number=key["number"], birth=key["birth_date"], expiry=key["expiry_date"])
     return {"devices": {"csca_dir": str(folder / "csca")}}, lines, stop

@@ -7,6 +7,7 @@ import io
 import sqlite3
 import threading
 import time
+from urllib.parse import urlsplit
 
 import qrcode
 import qrcode.image.svg
@@ -177,7 +178,16 @@ def end_idle_session():
 
 
 def local_target(target: str | None, default: str, prefix: str = "/") -> str:
-    """A ``next`` address to go on to, if it stays on this station (under ``prefix``); else ``default``."""
-    if not target or not target.startswith(prefix) or target.startswith("//"):
+    """A ``next`` address to go on to, if it stays on this station (a path under ``prefix``); else
+    ``default``. The address is read the way a browser reads a Location header: tabs and line breaks
+    are dropped and a backslash is a slash, so ``/\t/evil.example`` is ``//evil.example`` (another host)
+    and is refused; a control character or anything with a scheme or host is refused too."""
+    if not target:
         return default
-    return target
+    cleaned = "".join(c for c in target if c not in "\t\n\r").replace("\\", "/")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in cleaned):
+        return default
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc or cleaned.startswith("//") or not cleaned.startswith(prefix):
+        return default
+    return cleaned

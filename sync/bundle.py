@@ -11,6 +11,9 @@ twice changes nothing, and writes an *ack file*: the central's signed acknowledg
 the same documents the online path returns. The station applies an ack file exactly as it applies online
 answers. Until then bundled dossiers stay pending: the worker keeps offering them online, and the next
 export includes them again, so a lost stick loses nothing.
+
+This module owns the tables ``sync_bundles`` and ``sync_bundle_items`` (which dossiers went out in which
+bundle); the dossiers and the outbox it reads through the core's functions.
 """
 import base64
 import json
@@ -26,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kiosk.core import audit
+from kiosk.core import audit, dossiers, outbox
 from kiosk.core.db import write_transaction
 from kiosk.core.sealing import open_sealed
 
@@ -73,10 +76,7 @@ def export_bundle(conn: sqlite3.Connection, folder: Path, *, station_id: str, st
                   central_bundle_key, limit: int = 5000) -> dict:
     """Write every pending dossier into a new bundle in ``folder``; record which dossiers it carries.
     Returns {"path", "bundle_id", "dossiers"} (path None when nothing is pending)."""
-    rows = conn.execute(
-        "SELECT o.submission_id, d.payload_sealed, d.payload_sha256 FROM outbox o JOIN dossiers d "
-        "USING (submission_id) WHERE o.state = 'pending' AND d.payload_sealed IS NOT NULL "
-        "ORDER BY o.enqueued_at LIMIT ?", (limit,)).fetchall()
+    rows = outbox.pending_payloads(conn, limit)
     bundle_id = str(uuid.uuid4())
     if not rows:
         return {"path": None, "bundle_id": None, "dossiers": 0}
@@ -194,9 +194,8 @@ def apply_ack_file(conn: sqlite3.Connection, data: bytes, *, station_id: str, ce
             except protocol.NotGenuine:
                 counts["ignored"] += 1
                 continue
-            row = conn.execute("SELECT payload_sha256 FROM dossiers WHERE submission_id = ?",
-                               (doc.get("submission_id"),)).fetchone()
-            if doc.get("station_id") != station_id or row is None or row[0] != doc.get("payload_sha256"):
+            held = dossiers.payload_sha256(conn, doc.get("submission_id"))
+            if doc.get("station_id") != station_id or held is None or held != doc.get("payload_sha256"):
                 counts["ignored"] += 1
             elif kind == "acks":
                 counts["acknowledged" if record_ack(conn, doc, envelope, "bundle") else "already"] += 1
@@ -204,6 +203,12 @@ def apply_ack_file(conn: sqlite3.Connection, data: bytes, *, station_id: str, ce
                 changed = record_rejection(conn, doc["submission_id"], doc["code"], f"{doc['code']}: {doc['reason']}")
                 counts["rejected" if changed else "already"] += 1
     return counts
+
+
+def bundled_pending(conn: sqlite3.Connection) -> int:
+    """How many pending dossiers are also on a USB bundle made here."""
+    return conn.execute("SELECT COUNT(DISTINCT b.submission_id) FROM sync_bundle_items b JOIN outbox o "
+                        "USING (submission_id) WHERE o.state = 'pending'").fetchone()[0]
 
 
 def write_ack_file(path: Path, ack_file: dict) -> None:

@@ -2,7 +2,8 @@
 
 ``CentralStore`` is the small interface the central's routes use; ``SqlCentralStore`` implements it once
 in SQL that both SQLite (the default, one file) and PostgreSQL (a province, via psycopg) accept, with
-only the table definitions and the placeholder style differing. Blobs live in a ``BlobStore`` folder.
+only the placeholder style differing; the tables are made and changed by sync/central_migrations.py at
+start. Blobs live in a ``BlobStore`` folder.
 """
 import hashlib
 import json
@@ -10,7 +11,6 @@ import os
 import re
 import sqlite3
 import threading
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -19,6 +19,8 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from kiosk.core.keyfile import write_durably
+
+from .central_migrations import migrate
 
 
 @dataclass(frozen=True)
@@ -78,31 +80,6 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-_SQLITE_DDL = [
-    """CREATE TABLE IF NOT EXISTS stations (
-        station_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',
-        enrolled_at TEXT NOT NULL, revoked_at TEXT, last_change INTEGER NOT NULL DEFAULT 0)""",
-    """CREATE TABLE IF NOT EXISTS submissions (
-        submission_id TEXT PRIMARY KEY, station_id TEXT NOT NULL REFERENCES stations(station_id),
-        payload_sha256 TEXT NOT NULL, central_code TEXT NOT NULL UNIQUE, tracking_code TEXT NOT NULL,
-        procedure_code TEXT NOT NULL, document TEXT NOT NULL, received_at TEXT NOT NULL,
-        status TEXT NOT NULL, status_at TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS submissions_status ON submissions(status, received_at)",
-    "CREATE TABLE IF NOT EXISTS code_sequence (day TEXT PRIMARY KEY, last INTEGER NOT NULL)",
-    # Who this store is: store_id made once, generation raised by every restore (kiosk central restore,
-    # or found out at start from the code watermark). Stations compare both to see it went back in time.
-    "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS submissions_tracking ON submissions(station_id, tracking_code)",
-    """CREATE TABLE IF NOT EXISTS changes (
-        station_id TEXT NOT NULL, seq INTEGER NOT NULL, submission_id TEXT NOT NULL, status TEXT NOT NULL,
-        at TEXT NOT NULL, actor TEXT NOT NULL, PRIMARY KEY (station_id, seq))""",
-]
-# PostgreSQL accepts the same definitions (TEXT, INTEGER, BIGINT-free): a province with millions of
-# changes would widen seq to BIGINT.
-_POSTGRES_DDL = [ddl.replace("seq INTEGER", "seq BIGINT").replace("last_change INTEGER", "last_change BIGINT")
-                 for ddl in _SQLITE_DDL]
-
-
 CODE_BLOCK = 20  # official codes reserved in the watermark file at a time
 
 
@@ -124,11 +101,8 @@ class SqlCentralStore:
         self.watermark = Path(watermark) if watermark else None
         self._reserved: dict[str, int] = {}
         self._watermark_lock = threading.Lock()
-        with self._tx() as cur:
-            for ddl in (_SQLITE_DDL if dialect == "sqlite" else _POSTGRES_DDL):
-                cur.execute(ddl)
-            cur.execute("INSERT INTO store_meta (name, value) VALUES ('store_id', ?), ('generation', '1') "
-                        "ON CONFLICT (name) DO NOTHING", (uuid.uuid4().hex,))
+        # The schema, and the store's identity (made once, with the database): sync/central_migrations.py.
+        migrate(self._conn(), dialect)
         self._identity = self._read_identity()
         self.restored_at_start = self._apply_watermark()
 

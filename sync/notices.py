@@ -5,6 +5,10 @@ import json
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
+from kiosk.core import audit, outbox
+
+from .worker import CENTRAL_RESTORED, lost_at_central, sync_state
+
 CLOCK_WARNING_S = 600            # past this, staff are told the station's clock is off
 REWOUND_SHOWN = timedelta(days=3)  # how long the "central restored" notice stays after it was found
 
@@ -25,25 +29,13 @@ def notices(conn: sqlite3.Connection) -> dict:
     """{"rewound": event or None, "resending": n, "lost": [...], "code_changed": [...], "reissued": [...],
     "clock_skew_seconds", "clock_warning"}; the lists hold tracking and official codes, never personal data."""
     try:
-        state = dict(conn.execute("SELECT name, value FROM sync_state").fetchall())
+        state = sync_state(conn)
     except sqlite3.OperationalError:  # sync has not run on this database yet (no sync tables)
         return {"rewound": None, "resending": 0, "lost": [], "code_changed": [], "reissued": [],
                 **clock_report({})}
     rewound = json.loads(state["central_rewound"]) if state.get("central_rewound") else None
-    resending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending' "
-                             "AND last_error LIKE 'central_restored:%'").fetchone()[0]
+    resending = outbox.pending_with_error(conn, f"{CENTRAL_RESTORED}:")
     if rewound and not resending and datetime.fromisoformat(rewound["at"]) < datetime.now(timezone.utc) - REWOUND_SHOWN:
         rewound = None
-    lost = [dict(r) for r in conn.execute(
-        "SELECT d.tracking_code, d.central_code, l.found_at FROM sync_lost l JOIN dossiers d USING (submission_id) "
-        "ORDER BY l.found_at DESC LIMIT 200")]
-    changed = [dict(r) for r in conn.execute(
-        "SELECT d.tracking_code, json_extract(e.detail, '$.from') AS before, json_extract(e.detail, '$.to') AS after "
-        "FROM audit_events e JOIN dossiers d ON d.submission_id = e.subject "
-        "WHERE e.action = 'dossier.code_changed' ORDER BY e.seq DESC LIMIT 200")]
-    reissued = [dict(r) for r in conn.execute(
-        "SELECT json_extract(e.detail, '$.from') AS before, d.tracking_code AS after FROM audit_events e "
-        "JOIN dossiers d ON d.submission_id = e.subject WHERE e.action = 'dossier.reissued' "
-        "ORDER BY e.seq DESC LIMIT 200")]
-    return {"rewound": rewound, "resending": resending, "lost": lost, "code_changed": changed,
-            "reissued": reissued, **clock_report(state)}
+    return {"rewound": rewound, "resending": resending, "lost": lost_at_central(conn),
+            "code_changed": audit.code_changes(conn), "reissued": audit.reissues(conn), **clock_report(state)}

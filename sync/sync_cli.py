@@ -27,15 +27,12 @@ def _config() -> dict:
 
 
 def _open_db(config):
-    from kiosk.core.db import connect
-    from kiosk.core.db import migrate as kiosk_migrate
+    from kiosk.core.db import connect, migrate
 
-    from . import schema
     from .worker import station_paths
 
     path = station_paths(config)["database"]
-    kiosk_migrate(path)
-    schema.migrate(path)
+    migrate(path)
     return connect(path)
 
 
@@ -96,23 +93,23 @@ def run_command(once, until_empty, max_seconds, verbose):
 
 
 def status_report(conn) -> dict:
-    from .notices import notices
-
     """What `sync status` shows: counts by state, the oldest waiting, quarantined reasons, bundles."""
-    states = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
-    oldest = conn.execute("SELECT MIN(enqueued_at) FROM outbox WHERE state = 'pending'").fetchone()[0]
-    last_error = conn.execute("SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL "
-                              "ORDER BY next_attempt_at DESC LIMIT 1").fetchone()
-    rejected = [dict(r) for r in conn.execute(
-        "SELECT o.submission_id, d.tracking_code, o.last_error AS reason FROM outbox o JOIN dossiers d "
-        "USING (submission_id) WHERE o.state = 'rejected' ORDER BY o.enqueued_at LIMIT 50")]
-    bundled = conn.execute("SELECT COUNT(DISTINCT b.submission_id) FROM sync_bundle_items b JOIN outbox o "
-                           "USING (submission_id) WHERE o.state = 'pending'").fetchone()[0]
-    state = dict(conn.execute("SELECT name, value FROM sync_state").fetchall())
+    from kiosk.core import dossiers, outbox
+
+    from .bundle import bundled_pending
+    from .notices import notices
+    from .worker import sync_state
+
+    states = outbox.counts(conn)
+    oldest = outbox.oldest_pending(conn)
+    last_error = outbox.latest_error(conn)
+    rejected = outbox.rejected_reasons(conn, 50)
+    bundled = bundled_pending(conn)
+    state = sync_state(conn)
     return {"pending": states.get("pending", 0), "sent": states.get("sent", 0),
             "rejected": states.get("rejected", 0), "oldest_pending": oldest,
-            "last_error": last_error[0] if last_error else None, "bundled_pending": bundled,
-            "purged": conn.execute("SELECT COUNT(*) FROM dossiers WHERE payload_sealed IS NULL").fetchone()[0],
+            "last_error": last_error, "bundled_pending": bundled,
+            "purged": dossiers.purged_count(conn),
             "changes_cursor": int(state.get("changes_cursor", 0)),
             "last_cycle": json.loads(state["last_cycle"]) if "last_cycle" in state else None,
             "quarantined": rejected, **notices(conn)}

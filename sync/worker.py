@@ -15,6 +15,9 @@ changes, purge payloads whose acknowledgement is older than the retention period
 The worker may be killed at any instant: the central's receipt is idempotent and the station records an
 acknowledgement in one transaction, so a dossier acknowledged but not yet recorded is simply sent again
 and gets the same acknowledgement.
+
+This module owns sync's station tables ``sync_acks``, ``sync_state`` and ``sync_lost`` (the USB bundles'
+are sync/bundle.py's); the dossiers and the outbox it reads and changes through the core's functions.
 """
 import json
 import logging
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 
-from kiosk.core import audit, dossiers
+from kiosk.core import audit, dossiers, outbox
 from kiosk.core.db import connect, write_transaction
 from kiosk.core.dossiers import STATUSES
 from kiosk.core.sealing import open_sealed
@@ -37,7 +40,7 @@ from . import protocol
 from .client import MAX_RETRY_AFTER_S, CentralClient, LinkError, Outcome
 
 log = logging.getLogger("dvc.sync")
-
+CENTRAL_RESTORED = "central_restored"  # the reason given to rows sent again after the central went back
 
 
 @dataclass
@@ -85,13 +88,9 @@ def record_ack(conn: sqlite3.Connection, document: dict, envelope: dict, via: st
     back) is recorded and audited, for staff to tell the citizen."""
     sid = document["submission_id"]
     with write_transaction(conn):
-        changed = conn.execute("UPDATE outbox SET state = 'sent', last_error = NULL, next_attempt_at = NULL "
-                               "WHERE submission_id = ? AND state != 'sent'", (sid,)).rowcount
-        if not changed:
+        if not outbox.mark_sent(conn, sid):
             return False
-        (before,) = conn.execute("SELECT central_code FROM dossiers WHERE submission_id = ?", (sid,)).fetchone()
-        conn.execute("UPDATE dossiers SET central_code = ?, status = CASE WHEN status IN ('queued', 'rejected') "
-                     "THEN 'received' ELSE status END WHERE submission_id = ?", (document["central_code"], sid))
+        before = dossiers.record_central_code(conn, sid, document["central_code"])
         conn.execute("INSERT OR REPLACE INTO sync_acks (submission_id, central_code, acknowledged_at, via, ack, "
                      "store) VALUES (?, ?, ?, ?, ?, ?)",
                      (sid, document["central_code"], iso(utcnow()), via, json.dumps(envelope, ensure_ascii=False),
@@ -104,13 +103,25 @@ def record_ack(conn: sqlite3.Connection, document: dict, envelope: dict, via: st
 
 def record_rejection(conn: sqlite3.Connection, submission_id: str, code: str, reason: str) -> bool:
     with write_transaction(conn):
-        changed = conn.execute("UPDATE outbox SET state = 'rejected', last_error = ?, attempts = attempts + 1, "
-                               "next_attempt_at = NULL WHERE submission_id = ? AND state = 'pending'",
-                               (reason[:300], submission_id)).rowcount
+        changed = outbox.mark_rejected(conn, submission_id, reason)
         if changed:
-            conn.execute("UPDATE dossiers SET status = 'rejected' WHERE submission_id = ?", (submission_id,))
+            dossiers.mark_rejected(conn, submission_id)
             audit.append(conn, "sync", "dossier.rejected", submission_id, {"code": code})
     return bool(changed)
+
+
+def sync_state(conn: sqlite3.Connection) -> dict[str, str]:
+    """Everything sync keeps in ``sync_state`` (the feed cursor, the central's store and clock, the last
+    cycle...), by name. Raises sqlite3.OperationalError on a database not migrated yet."""
+    return dict(conn.execute("SELECT name, value FROM sync_state").fetchall())
+
+
+def lost_at_central(conn: sqlite3.Connection, limit: int = 200) -> list[dict]:
+    """The dossiers the central lost after this station purged them, newest first: tracking code,
+    official code and when it was found."""
+    return [dict(r) for r in conn.execute(
+        "SELECT d.tracking_code, d.central_code, l.found_at FROM sync_lost l JOIN dossiers d USING (submission_id) "
+        "ORDER BY l.found_at DESC LIMIT ?", (limit,))]
 
 
 def _prior(row) -> dict | None:
@@ -142,13 +153,7 @@ class SyncWorker:
         the clock now (``deferred_at``), or with a retry time further ahead than any backoff can put it, was
         deferred by a clock since corrected backwards: it is due now, not in however long the clock was off."""
         now = utcnow()
-        return self.conn.execute(
-            "SELECT o.submission_id, o.attempts, d.payload_sha256, d.payload_sealed, a.ack AS prior_ack "
-            "FROM outbox o JOIN dossiers d USING (submission_id) LEFT JOIN sync_acks a USING (submission_id) "
-            "WHERE o.state = 'pending' "
-            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ? OR o.next_attempt_at > ? "
-            "OR o.deferred_at > ?) ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?",
-            (iso(now), iso(now + timedelta(seconds=self._longest_wait())), iso(now), limit)).fetchall()
+        return outbox.due(self.conn, iso(now), iso(now + timedelta(seconds=self._longest_wait())), limit)
 
     def _longest_wait(self) -> float:
         return max(self.settings.max_delay, MAX_RETRY_AFTER_S) + 60
@@ -163,10 +168,7 @@ class SyncWorker:
         now = utcnow()
         due = iso(now + timedelta(seconds=max(delay, retry_after or 0.0)))
         with write_transaction(self.conn):
-            self.conn.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, deferred_at = ? "
-                "WHERE submission_id = ? AND state = 'pending'",
-                [(reason[:300], due, iso(now), row["submission_id"]) for row in rows])
+            outbox.defer(self.conn, [row["submission_id"] for row in rows], reason, due, iso(now))
 
     def body(self, row) -> bytes | None:
         """The canonical document exactly as hashed at submit, or None when it cannot be rebuilt."""
@@ -275,12 +277,8 @@ class SyncWorker:
                 for change in feed["changes"]:
                     if change["status"] not in STATUSES:
                         continue
-                    n = self.conn.execute(
-                        "UPDATE dossiers SET status = ?, central_code = coalesce(central_code, ?) "
-                        "WHERE submission_id = ? AND station_id = ? AND status != ?",
-                        (change["status"], change["central_code"], change["submission_id"], self.station_id,
-                         change["status"])).rowcount
-                    if n:
+                    if dossiers.apply_status(self.conn, change["submission_id"], self.station_id, change["status"],
+                                             change["central_code"]):
                         applied += 1
                         audit.append(self.conn, "sync", "dossier.status", change["submission_id"],
                                      {"status": change["status"]})
@@ -308,12 +306,7 @@ class SyncWorker:
         known_window = self._state("restore_window_s")
         if known_window is not None:
             keep = max(keep, timedelta(seconds=float(known_window)))
-        rows = self.conn.execute(
-            "SELECT * FROM (SELECT d.submission_id, d.payload_sha256, a.acknowledged_at, "
-            "coalesce(json_extract(a.ack, '$.document.received_at'), a.acknowledged_at) AS received_at "
-            "FROM dossiers d JOIN sync_acks a USING (submission_id) JOIN outbox o USING (submission_id) "
-            "WHERE o.state = 'sent' AND d.payload_sealed IS NOT NULL) "
-            "WHERE acknowledged_at <= ? AND received_at <= ? LIMIT 500", cuts(keep)).fetchall()
+        rows = dossiers.purge_candidates(self.conn, *cuts(keep))
         if not rows:
             return 0
         try:
@@ -336,7 +329,7 @@ class SyncWorker:
                   and r["acknowledged_at"] <= station_cut and r["received_at"] <= central_cut]
         for sid in purged:
             with write_transaction(self.conn):
-                self.conn.execute("UPDATE dossiers SET payload_sealed = NULL WHERE submission_id = ?", (sid,))
+                dossiers.purge_payload(self.conn, sid)
                 audit.append(self.conn, "sync", "dossier.purged", sid, {})
         return len(purged)
 
@@ -375,15 +368,8 @@ class SyncWorker:
         central (``reconcile_purged``); and tell staff."""
         key = store_key(store)
         with write_transaction(self.conn):
-            resent = self.conn.execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = NULL, last_error = ? "
-                "WHERE state = 'sent' AND submission_id IN (SELECT d.submission_id FROM dossiers d "
-                "JOIN sync_acks a USING (submission_id) WHERE d.payload_sealed IS NOT NULL "
-                "AND (? OR a.store IS NULL OR a.store != ?))",
-                (f"central_restored: {reason}", int(resend_all), key or "")).rowcount
-            purged = self.conn.execute(
-                "SELECT COUNT(*) FROM outbox o JOIN dossiers d USING (submission_id) WHERE o.state = 'sent' "
-                "AND d.payload_sealed IS NULL").fetchone()[0]
+            resent = outbox.resend_acknowledged(self.conn, f"{CENTRAL_RESTORED}: {reason}", resend_all, key or "")
+            purged = outbox.sent_purged_count(self.conn)
             event = {"at": iso(utcnow()), "reason": reason, "resent": resent, "to_check": purged,
                      "generation": (store or {}).get("generation")}
             for name, value in (("changes_cursor", "0"), ("central_rewound", json.dumps(event)),
@@ -406,10 +392,7 @@ class SyncWorker:
         for _ in range(10_000):
             if self.stopping():
                 return lost
-            ids = [r[0] for r in self.conn.execute(
-                "SELECT o.submission_id FROM outbox o JOIN dossiers d USING (submission_id) WHERE o.state = 'sent' "
-                "AND d.payload_sealed IS NULL AND o.submission_id > ? ORDER BY o.submission_id LIMIT 500",
-                (after if after != "0" else "",))]
+            ids = outbox.sent_purged_after(self.conn, after if after != "0" else "", 500)
             if not ids:
                 self._set_state("reconcile_purged", "")
                 return lost
@@ -478,7 +461,7 @@ class SyncWorker:
                           "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
 
     def pending(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        return outbox.pending_count(self.conn)
 
     def next_wait(self) -> float:
         """Seconds until the next cycle: full jitter on consecutive link failures, else until a row is due."""
@@ -486,8 +469,7 @@ class SyncWorker:
             return max(self.retry_after,
                        full_jitter(self.link_failures, self.settings.base_delay, self.settings.max_delay, self.rng))
         now = utcnow()
-        row = self.conn.execute("SELECT MIN(next_attempt_at), MAX(deferred_at) FROM outbox "
-                                "WHERE state = 'pending'").fetchone()
+        row = outbox.next_due(self.conn)
         if row[0] is None:
             return self.settings.idle_interval
         due_in = (datetime.fromisoformat(row[0]) - now).total_seconds()
@@ -576,15 +558,13 @@ def station_paths(config: dict) -> dict:
 
 
 def worker_from_config(config: dict, rng: random.Random | None = None) -> SyncWorker:
-    from kiosk.core.db import migrate as kiosk_migrate
+    from kiosk.core.db import migrate
     from kiosk.core.sealing import load_or_create_key
 
-    from . import schema
     from .keys import load_central_keys, load_or_create_signing_key
 
     paths = station_paths(config)
-    kiosk_migrate(paths["database"])
-    schema.migrate(paths["database"])
+    migrate(paths["database"])
     settings = SyncSettings.from_config(config)
     central_signing, _bundle = load_central_keys(paths["central_keys"])
     client = CentralClient(config["central"]["url"], config["station"]["id"],

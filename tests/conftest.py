@@ -58,6 +58,19 @@ def live_station(tmp_path):
     station.stop()
 
 
+def postgres_admin(server: str | None):
+    """An autocommit connection to the test PostgreSQL (``postgres_server``); skips when there is none and
+    fails when it does not answer."""
+    if server is None:
+        pytest.skip("no PostgreSQL: set DVC_TEST_POSTGRES_URL or install Debian's postgresql (make test does)")
+    import psycopg
+
+    try:
+        return psycopg.connect(server, autocommit=True, connect_timeout=2)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {server} does not answer: {exc}")
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL URL for the central's storage tests: $DVC_TEST_POSTGRES_URL if set, else a throwaway

@@ -14,6 +14,7 @@ from devices.card_reader import parse_front_qr
 from devices.mrz import parse_td1
 from devices.passive_auth import passive_authentication
 from devices.secure_messaging import unprotect_response
+from kiosk import device_words
 
 try:
     from tests.card_fixtures import csca_dir, profile, test_pki  # noqa: F401
@@ -143,7 +144,8 @@ def test_front_qr_without_old_number_and_with_extra_fields():
 def test_front_qr_refuses_other_text(text):
     with pytest.raises(QrFormatError) as info:
         parse_front_qr(text)
-    assert "QR" in info.value.message_vi and "QR" in info.value.message_en
+    assert info.value.code == "qr_format"
+    assert "QR" in device_words.card_error(info.value, "vi") and "QR" in device_words.card_error(info.value, "en")
 
 
 # --- Passive Authentication ------------------------------------------------------------------------
@@ -157,7 +159,8 @@ def test_genuine_data_is_verified_against_the_csca(profile, csca_dir):
     sod, groups = signed_inputs(profile)
     result = passive_authentication(sod, groups, csca_dir)
     assert result.verified and result.checked_data_groups == [1, 2, 13]
-    assert result.message_vi.startswith("Đã xác thực")
+    assert result.reason == "signed" and result.findings == ()
+    assert device_words.verification(result.status, result.reason, result.findings, "vi").startswith("Đã xác thực")
 
 
 def test_without_csca_the_result_says_not_verified(profile, tmp_path):
@@ -165,14 +168,17 @@ def test_without_csca_the_result_says_not_verified(profile, tmp_path):
     for folder in (None, tmp_path, tmp_path / "missing"):
         result = passive_authentication(sod, groups, folder)
         assert not result.verified
-        assert "Chưa xác thực" in result.message_vi and "Not verified" in result.message_en
+        assert result.reason == "no_csca"
+        assert "Chưa xác thực" in device_words.verification(result.status, result.reason, result.findings, "vi")
+        assert "Not verified" in device_words.verification(result.status, result.reason, result.findings, "en")
 
 
 def test_a_card_signed_under_another_csca_is_not_verified(csca_dir):
     other = build_profile(pki=make_test_pki("Other CSCA"), with_photo=False)
     files = files_of(other)
     result = passive_authentication(files[cccd.EF_SOD], {1: files[cccd.EF_DG1], 13: files[cccd.EF_DG13]}, csca_dir)
-    assert not result.verified and "không thuộc" in result.message_vi
+    assert not result.verified and result.reason == "untrusted_signer"
+    assert "không thuộc" in device_words.verification(result.status, result.reason, result.findings, "vi")
 
 
 @pytest.mark.parametrize("kind", ["rsa", "rsa-pss"])
@@ -193,7 +199,9 @@ def test_a_changed_data_group_is_refused(profile, csca_dir):
     changed = groups[13].replace("Nguyễn Văn Thử".encode(), "Nguyễn Văn Giả".encode())
     with pytest.raises(CardTamperedError) as info:
         passive_authentication(sod, {**groups, 13: changed}, csca_dir)
-    assert "DG13" in info.value.message_vi and "đã bị thay đổi" in info.value.message_vi
+    assert info.value.reason == "dg_changed" and info.value.params == {"dg": 13}
+    words = device_words.card_error(info.value, "vi")
+    assert "DG13" in words and "đã bị thay đổi" in words and "có thể đã bị sửa đổi" in words
 
 
 def test_a_re_hashed_sod_with_a_forged_signature_is_refused(profile, test_pki, csca_dir):
@@ -203,7 +211,7 @@ def test_a_re_hashed_sod_with_a_forged_signature_is_refused(profile, test_pki, c
     changed = {**groups, 13: cccd.build_dg13({**SYNTHETIC_PERSON, "full_name": "Kẻ Giả Mạo"})}
     with pytest.raises(CardTamperedError) as info:
         passive_authentication(build_sod(changed, forged), changed, csca_dir)
-    assert "chữ ký số" in info.value.message_vi
+    assert info.value.reason == "signature_invalid" and "chữ ký số" in device_words.card_error(info.value, "vi")
 
 
 def test_a_data_group_missing_from_the_sod_is_refused(test_pki, csca_dir):

@@ -20,6 +20,7 @@ from devices.card_reader import (AccessDeniedError, CardBlockedError, CardCommun
                                  NoCardError, NoReaderError, NotAnIdCardError, ReaderServiceError,
                                  TooManyTriesError, read_cccd, read_with, reader_status)
 from devices.card_simulator import CardSimulator
+from kiosk import device_words
 
 try:
     from tests.card_fixtures import (CARDS_DIR, card, card_state, csca_dir, insert_card, key, pcscd,  # noqa: F401
@@ -32,9 +33,18 @@ PREFILL = {s.removeprefix("card.") for s in __import__("kiosk.core.catalog", fro
 VIETNAMESE = set("ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ")
 
 
+def words(err, lang: str = "vi") -> str:
+    """What the kiosk says for a CardError's code (kiosk/messages_devices.toml)."""
+    return device_words.card_error(err, lang)
+
+
+def verification_words(result, lang: str = "vi") -> str:
+    return device_words.verification(result.verification, result.verification_reason, result.findings, lang)
+
+
 def assert_bilingual(err: CardError):
-    assert err.message_vi and err.message_en and err.message_vi != err.message_en
-    assert set(err.message_vi.lower()) & VIETNAMESE, "the Vietnamese message needs its diacritics"
+    assert words(err, "vi") and words(err, "en") and words(err, "vi") != words(err, "en")
+    assert set(words(err).lower()) & VIETNAMESE, "the Vietnamese message needs its diacritics"
 
 
 def test_read_gives_the_prefill_fields_and_says_verified(card, key, csca_dir):
@@ -45,7 +55,7 @@ def test_read_gives_the_prefill_fields_and_says_verified(card, key, csca_dir):
     assert result.fields["birth_date"] == "1990-05-17"
     assert result.fields["id_number"] == "001090012345"
     assert result.verified is True
-    assert result.verification_message_vi.startswith("Đã xác thực")
+    assert verification_words(result).startswith("Đã xác thực")
     assert result.reader_name.startswith("Virtual PCD")
     assert result.photo is None and 2 not in result.checked_data_groups  # DG2 only on request
     assert result.checked_data_groups == [1, 13]
@@ -71,7 +81,7 @@ def test_photo_only_on_request(card, key, csca_dir):
 def test_without_csca_the_read_works_but_is_not_verified(card, key):
     result = read_cccd(key, timeout_s=5)
     assert result.fields["full_name"] == "Nguyễn Văn Thử"
-    assert result.verified is False and "CSCA" in result.verification_message_vi
+    assert result.verified is False and "CSCA" in verification_words(result)
 
 
 def test_the_checked_in_test_card_verifies_against_the_checked_in_csca(insert_card):
@@ -92,7 +102,7 @@ def test_wrong_number_is_refused_by_pace_then_bac_and_two_tries_is_the_limit(car
     with pytest.raises(TooManyTriesError) as info:  # the second wrong try on this card: ask staff
         read_cccd(dated, timeout_s=5, access="bac", wrong_keys=1)
     assert_bilingual(info.value)
-    assert info.value.wrong_keys == 2 and "nhân viên" in info.value.message_vi
+    assert info.value.wrong_keys == 2 and "nhân viên" in words(info.value)
     apdus = card.apdu_count
     with pytest.raises(TooManyTriesError):  # a third is not even tried
         read_cccd(dated, timeout_s=5, access="bac", wrong_keys=2)
@@ -101,7 +111,7 @@ def test_wrong_number_is_refused_by_pace_then_bac_and_two_tries_is_the_limit(car
     with pytest.raises(AccessDeniedError) as info:
         read_cccd(dated, timeout_s=5, access="bac")
     assert_bilingual(info.value)
-    assert "không khớp" in info.value.message_vi and info.value.wrong_keys == 1
+    assert "không khớp" in words(info.value) and info.value.wrong_keys == 1
     # the chip still opens with the right key afterwards
     assert read_cccd(key, timeout_s=5).fields["id_number"] == key.number
 
@@ -166,7 +176,7 @@ def test_a_tampered_file_is_refused(insert_card, profile, key, csca_dir):
     with pytest.raises(CardTamperedError) as info:
         read_cccd(key, csca_dir=csca_dir, timeout_s=5)
     assert_bilingual(info.value)
-    assert "DG13" in info.value.message_vi
+    assert "DG13" in words(info.value)
 
 
 def test_a_card_that_is_not_an_id_card(insert_card, profile, key):
@@ -199,7 +209,8 @@ def test_reader_status_for_the_device_page(card):
     card_state(False)
     assert reader_status()["card_present"] is False
     missing = reader_status("Reader That Is Not There")
-    assert not missing["ok"] and "đầu đọc" in missing["message_vi"]
+    assert not missing["ok"] and missing["code"] == "no_reader"
+    assert "đầu đọc" in device_words.reader_state(missing, "vi")
 
 
 def test_no_reader_at_all(monkeypatch, key):
@@ -213,10 +224,11 @@ def test_pcscd_not_running_is_a_reader_service_error(tmp_path):
     # libpcsclite reads the socket path once per process, so point a fresh process at a dead one.
     code = ("from datetime import date\n"
             "from devices.card_reader import CardKey, read_cccd, CardError\n"
+            "from kiosk.device_words import card_error\n"
             "try:\n"
             "    read_cccd(CardKey('001090012345', date(1990,5,17), date(2030,5,17)), timeout_s=0.5)\n"
             "except CardError as e:\n"
-            "    print(type(e).__name__, '|', e.message_vi)\n")
+            "    print(type(e).__name__, '|', card_error(e, 'vi'))\n")
     env = {**os.environ, "PCSCLITE_CSOCK_NAME": str(tmp_path / "no-pcscd.comm")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30,
                          cwd=Path(__file__).parent.parent)
@@ -261,12 +273,13 @@ def test_cli_read_prints_fields_and_status(card, key, csca_dir):
     assert "photo" not in data
 
 
-def test_cli_read_reports_errors_in_both_languages(card, key):
+def test_cli_read_reports_errors_as_codes(card, key):
     out = CliRunner().invoke(card_cli, ["read", "--number", "001090012346", "--birth", "1990-05-18",
                                         "--expiry", "2030-05-17", "--timeout", "5", "--access", "bac"])
     assert out.exit_code == 1
     error = json.loads(out.output.strip().splitlines()[-1])["error"]
-    assert error["type"] == "AccessDeniedError" and "không khớp" in error["message_vi"]
+    assert error["type"] == "AccessDeniedError" and error["code"] == "access_denied"
+    assert "không khớp" in words(error)  # what the kiosk would say for it
     # PACE refused, then BAC refused: two tries, and the CLI stops there too
     out = CliRunner().invoke(card_cli, ["read", "--number", "001090012346", "--birth", "1990-05-18",
                                         "--expiry", "2030-05-17", "--timeout", "5"])
@@ -338,7 +351,7 @@ def test_a_card_that_stops_answering_fails_in_time_and_the_next_card_reads_at_on
         read_cccd(key, csca_dir=csca_dir, timeout_s=5, apdu_timeout_s=1.0)
     assert time.monotonic() - start < 2.5
     assert_bilingual(info.value)
-    assert "nhấc thẻ ra" in info.value.message_vi
+    assert "nhấc thẻ ra" in words(info.value)
     # While the silent card holds the reader, a read says so in time instead of waiting behind it.
     start = time.monotonic()
     with pytest.raises(CardNotAnsweringError):
@@ -390,7 +403,7 @@ def test_a_chip_that_blocks_after_wrong_keys_says_so(insert_card, test_pki, key)
     with pytest.raises(CardBlockedError) as info:  # the right key, but the chip has blocked
         read_cccd(key, timeout_s=5)
     assert_bilingual(info.value)
-    assert "khóa" in info.value.message_vi and "thử lại" in info.value.message_vi  # "do not try again"
+    assert "khóa" in words(info.value) and "thử lại" in words(info.value)  # "do not try again"
     assert sim.wrong_keys == 1  # the blocked answer was not one more try on the chip
 
 
@@ -435,8 +448,8 @@ def test_an_expired_signer_certificate_is_verified_with_a_warning(insert_card, t
     insert_card(build_profile(pki=pki))
     result = read_cccd(key, csca_dir=tmp_path, timeout_s=5)
     assert result.verified and result.verification == "verified_warning"
-    assert result.verification_message_vi.startswith("Đã xác thực, có lưu ý") and "hết hạn" in result.verification_message_vi
-    assert "expired" in result.verification_message_en
+    assert verification_words(result).startswith("Đã xác thực, có lưu ý") and "hết hạn" in verification_words(result)
+    assert "expired" in verification_words(result, "en")
 
 
 def test_a_card_laid_out_by_another_encoder_reads_every_field(insert_card, test_pki, key, csca_dir):
@@ -455,7 +468,7 @@ def test_a_dg13_that_does_not_parse_fills_nothing_from_it(insert_card, test_pki,
     assert result.unreadable == ["dg13"]
     assert "full_name" not in result.fields  # never the MRZ's capitals without diacritics
     assert set(result.fields) <= {"birth_date", "expiry_date", "id_number"}  # from the signed MRZ only
-    assert "Không đọc được" in result.verification_message_vi
+    assert "Không đọc được" in verification_words(result)
 
 
 def test_the_status_page_says_a_silent_card_holds_the_reader_without_waiting_for_it(insert_card, profile, key):
@@ -466,7 +479,7 @@ def test_the_status_page_says_a_silent_card_holds_the_reader_without_waiting_for
     start = time.monotonic()
     status = reader_status()
     assert time.monotonic() - start < 5  # the connect deadline (3 s), not until the card is lifted
-    assert not status["ok"] and status["card_present"] and "Thẻ không trả lời" in status["message_vi"]
+    assert not status["ok"] and status["card_present"] and "Thẻ không trả lời" in device_words.reader_state(status, "vi")
     stuck.pull_out()
     card_state(False)
     assert reader_status()["card_present"] is False

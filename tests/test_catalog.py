@@ -83,6 +83,53 @@ def test_every_message_has_both_languages_and_every_used_key_exists():
     assert used - set(i18n.MESSAGES) == set()
     # Status labels are looked up by name on the tracking page.
     assert {f"status_{s}" for s in dossiers.STATUSES} <= set(i18n.MESSAGES)
+    # Keys the services and commands name outside t(): the receipt's printed labels, the operator's lines.
+    named = set()
+    for path in (ROOT / "kiosk").glob("*.py"):
+        named |= set(re.findall(r"""\b(?:say|_tell|bilingual|_vi|_en)\(\s*['"]([a-z0-9_]+)['"]\s*[,)]""",
+                                path.read_text("utf-8")))
+    assert {"receipt_title", "printer_test_printed", "simulated_card_ready", "test_page_time"} <= named
+    assert named - set(i18n.MESSAGES) == set()
+
+
+def test_every_code_the_devices_return_has_its_words():
+    """devices/ returns codes; kiosk/device_words.py looks their words up by name (messages_devices.toml)."""
+    import devices.secure_messaging  # noqa: F401  (its CardError subclass counts too)
+    from devices import card_errors, passive_auth
+    from devices.printer import Status
+    expected = {f"card_error_{code}" for code in card_errors.all_codes()}
+    expected |= {f"card_error_tampered_{reason}" for reason in card_errors.TAMPERED_REASONS}
+    expected |= {f"card_pa_{code}" for code in (*passive_auth.REASONS, *passive_auth.FINDINGS, "signed_with_warning")}
+    expected |= {f"printer_status_{status.code}" for status in Status}
+    expected |= {"print_outcome_printed", "print_outcome_on_screen", "card_reader_ready", "card_reader_card_present"}
+    expected |= {f"receipt_weekday_{day}" for day in range(7)}
+    assert expected - set(i18n.MESSAGES) == set()
+    # A message with a placeholder gets the parameter its code carries.
+    assert "{dg}" in i18n.MESSAGES["card_error_tampered_dg_changed"]["en"]
+    assert "{count}" in i18n.MESSAGES["card_pa_unreadable_items"]["vi"]
+
+
+def test_devices_carry_codes_not_sentences():
+    """No Vietnamese words in devices/ outside docstrings, but for the card's own data: the synthetic test
+    person (card_profile.py), the values a card holds (cccd.py) and the words printed on a card. (A single
+    letter is no word: VietQR's transliteration of "đ".)"""
+    import ast
+    card_terms = ("Không thời hạn",)
+    vietnamese = set("ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ")
+    for path in (ROOT / "devices").glob("*.py"):
+        if path.name in ("card_profile.py", "cccd.py"):
+            continue
+        tree = ast.parse(path.read_text("utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                text = node.value
+                for term in card_terms:
+                    text = text.replace(term, "")
+                words = [w for w in re.findall(r"\w{2,}", text.lower()) if set(w) & vietnamese]
+                assert not words, f"{path.name}:{node.lineno}: {node.value!r}"
 
 
 def test_card_limits_of_the_catalog_are_those_of_the_card_path():

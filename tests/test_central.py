@@ -15,6 +15,8 @@ from sync import protocol
 from sync.central import create_central_app
 from sync.keys import public_b64
 
+from .conftest import postgres_admin
+
 
 @pytest.fixture
 def central_app(tmp_path):
@@ -222,16 +224,9 @@ def test_staff_page_asks_for_the_password_when_one_is_set(tmp_path):
 @pytest.fixture
 def empty_postgres(postgres_server):
     """The URL of a PostgreSQL database without the central's tables (see conftest.postgres_server)."""
-    if postgres_server is None:
-        pytest.skip("no PostgreSQL: set DVC_TEST_POSTGRES_URL or install Debian's postgresql (make test does)")
-    import psycopg
-
-    try:
-        conn = psycopg.connect(postgres_server, autocommit=True, connect_timeout=2)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {postgres_server} does not answer: {exc}")
+    conn = postgres_admin(postgres_server)
     with conn:
-        for table in ("changes", "submissions", "code_sequence", "stations"):
+        for table in ("changes", "submissions", "code_sequence", "stations", "store_meta", "schema_migrations"):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     return postgres_server
 

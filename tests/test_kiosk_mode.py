@@ -29,7 +29,7 @@ def test_server_ends_a_session_idle_past_the_warning(app, client, catalog, monke
 def test_warning_shorter_than_20_seconds_is_refused(tmp_path):
     from kiosk.app import create_app
     from kiosk.core.config import ConfigError
-    with pytest.raises(ConfigError, match="warning_seconds must be at least 20"):
+    with pytest.raises(ConfigError, match=r"session\.warning_seconds = 5: .* / must be at least 20"):
         create_app({"paths": {"data": str(tmp_path)}, "session": {"warning_seconds": 5}})
 
 

@@ -7,10 +7,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kiosk", "agent", "devices", "sync")
 
 # Modules that are neither core, devices, sync nor a view: what the pages share and the services they use.
-SERVICES = {"kiosk.web", "kiosk.receipts", "kiosk.audio", "kiosk.i18n", "kiosk.backup", "kiosk.simulated_devices",
-            "agent.staff", "agent.report"}
+SERVICES = {"kiosk.web", "kiosk.receipts", "kiosk.receipt_document", "kiosk.device_words", "kiosk.audio", "kiosk.i18n",
+            "kiosk.backup", "kiosk.simulated_devices", "agent.staff", "agent.report"}
 # Entry points: the app factory and the commands. Nothing below imports them.
-TOP = {"kiosk", "kiosk.__main__", "kiosk.app", "kiosk.cli", "kiosk.printer_cli", "agent", "devices", "sync"}
+TOP = {"kiosk", "kiosk.__main__", "kiosk.app", "kiosk.startup", "kiosk.cli", "kiosk.printer_cli", "agent", "devices",
+       "sync"}
 # What each layer may import, of the project's own modules.
 ALLOWED = {
     "devices": {"devices"},

@@ -11,12 +11,13 @@ from tests.support.fake_printer import FakeNetworkPrinter, unused_port
 from devices.printer import (PrinterSettingsError, 
     Status,
     open_printer,
-    print_receipt,
     printer_settings,
     printer_status,
 )
+from kiosk.device_words import print_outcome
 from kiosk.printer_cli import printer as printer_group
-from devices.receipt import Receipt, render_receipt_image
+from kiosk.receipt_document import Receipt, render_receipt_image
+from kiosk.receipts import print_receipt
 from tests.bench.receipt_bench import bench_receipt, sample_receipt
 from devices.vietqr import PaymentAccount
 try:
@@ -85,7 +86,7 @@ def test_receipt_is_printed_as_raster_images_with_readable_codes(fake, paper_mm,
     receipt = make_receipt()
     outcome = print_receipt(station(fake, paper_mm=paper_mm), receipt)
     assert outcome.ok and outcome.sent and outcome.status is Status.OK
-    assert "Đã in" in outcome.message_vi and "printed" in outcome.message_en
+    assert "Đã in" in print_outcome(outcome, "vi") and "printed" in print_outcome(outcome, "en")
 
     commands = decode(fake.data)
     sequence = names(commands)
@@ -145,8 +146,8 @@ def test_printer_that_cannot_print_gets_nothing_and_the_receipt_goes_on_screen(f
     fake.state = state
     outcome = print_receipt(station(fake), make_receipt())
     assert not outcome.ok and not outcome.sent and outcome.status is status
-    assert words in outcome.message_vi and "màn hình" in outcome.message_vi
-    assert "on screen" in outcome.message_en
+    assert words in print_outcome(outcome, "vi") and "màn hình" in print_outcome(outcome, "vi")
+    assert "on screen" in print_outcome(outcome, "en")
     assert set(names(decode(fake.data))) == {"status_query"}  # no receipt bytes were sent
 
 
@@ -154,7 +155,7 @@ def test_paper_low_still_prints_and_says_so(fake):
     fake.state = "paper_low"
     outcome = print_receipt(station(fake), make_receipt())
     assert outcome.ok and outcome.status is Status.PAPER_LOW
-    assert "sắp hết giấy" in outcome.message_vi
+    assert "sắp hết giấy" in print_outcome(outcome, "vi")
     assert "raster" in names(decode(fake.data))
 
 
@@ -217,15 +218,16 @@ def test_printer_status(state, status):
 
 
 def test_status_messages_are_vietnamese_and_english():
+    from kiosk.device_words import printer_status as words
     for status in Status:
-        assert status.message_vi and status.message_en and status.message_vi != status.message_en
+        assert words(status, "vi") and words(status, "en") and words(status, "vi") != words(status, "en")
 
 
 # -- connections from the station file -------------------------------------------------------------
 def test_auto_without_a_printer_means_on_screen():
     assert printer_settings({"devices": {"printer": "auto"}}).connection == "none"
     outcome = print_receipt({"devices": {"printer": "auto"}}, make_receipt())
-    assert not outcome.ok and outcome.status is Status.NO_PRINTER and "màn hình" in outcome.message_vi
+    assert not outcome.ok and outcome.status is Status.NO_PRINTER and "màn hình" in print_outcome(outcome, "vi")
     assert printer_status({"devices": {"printer": "none"}, "printer": {"host": "10.0.0.9"}}) is Status.NO_PRINTER
     assert open_printer({"devices": {"printer": "none"}}) is None
 

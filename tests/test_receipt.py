@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from devices.receipt import FONT_FILES, appointment_date, font, format_vnd, render_receipt_image, render_receipt_png
+from kiosk.receipt_document import FONT_FILES, appointment_date, font, format_vnd, render_receipt_image, render_receipt_png
 from tests.bench.receipt_bench import sample_receipt
 from devices.vietqr import PaymentAccount
 from kiosk.core.masking import mask_id, mask_name

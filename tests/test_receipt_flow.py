@@ -47,7 +47,7 @@ def test_submit_prints_a_receipt_whose_qr_is_the_tracking_url(tmp_path, catalog)
 
 
 def test_only_the_masked_name_and_number_reach_the_printer(tmp_path, catalog):
-    # devices/receipt.py draws what it is given; kiosk/receipts.py hands it the masked forms only.
+    # kiosk/receipt_document.py draws what it is given; kiosk/receipts.py hands it the masked forms only.
     from kiosk.core.db import connect
     from kiosk.receipts import receipt_for
 

@@ -4,7 +4,7 @@ import zxingcpp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.receipt import qr_image
+from kiosk.receipt_document import qr_image
 from devices.vietqr import PaymentAccount, ascii_message, payment_account, vietqr_payload
 
 

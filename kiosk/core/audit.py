@@ -46,3 +46,23 @@ def verify(conn: sqlite3.Connection) -> list[str]:
             problems.append(f"event {seq}: content changed after it was written")
         prev_hash, expected_seq = stored_hash, seq + 1
     return problems
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0]
+
+
+def code_changes(conn: sqlite3.Connection, limit: int = 200) -> list[dict]:
+    """The latest official codes (mã hồ sơ) the central changed: tracking code, ``before``, ``after``."""
+    return [dict(r) for r in conn.execute(
+        "SELECT d.tracking_code, json_extract(e.detail, '$.from') AS before, json_extract(e.detail, '$.to') AS after "
+        "FROM audit_events e JOIN dossiers d ON d.submission_id = e.subject "
+        "WHERE e.action = 'dossier.code_changed' ORDER BY e.seq DESC LIMIT ?", (limit,))]
+
+
+def reissues(conn: sqlite3.Connection, limit: int = 200) -> list[dict]:
+    """The latest dossiers sent again under a new tracking code: the old code ``before``, the new ``after``."""
+    return [dict(r) for r in conn.execute(
+        "SELECT json_extract(e.detail, '$.from') AS before, d.tracking_code AS after FROM audit_events e "
+        "JOIN dossiers d ON d.submission_id = e.subject WHERE e.action = 'dossier.reissued' "
+        "ORDER BY e.seq DESC LIMIT ?", (limit,))]

@@ -1,10 +1,22 @@
-"""Station configuration: one TOML file says what kind of station this is and where things live."""
+"""Station configuration: one TOML file says what kind of station this is and where things live.
+
+The file is laid over ``DEFAULTS`` (the defaults live there and only there) and the result is checked
+against one JSON Schema, ``station_schema.json`` beside this module: every section and key the code reads,
+its type and range, and no other key. What a schema cannot say (a folder that must exist, a time zone
+that must be known to zoneinfo) is checked by hand in ``check_station``.
+"""
+import difflib
+import json
+import math
 import os
-import re
 import tomllib
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-STATION_KINDS = ("kiosk", "counter", "mobile")
+import jsonschema
+
+SCHEMA = json.loads((Path(__file__).with_name("station_schema.json")).read_text("utf-8"))
+STATION_KINDS = tuple(SCHEMA["properties"]["station"]["properties"]["kind"]["enum"])
 
 DEFAULTS = {
     "station": {
@@ -60,6 +72,8 @@ def load_station(path: str | os.PathLike | None = None, overrides: dict | None =
             raise ConfigError(f"{source}: station file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        except OSError as exc:  # a folder, a file this user may not read
+            raise ConfigError(f"{source}: station file cannot be read: {exc.strerror}") from None
     config = _merge(DEFAULTS, data)
     if overrides:
         config = _merge(config, overrides)
@@ -68,28 +82,135 @@ def load_station(path: str | os.PathLike | None = None, overrides: dict | None =
     return config
 
 
+def _is_integer(_checker, instance) -> bool:
+    # TOML tells 20 from 20.0 and from true; jsonschema would take 20.0 (and Python takes true) for a whole number.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+_VALIDATOR = _Validator(SCHEMA)
+
+# What each JSON type is called in a message: Vietnamese, English.
+_TYPE_WORDS = {
+    "integer": ("số nguyên", "a whole number"),
+    "number": ("số", "a number"),
+    "boolean": ("true hoặc false", "true or false"),
+    "string": ("chuỗi trong ngoặc kép", "text in quotes"),
+    "object": ("một mục [bảng]", "a [table]"),
+}
+
+
+def _shown(value) -> str:
+    """A value as the station file would spell it, for a message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "[table]"
+    if isinstance(value, list):
+        return "[...]"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _hint(word: str, allowed) -> tuple[str, str]:
+    close = difflib.get_close_matches(word, list(allowed), n=1)
+    return (f", có phải `{close[0]}`?", f"; did you mean `{close[0]}`?") if close else ("", "")
+
+
+def _problem(error: jsonschema.ValidationError) -> tuple[str, str, str]:
+    """(key path, Vietnamese, English) for one schema error, in plain words."""
+    path = [str(part) for part in error.absolute_path]
+    where = ".".join(path)
+    value, rule = error.instance, error.schema
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = rule.get("properties", {})
+        unknown = sorted(key for key in value if key not in allowed)[0]
+        vi_hint, en_hint = _hint(unknown, allowed)
+        what = ("không có mục này", "no such section") if not path else ("không có khóa này", "no such key")
+        return ".".join(path + [unknown]), what[0] + vi_hint, what[1] + en_hint
+    key = f"{where} = {_shown(value)}" if where else "(file)"
+    if kind == "type":
+        names = [rule["type"]] if isinstance(rule["type"], str) else rule["type"]
+        words = [_TYPE_WORDS.get(name, (name, name)) for name in names]
+        quoted = isinstance(value, str) and bool({"integer", "number", "boolean"} & set(names))  # "20", "no"
+        tail = (", không đặt trong ngoặc kép", ", without quotes") if quoted else ("", "")
+        return (key, "phải là " + " hoặc ".join(w[0] for w in words) + tail[0],
+                "must be " + " or ".join(w[1] for w in words) + tail[1])
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        low = rule.get("minimum", rule.get("exclusiveMinimum"))
+        high = rule.get("maximum", rule.get("exclusiveMaximum"))
+        if low is not None and high is not None:
+            if "exclusiveMinimum" in rule:
+                return key, f"phải lớn hơn {low} và không quá {high}", f"must be more than {low} and at most {high}"
+            return key, f"phải từ {low} đến {high}", f"must be from {low} to {high}"
+        if low is not None:
+            if "exclusiveMinimum" in rule:
+                return key, f"phải lớn hơn {low}", f"must be more than {low}"
+            return key, f"phải ít nhất là {low}", f"must be at least {low}"
+        return key, f"phải nhiều nhất là {high}", f"must be at most {high}"
+    if kind == "enum":
+        options = ", ".join(_shown(option) for option in rule["enum"])
+        return key, f"phải là một trong: {options}", f"must be one of: {options}"
+    if kind == "pattern":
+        return key, "sai dạng", "must be " + rule.get("description", f"of the form {rule['pattern']}")
+    if kind == "minLength":
+        return key, "không được để trống", "must not be empty"
+    if kind == "maxLength":
+        return key, f"dài quá {rule['maxLength']} ký tự", f"must be at most {rule['maxLength']} characters"
+    if kind == "dependentRequired":
+        missing = next(need for given, needs in rule["dependentRequired"].items() if given in value
+                       for need in needs if need not in value)
+        return where, f"thiếu {where}.{missing}", f"needs {where}.{missing} too"
+    return key, "không hợp lệ", error.message
+
+
+def _first_error(config: dict) -> jsonschema.ValidationError | None:
+    errors = list(_VALIDATOR.iter_errors(config))
+    # An unknown key first (a typo is the likeliest mistake, and its hint the most useful), then by key.
+    errors.sort(key=lambda e: (e.validator != "additionalProperties", [str(p) for p in e.absolute_path]))
+    return errors[0] if errors else None
+
+
+def _not_a_number(config: dict, path: tuple = ()) -> str | None:
+    """The key of a float that is nan (TOML allows it; it passes every range), or None."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            found = _not_a_number(value, path + (key,))
+            if found:
+                return found
+        elif isinstance(value, float) and math.isnan(value):
+            return ".".join(path + (key,))
+    return None
+
+
 def check_station(config: dict) -> None:
+    """Check a station (the file laid over DEFAULTS): the schema, then what it cannot say. Raises
+    ConfigError with one line: the file, the key, what is wrong in Vietnamese then English."""
     source = config.get("source", "<config>")
-    station = config["station"]
-    if not re.fullmatch(r"[A-Z0-9]{2,6}", str(station.get("id", ""))):
-        raise ConfigError(f"{source}: station.id must be 2-6 capital letters or digits (it starts every tracking code)")
-    if station.get("kind") not in STATION_KINDS:
-        raise ConfigError(f"{source}: station.kind must be one of {', '.join(STATION_KINDS)}")
-    session = config["session"]
-    if not isinstance(session.get("warning_seconds"), int) or session["warning_seconds"] < 20:
-        raise ConfigError(f"{source}: session.warning_seconds must be at least 20 (time to answer the warning)")
-    if not isinstance(session.get("idle_seconds"), int) or session["idle_seconds"] < 10:
-        raise ConfigError(f"{source}: session.idle_seconds must be at least 10")
-    devices = config["devices"]
-    wait = devices.get("card_wait_seconds")
-    if not isinstance(wait, int) or isinstance(wait, bool) or not 1 <= wait <= 300:
-        raise ConfigError(f"{source}: devices.card_wait_seconds must be a whole number of seconds, 1 to 300")
-    csca_dir = devices.get("csca_dir")
-    if not isinstance(csca_dir, str) or (csca_dir and not Path(csca_dir).is_dir()):
-        raise ConfigError(f"{source}: devices.csca_dir must name a folder of CSCA certificates (or be empty)")
-    port = config["server"].get("port")
-    if not isinstance(port, int) or not 0 <= port < 65536:
-        raise ConfigError(f"{source}: server.port must be a port number")
+    data = {key: value for key, value in config.items() if key != "source"}
+    error = _first_error(data)
+    if error is not None:
+        where, vi, en = _problem(error)
+        raise ConfigError(f"{source}: {where}: {vi} / {en}")
+    nan = _not_a_number(data)
+    if nan:
+        raise ConfigError(f"{source}: {nan} = nan: phải là một số / must be a number")
+    zone = data["station"]["timezone"]
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        vi_hint, en_hint = _hint(zone, available_timezones())
+        raise ConfigError(f"{source}: station.timezone = {_shown(zone)}: không phải tên múi giờ{vi_hint} / "
+                          f"is not a time zone name (e.g. \"Asia/Ho_Chi_Minh\"){en_hint}") from None
+    csca_dir = data["devices"]["csca_dir"]
+    if csca_dir and not Path(csca_dir).is_dir():
+        raise ConfigError(f"{source}: devices.csca_dir = {_shown(csca_dir)}: không phải thư mục / must name a folder "
+                          "of CSCA certificates (or be empty)")
 
 
 def data_dir(config: dict) -> Path:

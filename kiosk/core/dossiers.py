@@ -2,16 +2,20 @@
 
 Once ``submit`` returns, the dossier survives a crash, a power cut (synchronous=FULL) or a week offline.
 The draft it came from is deleted in the same transaction, so submitting twice cannot make two dossiers.
+
+This module owns the ``dossiers`` and ``daily_sequence`` tables (``incarnations`` are kiosk/core/db.py's):
+sync, the staff pages and the commands read and change them through its functions.
 """
 import hashlib
 import json
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from . import audit, outbox, sealing, tracking_code
+from . import audit, drafts, outbox, sealing, tracking_code
 from .catalog import Procedure
 from .masking import mask_name
 from .db import begin_incarnation, incarnation, write_transaction
@@ -41,6 +45,7 @@ class Submitted:
     submission_id: str
     tracking_code: str
     submitted_at: datetime
+    local_day: str  # YYYY-MM-DD, the station's own day
 
 
 def next_tracking_code(conn: sqlite3.Connection, station_id: str, local_day: str) -> str:
@@ -80,22 +85,21 @@ def applicant_answer(procedure: Procedure, answers: dict, source: str) -> str | 
 def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str, procedure: Procedure,
            answers: dict, draft_id: str | None = None, supersedes: str | None = None,
            actor: str = "citizen", staff_id: int | None = None, counter: dict | None = None,
-           fee_taken_vnd: int | None = None) -> Submitted | None:
+           also_write: Callable[[sqlite3.Connection, Submitted], None] | None = None) -> Submitted | None:
     """Write the dossier. Returns None when ``draft_id`` names a draft that no longer exists, which is
     what a second press of the submit button (or a replayed request) finds.
 
     At a counter, ``counter`` (documents checked, delivery by post, the citizen's consent as recorded
-    by staff) goes into the dossier, and a fee taken in cash into the ledger, in the same transaction.
+    by staff) goes into the dossier; ``also_write(conn, submitted)`` writes the caller's own rows in the
+    same transaction (the counter's ledger takes the fee paid in cash: agent/report.py owns that table).
     """
     now = datetime.now(timezone.utc)
     local_date = now.astimezone(ZoneInfo(station["timezone"])).date()
     local_day = local_date.strftime("%y%m%d")
     submission_id = str(uuid.uuid4())
     with write_transaction(conn):
-        if draft_id is not None:
-            gone = conn.execute("DELETE FROM drafts WHERE id = ?", (draft_id,)).rowcount == 0
-            if gone:
-                return None
+        if draft_id is not None and not drafts.take(conn, draft_id):
+            return None
         code = next_tracking_code(conn, station["id"], local_day)
         document = {
             "submission_id": submission_id,
@@ -114,13 +118,10 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
                fee_due_vnd=procedure.fee_vnd, applicant_masked=mask_name(name) if name else None)
         audit.append(conn, actor, "dossier.submitted", submission_id,
                      {"tracking_code": code, "procedure": procedure.code, "channel": channel})
-        if fee_taken_vnd:
-            conn.execute(
-                "INSERT INTO ledger (at, local_day, staff_id, kind, submission_id, amount_vnd) "
-                "VALUES (?, ?, ?, 'fee', ?, ?)",
-                (document["submitted_at"], local_date.isoformat(), staff_id, submission_id, fee_taken_vnd))
-            audit.append(conn, actor, "fee.taken", submission_id, {"amount_vnd": fee_taken_vnd})
-    return Submitted(submission_id, code, now)
+        submitted = Submitted(submission_id, code, now, local_date.isoformat())
+        if also_write is not None:
+            also_write(conn, submitted)
+    return submitted
 
 
 def reissue_with_new_code(conn: sqlite3.Connection, key: bytes, submission_id: str) -> str | None:
@@ -149,9 +150,8 @@ def reissue_with_new_code(conn: sqlite3.Connection, key: bytes, submission_id: s
                          {"tracking_code": new_code, "from": old["tracking_code"]})
         reason = (f"tracking_code_taken: gửi lại với mã mới {new_code} / sent again as {new_code}" if new_code
                   else "tracking_code_taken: mã tra cứu đã được dùng / the tracking code was used before")
-        conn.execute("UPDATE outbox SET state = 'rejected', last_error = ?, next_attempt_at = NULL "
-                     "WHERE submission_id = ?", (reason, submission_id))
-        conn.execute("UPDATE dossiers SET status = 'rejected' WHERE submission_id = ?", (submission_id,))
+        outbox.withdraw(conn, submission_id, reason)
+        mark_rejected(conn, submission_id)
         audit.append(conn, "sync", "dossier.rejected", submission_id, {"code": "tracking_code_taken"})
     return new_code
 
@@ -177,3 +177,109 @@ def open_payload(conn: sqlite3.Connection, key: bytes, submission_id: str) -> di
     if row is None or row[0] is None:
         return None
     return sealing.open_sealed(key, row[0], submission_id)
+
+
+def tracking_code_of(conn: sqlite3.Connection, submission_id: str) -> sqlite3.Row | None:
+    """The row (``tracking_code``) of a dossier, or None."""
+    return conn.execute("SELECT tracking_code FROM dossiers WHERE submission_id = ?", (submission_id,)).fetchone()
+
+
+def tracking_code_and_time(conn: sqlite3.Connection, submission_id: str) -> sqlite3.Row | None:
+    """(``tracking_code``, ``submitted_at``) of a dossier, for its receipt."""
+    return conn.execute("SELECT tracking_code, submitted_at FROM dossiers WHERE submission_id = ?",
+                        (submission_id,)).fetchone()
+
+
+def payload_sha256(conn: sqlite3.Connection, submission_id: str) -> str | None:
+    """The content hash of a dossier, or None when this station has no such dossier."""
+    row = conn.execute("SELECT payload_sha256 FROM dossiers WHERE submission_id = ?", (submission_id,)).fetchone()
+    return row[0] if row else None
+
+
+def corrected_by(conn: sqlite3.Connection, submission_id: str) -> list[str]:
+    """The tracking codes of every dossier that supersedes this one."""
+    return [r[0] for r in conn.execute("SELECT tracking_code FROM dossiers WHERE supersedes = ?",
+                                       (submission_id,)).fetchall()]
+
+
+def search_masked_name(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[sqlite3.Row]:
+    """Dossiers whose applicant's masked name is the masked form of ``text``, or starts with ``text`` as
+    typed (names are sealed: staff find a dossier by the masked form), newest first."""
+    pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return conn.execute(
+        "SELECT * FROM dossiers WHERE applicant_masked = ? OR applicant_masked LIKE ? ESCAPE '\\' "
+        "ORDER BY submitted_at DESC LIMIT ?", (mask_name(text), pattern, limit)).fetchall()
+
+
+def recent(conn: sqlite3.Connection, local_day: str, limit: int = 20) -> list[sqlite3.Row]:
+    """The dossiers of a local day (YYYY-MM-DD), newest first, each with its outbox state (``sync_state``)."""
+    return conn.execute(
+        "SELECT d.*, o.state AS sync_state FROM dossiers d JOIN outbox o USING (submission_id) "
+        "WHERE d.local_day = ? ORDER BY d.submitted_at DESC LIMIT ?", (local_day, limit)).fetchall()
+
+
+def of_day(conn: sqlite3.Connection, local_day: str) -> sqlite3.Cursor:
+    """Every dossier of a local day for its report: staff, procedure, fee due and outbox ``state``."""
+    return conn.execute(
+        "SELECT d.staff_id, d.procedure_code, d.fee_due_vnd, o.state FROM dossiers d "
+        "JOIN outbox o USING (submission_id) WHERE d.local_day = ?", (local_day,))
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM dossiers").fetchone()[0]
+
+
+def purged_count(conn: sqlite3.Connection) -> int:
+    """How many dossiers have had their payload purged."""
+    return conn.execute("SELECT COUNT(*) FROM dossiers WHERE payload_sealed IS NULL").fetchone()[0]
+
+
+def one_sealed_payload(conn: sqlite3.Connection) -> tuple | None:
+    """(submission id, sealed payload) of any dossier that still has one, to try a key on."""
+    return conn.execute("SELECT submission_id, payload_sealed FROM dossiers WHERE payload_sealed IS NOT NULL "
+                        "LIMIT 1").fetchone()
+
+
+def purge_candidates(conn: sqlite3.Connection, acknowledged_before: str, received_before: str,
+                     limit: int = 500) -> list[sqlite3.Row]:
+    """Sent dossiers that still hold their payload, acknowledged here (``sync_acks``) and received at the
+    central (its acknowledgement says when) no later than the two times given: submission id, payload hash,
+    ``acknowledged_at`` and ``received_at``."""
+    return conn.execute(
+        "SELECT * FROM (SELECT d.submission_id, d.payload_sha256, a.acknowledged_at, "
+        "coalesce(json_extract(a.ack, '$.document.received_at'), a.acknowledged_at) AS received_at "
+        "FROM dossiers d JOIN sync_acks a USING (submission_id) JOIN outbox o USING (submission_id) "
+        "WHERE o.state = 'sent' AND d.payload_sealed IS NOT NULL) "
+        "WHERE acknowledged_at <= ? AND received_at <= ? LIMIT ?",
+        (acknowledged_before, received_before, limit)).fetchall()
+
+
+# -- what sync and purge change, each inside the caller's transaction ---------------------------------------
+
+def record_central_code(conn: sqlite3.Connection, submission_id: str, central_code: str) -> str | None:
+    """The central acknowledged the dossier under ``central_code`` (mã hồ sơ): keep it, and the dossier
+    is received unless the central has told more already. Returns the code it held before (None if none)."""
+    (before,) = conn.execute("SELECT central_code FROM dossiers WHERE submission_id = ?",
+                             (submission_id,)).fetchone()
+    conn.execute("UPDATE dossiers SET central_code = ?, status = CASE WHEN status IN ('queued', 'rejected') "
+                 "THEN 'received' ELSE status END WHERE submission_id = ?", (central_code, submission_id))
+    return before
+
+
+def mark_rejected(conn: sqlite3.Connection, submission_id: str) -> None:
+    conn.execute("UPDATE dossiers SET status = 'rejected' WHERE submission_id = ?", (submission_id,))
+
+
+def apply_status(conn: sqlite3.Connection, submission_id: str, station_id: str, status: str,
+                 central_code: str | None) -> bool:
+    """A status the central's feed reports for one of this station's dossiers (its code too, if none is
+    held yet); False when the dossier is not this station's or already has that status."""
+    return conn.execute(
+        "UPDATE dossiers SET status = ?, central_code = coalesce(central_code, ?) "
+        "WHERE submission_id = ? AND station_id = ? AND status != ?",
+        (status, central_code, submission_id, station_id, status)).rowcount > 0
+
+
+def purge_payload(conn: sqlite3.Connection, submission_id: str) -> None:
+    """Drop the sealed personal data; the row, its hash and codes stay."""
+    conn.execute("UPDATE dossiers SET payload_sealed = NULL WHERE submission_id = ?", (submission_id,))

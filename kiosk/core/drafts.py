@@ -59,3 +59,14 @@ def save(conn: sqlite3.Connection, key: bytes, draft_id: str, answers: dict) -> 
 def delete(conn: sqlite3.Connection, draft_id: str) -> None:
     with write_transaction(conn):
         conn.execute("DELETE FROM drafts WHERE id = ?", (draft_id,))
+
+
+def take(conn: sqlite3.Connection, draft_id: str) -> bool:
+    """Delete the draft inside the caller's transaction (the submit that uses it up); False when it was
+    already gone."""
+    return conn.execute("DELETE FROM drafts WHERE id = ?", (draft_id,)).rowcount > 0
+
+
+def one_sealed(conn: sqlite3.Connection) -> tuple | None:
+    """(id, sealed answers) of any draft, to try a key on."""
+    return conn.execute("SELECT id, answers_sealed FROM drafts LIMIT 1").fetchone()

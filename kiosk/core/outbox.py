@@ -1,4 +1,8 @@
-"""The outbox: one row per submitted dossier, written in the submit transaction, read by the sync worker."""
+"""The outbox: one row per submitted dossier, written in the submit transaction, read by the sync worker.
+
+This module owns the ``outbox`` table: sync, the staff pages and the commands read and change it through
+these functions, each inside the caller's transaction (a query that also needs a dossier's columns is one
+query here, not one per row)."""
 import sqlite3
 
 
@@ -16,3 +20,132 @@ def waiting(conn: sqlite3.Connection) -> dict:
         "SELECT COUNT(*), MIN(enqueued_at) FROM outbox WHERE state = 'pending'"
     ).fetchone()
     return {"count": row[0], "oldest": row[1]}
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+
+def pending_with_error(conn: sqlite3.Connection, prefix: str) -> int:
+    """How many pending rows were put back with a reason that starts with ``prefix``."""
+    return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND last_error LIKE ?",
+                        (prefix + "%",)).fetchone()[0]
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many rows are in each state (a state with none is missing)."""
+    return dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+
+
+def oldest_pending(conn: sqlite3.Connection) -> str | None:
+    return conn.execute("SELECT MIN(enqueued_at) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+
+def latest_error(conn: sqlite3.Connection) -> str | None:
+    """Why the pending row put back last waits, or None."""
+    row = conn.execute("SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL "
+                       "ORDER BY next_attempt_at DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def next_due(conn: sqlite3.Connection) -> sqlite3.Row:
+    """(the earliest retry time, the latest time a row was put back) of the pending rows; NULLs if none."""
+    return conn.execute("SELECT MIN(next_attempt_at), MAX(deferred_at) FROM outbox "
+                        "WHERE state = 'pending'").fetchone()
+
+
+def get(conn: sqlite3.Connection, submission_id: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM outbox WHERE submission_id = ?", (submission_id,)).fetchone()
+
+
+def due(conn: sqlite3.Connection, now: str, latest: str, limit: int) -> list[sqlite3.Row]:
+    """Pending rows to send, oldest first, with what sending needs: the dossier's sealed payload and hash,
+    and the central's earlier acknowledgement if any (``prior_ack``, kept by sync in ``sync_acks``). Due are
+    those whose retry time is ``now`` or before, or later than ``latest`` (no backoff puts it that far), or
+    put back at a time after ``now`` (``deferred_at``): both mean a clock since corrected backwards."""
+    return conn.execute(
+        "SELECT o.submission_id, o.attempts, d.payload_sha256, d.payload_sealed, a.ack AS prior_ack "
+        "FROM outbox o JOIN dossiers d USING (submission_id) LEFT JOIN sync_acks a USING (submission_id) "
+        "WHERE o.state = 'pending' "
+        "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ? OR o.next_attempt_at > ? "
+        "OR o.deferred_at > ?) ORDER BY o.next_attempt_at, o.enqueued_at LIMIT ?",
+        (now, latest, now, limit)).fetchall()
+
+
+def pending_payloads(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
+    """Every pending row whose payload is still here, oldest first, with the sealed payload and its hash
+    (what a USB bundle carries)."""
+    return conn.execute(
+        "SELECT o.submission_id, d.payload_sealed, d.payload_sha256 FROM outbox o JOIN dossiers d "
+        "USING (submission_id) WHERE o.state = 'pending' AND d.payload_sealed IS NOT NULL "
+        "ORDER BY o.enqueued_at LIMIT ?", (limit,)).fetchall()
+
+
+def rejected(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """The refused rows with their dossier's code, procedure and time, for the staff's rejected queue."""
+    return conn.execute(
+        "SELECT d.tracking_code, d.procedure_code, d.submitted_at, o.last_error, o.attempts FROM outbox o "
+        "JOIN dossiers d USING (submission_id) WHERE o.state = 'rejected' ORDER BY d.submitted_at").fetchall()
+
+
+def rejected_reasons(conn: sqlite3.Connection, limit: int = 50) -> list[dict]:
+    """The first refused rows: submission id, tracking code and the reason, for ``sync status``."""
+    return [dict(r) for r in conn.execute(
+        "SELECT o.submission_id, d.tracking_code, o.last_error AS reason FROM outbox o JOIN dossiers d "
+        "USING (submission_id) WHERE o.state = 'rejected' ORDER BY o.enqueued_at LIMIT ?", (limit,))]
+
+
+def sent_purged_count(conn: sqlite3.Connection) -> int:
+    """How many sent rows have had their payload purged (nothing here could send them again)."""
+    return conn.execute(
+        "SELECT COUNT(*) FROM outbox o JOIN dossiers d USING (submission_id) WHERE o.state = 'sent' "
+        "AND d.payload_sealed IS NULL").fetchone()[0]
+
+
+def sent_purged_after(conn: sqlite3.Connection, after: str, limit: int = 500) -> list[str]:
+    """The submission ids of sent rows whose payload is purged, after ``after`` in id order."""
+    return [r[0] for r in conn.execute(
+        "SELECT o.submission_id FROM outbox o JOIN dossiers d USING (submission_id) WHERE o.state = 'sent' "
+        "AND d.payload_sealed IS NULL AND o.submission_id > ? ORDER BY o.submission_id LIMIT ?",
+        (after, limit))]
+
+
+# -- changes, each inside the caller's transaction ------------------------------------------------------
+
+def mark_sent(conn: sqlite3.Connection, submission_id: str) -> bool:
+    """The central acknowledged the dossier; False when the row was already sent (nothing changed)."""
+    return conn.execute("UPDATE outbox SET state = 'sent', last_error = NULL, next_attempt_at = NULL "
+                        "WHERE submission_id = ? AND state != 'sent'", (submission_id,)).rowcount > 0
+
+
+def mark_rejected(conn: sqlite3.Connection, submission_id: str, reason: str) -> bool:
+    """The central refused a pending row (counted as an attempt, never retried); False when not pending."""
+    return conn.execute("UPDATE outbox SET state = 'rejected', last_error = ?, attempts = attempts + 1, "
+                        "next_attempt_at = NULL WHERE submission_id = ? AND state = 'pending'",
+                        (reason[:300], submission_id)).rowcount > 0
+
+
+def withdraw(conn: sqlite3.Connection, submission_id: str, reason: str) -> None:
+    """Take the row out of sending for good, whatever its state (its dossier went again under a new code)."""
+    conn.execute("UPDATE outbox SET state = 'rejected', last_error = ?, next_attempt_at = NULL "
+                 "WHERE submission_id = ?", (reason, submission_id))
+
+
+def defer(conn: sqlite3.Connection, submission_ids: list[str], reason: str, due_at: str, now: str) -> None:
+    """Put pending rows back to wait until ``due_at``, counting an attempt, noting why and when."""
+    conn.executemany(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, deferred_at = ? "
+        "WHERE submission_id = ? AND state = 'pending'",
+        [(reason[:300], due_at, now, sid) for sid in submission_ids])
+
+
+def resend_acknowledged(conn: sqlite3.Connection, reason: str, every_store: bool, store: str) -> int:
+    """Make sent rows pending again (with ``reason``) when their payload is still here and their
+    acknowledgement came from another store than ``store`` (or from any, ``every_store``): the central
+    went back in time. Returns how many."""
+    return conn.execute(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = NULL, last_error = ? "
+        "WHERE state = 'sent' AND submission_id IN (SELECT d.submission_id FROM dossiers d "
+        "JOIN sync_acks a USING (submission_id) WHERE d.payload_sealed IS NOT NULL "
+        "AND (? OR a.store IS NULL OR a.store != ?))",
+        (reason, int(every_store), store)).rowcount

@@ -4,9 +4,9 @@ import statistics
 import time
 from datetime import datetime, timedelta, timezone
 
+from kiosk.receipt_document import Receipt
+from kiosk.receipts import print_receipt
 from tests.support.fake_printer import FakeNetworkPrinter
-from devices.printer import print_receipt
-from devices.receipt import Receipt
 
 # Made-up sample data (no real person).
 SAMPLE_PAYMENT = {"bank_bin": "970436", "account": "0071000123456", "account_name": "UBND PHUONG MAU"}
@@ -52,7 +52,7 @@ def bench_receipt(n: int = 50, paper_mm: int = 80) -> dict:
             outcome = print_receipt(config, receipt)
             times.append((time.perf_counter() - start) * 1000)
             if not outcome.ok:
-                raise RuntimeError(f"the fake printer did not print: {outcome.message_en}")
+                raise RuntimeError(f"the fake printer did not print: {outcome.status.code}")
     times.sort()
     return {
         "name": f"receipt compose+print, fake network printer {paper_mm} mm",

@@ -41,7 +41,7 @@ class FakeNetworkPrinter:
     """A fake port-9100 printer on 127.0.0.1. Use as a context manager::
 
         with FakeNetworkPrinter(state="ok") as printer:
-            print_receipt(printer.config(), receipt)
+            print_receipt(printer.config(), receipt)  # kiosk.receipts.print_receipt
             printer.data  # every byte received
     """
 

@@ -48,9 +48,7 @@ def sample_answers(rng: random.Random) -> dict:
 def make_station(folder: Path, central_url: str, station_id: str = "K01", sync: dict | None = None) -> dict:
     """A station data folder with its station.toml, migrated database and station key; returns its config."""
     from kiosk.core.config import load_station
-    from kiosk.core.db import migrate as kiosk_migrate
-
-    from sync import schema
+    from kiosk.core.db import migrate
     from sync.worker import station_paths
 
     folder = Path(folder)
@@ -62,8 +60,7 @@ def make_station(folder: Path, central_url: str, station_id: str = "K01", sync: 
     (folder / "station.toml").write_text("".join(lines))
     config = load_station(folder / "station.toml")
     paths = station_paths(config)
-    kiosk_migrate(paths["database"])
-    schema.migrate(paths["database"])
+    migrate(paths["database"])
     return config
 
 

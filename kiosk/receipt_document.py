@@ -1,9 +1,14 @@
-"""The receipt a citizen takes home: giấy tiếp nhận hồ sơ và hẹn trả kết quả.
+"""The receipt a citizen takes home: giấy tiếp nhận hồ sơ và hẹn trả kết quả, a document of the one-stop
+process (devices/printer.py only prints it).
 
 The whole receipt is drawn as one 1-bit image with a TrueType font that has every Vietnamese glyph,
 because the code pages inside receipt printers cannot be trusted with Vietnamese (few have it, and those
 disagree). The same image is sent to the printer as raster graphics and shown on screen as a PNG, so
 what the citizen sees when the printer fails is exactly what the printer would have given them.
+
+The printed words are in kiosk/messages_receipt.toml. The paper is bilingual whatever the screen's
+language: a label prints as "Vietnamese / English", the title and the closing lines as a Vietnamese
+line and an English one.
 """
 import io
 import unicodedata
@@ -17,7 +22,10 @@ from zoneinfo import ZoneInfo
 import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
+from devices.printer import PAPER_WIDTH_PX
 from devices.vietqr import PaymentAccount, ascii_message
+
+from .i18n import MESSAGES
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian fonts-dejavu-core
 FONT_FILES = {
@@ -26,10 +34,19 @@ FONT_FILES = {
     "mono": "DejaVuSansMono-Bold.ttf",
 }
 
-# 203 dpi thermal heads print 8 dots per mm; these are the printable widths of the two common rolls.
-PAPER_WIDTH_PX = {58: 384, 80: 576}
 
-WEEKDAYS_VI = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật")
+
+def _vi(key: str) -> str:
+    return MESSAGES[key]["vi"]
+
+
+def _en(key: str) -> str:
+    return MESSAGES[key]["en"]
+
+
+def bilingual(key: str) -> str:
+    """A label as printed: "Người nộp / Applicant"."""
+    return f"{_vi(key)} / {_en(key)}"
 
 
 @dataclass
@@ -91,11 +108,11 @@ def appointment_date(submitted_at: datetime | date, processing_days: int, holida
 
 def format_vnd(amount: int) -> str:
     """50000 -> '50.000 đồng' (Vietnamese groups thousands with dots)."""
-    return f"{amount:,}".replace(",", ".") + " đồng"
+    return f"{amount:,}".replace(",", ".") + " " + _vi("receipt_currency")
 
 
 def format_day(day: date) -> str:
-    return f"{WEEKDAYS_VI[day.weekday()]}, {day:%d/%m/%Y}"
+    return f"{_vi(f'receipt_weekday_{day.weekday()}')}, {day:%d/%m/%Y}"
 
 
 def payment_message(receipt: Receipt) -> str:
@@ -262,44 +279,44 @@ def render_receipt_image(receipt: Receipt, width_px: int, payment: PaymentAccoun
     page.text(receipt.station_name, page.base, "bold", "center")
     page.text(receipt.agency, page.small, align="center")
     page.rule()
-    page.text("GIẤY TIẾP NHẬN HỒ SƠ\nVÀ HẸN TRẢ KẾT QUẢ", round(page.base * 1.1), "bold", "center")
-    page.text("Dossier receipt and result appointment", page.small, align="center")
+    page.text(_vi("receipt_title"), round(page.base * 1.1), "bold", "center")
+    page.text(_en("receipt_title"), page.small, align="center")
     page.rule()
 
-    page.text("Thủ tục / Procedure", page.small)
+    page.text(bilingual("receipt_procedure"), page.small)
     page.text(receipt.procedure_name, page.base, "bold")
     if receipt.procedure_code:
-        page.field("Mã thủ tục / Code", receipt.procedure_code)
-    page.field("Người nộp / Applicant", receipt.applicant_masked or "—")
-    page.field("Số giấy tờ / ID", receipt.id_masked or "—")
+        page.field(bilingual("receipt_procedure_code"), receipt.procedure_code)
+    page.field(bilingual("receipt_applicant"), receipt.applicant_masked or "—")
+    page.field(bilingual("receipt_id_number"), receipt.id_masked or "—")
     submitted = receipt.local_submitted_at
-    page.field("Nộp lúc / Submitted", f"{submitted:%H:%M} {submitted:%d/%m/%Y}")
-    page.field("Hẹn trả / Result on", format_day(receipt.appointment))
-    page.field("Lệ phí / Fee", format_vnd(receipt.fee_vnd) if receipt.fee_vnd else "Miễn phí / Free")
+    page.field(bilingual("receipt_submitted"), f"{submitted:%H:%M} {submitted:%d/%m/%Y}")
+    page.field(bilingual("receipt_result_on"), format_day(receipt.appointment))
+    page.field(bilingual("receipt_fee"), format_vnd(receipt.fee_vnd) if receipt.fee_vnd else bilingual("receipt_free"))
     page.rule()
 
-    page.text("MÃ TRA CỨU / TRACKING CODE", page.small, "bold", "center")
+    page.text(bilingual("receipt_tracking_code"), page.small, "bold", "center")
     page.big(receipt.tracking_code)
     page.image(qr_image(receipt.tracking_url, round(page.inner * 0.45)))
-    page.text("Quét mã để xem tình trạng hồ sơ", page.small, align="center")
-    page.text("Scan to track your dossier", page.small, align="center")
+    page.text(_vi("receipt_scan_to_track"), page.small, align="center")
+    page.text(_en("receipt_scan_to_track"), page.small, align="center")
     page.text(receipt.tracking_url, round(page.small * 0.9), align="center")
 
     if payment is not None and receipt.fee_vnd > 0:
         message = payment_message(receipt)
         page.rule()
-        page.text("THANH TOÁN LỆ PHÍ / PAY THE FEE", page.small, "bold", "center")
+        page.text(bilingual("receipt_pay_fee"), page.small, "bold", "center")
         page.image(qr_image(payment.payload(receipt.fee_vnd, message), round(page.inner * 0.55)))
-        page.text("Quét bằng ứng dụng ngân hàng (VietQR)", page.small, align="center")
-        page.field("Số tiền / Amount", format_vnd(receipt.fee_vnd))
-        page.field("Tài khoản / Account", payment.account)
+        page.text(_vi("receipt_pay_scan"), page.small, align="center")
+        page.field(bilingual("receipt_amount"), format_vnd(receipt.fee_vnd))
+        page.field(bilingual("receipt_account"), payment.account)
         if payment.account_name:
-            page.field("Chủ tài khoản / Holder", payment.account_name)
-        page.field("Nội dung / Content", message)
+            page.field(bilingual("receipt_account_holder"), payment.account_name)
+        page.field(bilingual("receipt_transfer_content"), message)
 
     page.rule()
-    page.text("Vui lòng giữ giấy này để tra cứu và nhận kết quả.", page.small, align="center")
-    page.text("Keep this receipt to track and collect your result.", page.small, align="center")
+    page.text(_vi("receipt_keep"), page.small, align="center")
+    page.text(_en("receipt_keep"), page.small, align="center")
     page.space()
     return page.render()
 
@@ -312,10 +329,12 @@ def render_receipt_png(receipt: Receipt, width_px: int = PAPER_WIDTH_PX[80], pay
 
 
 def render_test_page(width_px: int, station_name: str, details: Iterable[tuple[str, str]]) -> Image.Image:
-    """A printer test page: every Vietnamese vowel with every tone, the paper's edges and a QR code."""
+    """A printer test page: every Vietnamese vowel with every tone, the paper's edges and a QR code.
+    ``details`` are (label, value) lines; a label is printed as given (see :func:`bilingual`). The specimen
+    lines below are font samples, not words to translate."""
     page = _Layout(width_px)
     page.space()
-    page.text("TRANG IN THỬ / TEST PAGE", page.base, "bold", "center")
+    page.text(bilingual("receipt_test_page"), page.base, "bold", "center")
     page.text(station_name, page.small, align="center")
     page.rule()
     for label, value in details:

@@ -1,0 +1,280 @@
+"""The station database's schema: one sqlite-utils migration set, applied by ``kiosk.core.db.migrate``.
+
+Every table of the station is made here, whichever module owns it (docs/architecture.md, "who owns which
+table"). Releases before this one kept sync's tables in a second set, "dvc-kiosk-sync" (sync/schema.py);
+its three migrations are m005..m007 below with the same SQL, and ``adopt_previous_sets`` records them
+under their new names, so a database made by such a release migrates without running any of them again.
+"""
+import sqlite3
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("dvc-kiosk")
+
+
+@migrations()
+def m001_dossiers(db: sqlite_utils.Database):
+    db.execute(
+        """
+        CREATE TABLE dossiers (
+            submission_id TEXT PRIMARY KEY,          -- UUID made here at submit: the sync idempotency key
+            tracking_code TEXT NOT NULL UNIQUE,
+            station_id TEXT NOT NULL,
+            channel TEXT NOT NULL,                   -- kiosk | counter | mobile
+            procedure_code TEXT NOT NULL,
+            procedure_slug TEXT NOT NULL,
+            procedure_version TEXT NOT NULL,
+            submitted_at TEXT NOT NULL,              -- UTC, ISO 8601
+            payload_sealed BLOB,                     -- answers, encrypted; NULL once purged
+            payload_sha256 TEXT NOT NULL,            -- of the canonical plaintext: the content hash for sync
+            supersedes TEXT REFERENCES dossiers(submission_id),
+            central_code TEXT,                       -- mã hồ sơ, once the central acknowledges
+            status TEXT NOT NULL DEFAULT 'queued'
+        )
+        """
+    )
+    # A submitted dossier is immutable: only the fields that sync and purge own may change.
+    db.execute(
+        """
+        CREATE TRIGGER dossiers_immutable BEFORE UPDATE OF
+            submission_id, tracking_code, station_id, channel, procedure_code, procedure_slug,
+            procedure_version, submitted_at, payload_sha256, supersedes
+        ON dossiers BEGIN SELECT RAISE(ABORT, 'submitted dossiers are immutable'); END
+        """
+    )
+    db.execute("CREATE INDEX dossiers_tracking_compact ON dossiers(replace(tracking_code, '-', ''))")
+    db.execute(
+        """
+        CREATE TABLE outbox (
+            submission_id TEXT PRIMARY KEY REFERENCES dossiers(submission_id),
+            state TEXT NOT NULL DEFAULT 'pending',   -- pending | sent | rejected
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT,
+            last_error TEXT,
+            enqueued_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX outbox_pending ON outbox(state, next_attempt_at)")
+    db.execute(
+        """
+        CREATE TABLE audit_events (
+            seq INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT,
+            detail TEXT NOT NULL DEFAULT '{}',
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )
+        """
+    )
+    # Append-only: the hash chain detects edits, these triggers stop the easy ones.
+    db.execute(
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+    )
+    db.execute("CREATE TABLE daily_sequence (day TEXT PRIMARY KEY, last INTEGER NOT NULL)")
+    db.execute(
+        """
+        CREATE TABLE drafts (
+            id TEXT PRIMARY KEY,
+            procedure_slug TEXT NOT NULL,
+            procedure_version TEXT NOT NULL,
+            answers_sealed BLOB NOT NULL,
+            created_at TEXT NOT NULL,
+            touched_at TEXT NOT NULL
+        )
+        """
+    )
+
+
+@migrations()
+def m002_receipt_prints(db: sqlite_utils.Database):
+    # Every attempt to print a receipt, first print and reprints alike: the counter's ledger counts them.
+    db.execute(
+        """
+        CREATE TABLE receipt_prints (
+            id INTEGER PRIMARY KEY,
+            submission_id TEXT NOT NULL REFERENCES dossiers(submission_id),
+            requested_at TEXT NOT NULL,
+            requested_by TEXT NOT NULL,            -- citizen, or the staff member who reprinted
+            finished_at TEXT,
+            status TEXT NOT NULL DEFAULT 'pending', -- pending, or the printer's status code when done
+            ok INTEGER
+        )
+        """
+    )
+    db.execute("CREATE INDEX receipt_prints_dossier ON receipt_prints(submission_id, id)")
+
+
+@migrations()
+def m003_counter(db: sqlite_utils.Database):
+    # Staff of counter and mobile stations. PINs are argon2 hashes; lockout after repeated failures.
+    db.execute(
+        """
+        CREATE TABLE staff (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL UNIQUE,
+            display_name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('agent', 'supervisor')),
+            secret_hash TEXT NOT NULL,
+            failed_logins INTEGER NOT NULL DEFAULT 0,
+            locked_until TEXT,
+            active INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    # Money and reprints at the counter: every fee taken and every reprint, one row each.
+    db.execute(
+        """
+        CREATE TABLE ledger (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            local_day TEXT NOT NULL,
+            staff_id INTEGER NOT NULL REFERENCES staff(id),
+            kind TEXT NOT NULL CHECK (kind IN ('fee', 'reprint')),
+            submission_id TEXT NOT NULL REFERENCES dossiers(submission_id),
+            amount_vnd INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX ledger_day ON ledger(local_day, staff_id)")
+    db.execute(
+        """
+        CREATE TABLE day_closings (
+            id INTEGER PRIMARY KEY,
+            local_day TEXT NOT NULL UNIQUE,
+            report TEXT NOT NULL,
+            report_sha256 TEXT NOT NULL,
+            signed_by INTEGER NOT NULL REFERENCES staff(id),
+            signed_at TEXT NOT NULL
+        )
+        """
+    )
+    # Who submitted (NULL for the citizen at a kiosk), the local day, the fee due, and the applicant's
+    # masked name for staff search (the full name stays sealed in the payload).
+    db.execute("ALTER TABLE dossiers ADD COLUMN staff_id INTEGER REFERENCES staff(id)")
+    db.execute("ALTER TABLE dossiers ADD COLUMN local_day TEXT")
+    db.execute("ALTER TABLE dossiers ADD COLUMN fee_due_vnd INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE dossiers ADD COLUMN applicant_masked TEXT")
+    db.execute("CREATE INDEX dossiers_day ON dossiers(local_day, staff_id)")
+    db.execute("DROP TRIGGER dossiers_immutable")
+    db.execute(
+        """
+        CREATE TRIGGER dossiers_immutable BEFORE UPDATE OF
+            submission_id, tracking_code, station_id, channel, procedure_code, procedure_slug,
+            procedure_version, submitted_at, payload_sha256, supersedes, staff_id, local_day, fee_due_vnd,
+            applicant_masked
+        ON dossiers BEGIN SELECT RAISE(ABORT, 'submitted dossiers are immutable'); END
+        """
+    )
+
+
+@migrations()
+def m004_incarnations(db: sqlite_utils.Database):
+    # Each restore from a backup (and each reinstall found out by the central) starts a new incarnation of
+    # the station; tracking codes carry it, so codes issued after the backup was taken are never issued
+    # again. The first life of a station is incarnation 0 and has no row.
+    db.execute(
+        """
+        CREATE TABLE incarnations (
+            n INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,               -- UTC
+            reason TEXT NOT NULL                    -- restore | tracking_code_taken | ...
+        )
+        """
+    )
+
+
+@migrations()
+def m005_sync_tables(db: sqlite_utils.Database):
+    # The central's signed acknowledgement, kept as proof for reconciliation after the payload is purged.
+    db.execute(
+        """
+        CREATE TABLE sync_acks (
+            submission_id TEXT PRIMARY KEY REFERENCES dossiers(submission_id),
+            central_code TEXT NOT NULL,
+            acknowledged_at TEXT NOT NULL,           -- here, UTC: the purge clock starts then
+            via TEXT NOT NULL,                       -- online | bundle
+            ack TEXT NOT NULL                        -- the signed envelope, as received
+        )
+        """
+    )
+    db.execute("CREATE TABLE sync_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # USB bundles: which dossiers went out in which bundle. A bundled dossier stays pending in the outbox
+    # until an acknowledgement comes back (online or in an ack file), so a lost stick loses nothing.
+    db.execute(
+        """
+        CREATE TABLE sync_bundles (
+            bundle_id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            file_name TEXT NOT NULL,
+            dossiers INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE sync_bundle_items (
+            bundle_id TEXT NOT NULL REFERENCES sync_bundles(bundle_id),
+            submission_id TEXT NOT NULL REFERENCES dossiers(submission_id),
+            PRIMARY KEY (bundle_id, submission_id)
+        )
+        """
+    )
+    db.execute("CREATE INDEX sync_bundle_items_dossier ON sync_bundle_items(submission_id)")
+
+
+@migrations()
+def m006_central_restores(db: sqlite_utils.Database):
+    # Which store of the central (its id and generation) gave each acknowledgement: after the central is
+    # restored from a backup, what an older generation acknowledged is sent again.
+    db.execute("ALTER TABLE sync_acks ADD COLUMN store TEXT")
+    # Dossiers the central acknowledged, then lost in a restore, after this station had already purged
+    # their payload: nothing can resend them, staff must (shown on the staff pages and in sync status).
+    db.execute(
+        """
+        CREATE TABLE sync_lost (
+            submission_id TEXT PRIMARY KEY REFERENCES dossiers(submission_id),
+            found_at TEXT NOT NULL
+        )
+        """
+    )
+
+
+@migrations()
+def m007_deferred_at(db: sqlite_utils.Database):
+    # When a row was put back to wait (this station's clock then): a row deferred "in the future" of the
+    # clock now was deferred before the clock was corrected backwards, and is due at once.
+    db.execute("ALTER TABLE outbox ADD COLUMN deferred_at TEXT")
+
+
+# The previous release's second set: what each of its migrations is called here.
+PREVIOUS_SETS = {
+    ("dvc-kiosk-sync", "m001_sync_tables"): "m005_sync_tables",
+    ("dvc-kiosk-sync", "m002_central_restores"): "m006_central_restores",
+    ("dvc-kiosk-sync", "m003_deferred_at"): "m007_deferred_at",
+}
+
+
+def adopt_previous_sets(conn: sqlite3.Connection) -> int:
+    """Record what the previous release applied of its sync set as applied here under the new names (its
+    time kept), inside the caller's transaction, before ``migrations.apply``; returns how many it renamed.
+    A fresh database has no record yet, and one already adopted has nothing left to rename."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (Migrations.migrations_table,)).fetchone() is None:
+        return 0
+    renamed = 0
+    for (old_set, old_name), name in PREVIOUS_SETS.items():
+        renamed += conn.execute("UPDATE _sqlite_migrations SET migration_set = ?, name = ? "
+                                "WHERE migration_set = ? AND name = ?",
+                                (migrations.name, name, old_set, old_name)).rowcount
+    return renamed
