@@ -39,18 +39,14 @@ PREFILL_NAMES = {s.removeprefix("card.") for s in PREFILL_SOURCES}
 SLICE_S = 1.0  # read_cccd waits this long for a card per try, so a cancelled job stops within a second
 MAX_REMOVALS = 3  # a card lifted mid-read may be put back this many times within one read
 
-# The key questions, one per page, checked by kiosk.core.answers.read_field like the wizard's own fields.
-NUMBER_FIELD = {"name": "card_number", "type": "id_number",
-                "label": {"vi": "Số căn cước của bạn", "en": "Your ID card number"},
-                "hint": {"vi": "12 chữ số in ở mặt trước thẻ, dưới dòng “Số định danh cá nhân”",
-                         "en": "The 12 digits on the front of the card, under “Personal identification number”"}}
-BIRTH_FIELD = {"name": "birth_date", "type": "date", "date": "past",
-               "label": {"vi": "Ngày sinh của bạn", "en": "Your date of birth"},
-               "hint": {"vi": "Như in trên thẻ. Ví dụ: 27 3 1990", "en": "As on the card. For example: 27 3 1990"}}
-EXPIRY_FIELD = {"name": "expiry_date", "type": "date",
-                "label": {"vi": "Ngày hết hạn của thẻ", "en": "The card's expiry date"},
-                "hint": {"vi": "In ở mặt trước thẻ, dòng “Có giá trị đến”. Ví dụ: 17 5 2030",
-                         "en": "On the front of the card, after “Date of expiry”. For example: 17 5 2030"}}
+# The key questions, one per page, checked by kiosk.core.answers.read_field like the wizard's own fields;
+# their words are in messages_card.toml.
+NUMBER_FIELD = {"name": "card_number", "type": "id_number", "label": i18n.MESSAGES["card_key_number_label"],
+                "hint": i18n.MESSAGES["card_key_number_hint"]}
+BIRTH_FIELD = {"name": "birth_date", "type": "date", "date": "past", "label": i18n.MESSAGES["card_key_birth_label"],
+               "hint": i18n.MESSAGES["card_key_birth_hint"]}
+EXPIRY_FIELD = {"name": "expiry_date", "type": "date", "label": i18n.MESSAGES["card_key_expiry_label"],
+                "hint": i18n.MESSAGES["card_key_expiry_hint"]}
 
 
 # --- the read jobs -------------------------------------------------------------------------------------
@@ -248,7 +244,15 @@ class CardReads:
                     self._wrong_keys[job.draft_id] = spent
 
 
-reads = CardReads()
+@bp.record_once
+def _one_reader_queue_per_app(state) -> None:
+    # The app owns its reads (one reader, one queue), so two apps in one process never share a job.
+    state.app.extensions["card_reads"] = CardReads()
+
+
+def reads_of(app=None) -> CardReads:
+    """The card reads of ``app`` (the current app by default)."""
+    return (app or current_app).extensions["card_reads"]
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -323,7 +327,7 @@ def number(slug):
     back = url_for("citizen.overview", slug=slug)
     draft = current_draft(proc)
     if request.method == "GET":
-        typed = reads.typed(draft[0], _keep_s()) if draft else {}
+        typed = reads_of().typed(draft[0], _keep_s()) if draft else {}
         return _render_key_page(proc, NUMBER_FIELD, typed.get("number", ""), {}, None, back)
     raw = request.form.get("card_number", "")
     if "|" in raw:  # the scanner typed the front QR into this field: take it as the QR
@@ -340,11 +344,11 @@ def number(slug):
 def _remember_number(draft_id: str, number: str, **values) -> None:
     """A number given anew: the dates typed for another number no longer go with it, and PACE may be tried
     with it (the wrong-key tries already spent on the card still count)."""
-    typed = reads.typed(draft_id, float("inf"))
+    typed = reads_of().typed(draft_id, float("inf"))
     if typed.get("number") != number:
-        reads.forget_typed(draft_id)
+        reads_of().forget_typed(draft_id)
         values.setdefault("access", "auto")
-    reads.remember(draft_id, number=number, **values)
+    reads_of().remember(draft_id, number=number, **values)
 
 
 @bp.route("/p/<slug>/card/qr", methods=["GET", "POST"])
@@ -376,7 +380,7 @@ def _start_read(proc, draft_id: str):
     """Read with what was typed: PACE with the number first; BAC once the dates are there. Where BAC is
     next and a date is missing, ask it."""
     from devices.card_reader import CardKey
-    typed = reads.typed(draft_id, _keep_s())
+    typed = reads_of().typed(draft_id, _keep_s())
     if "number" not in typed:
         return _see_other("card.number", slug=proc.slug)
     access = typed.get("access", "auto")
@@ -389,9 +393,9 @@ def _start_read(proc, draft_id: str):
     key = CardKey(typed["number"], birth, expiry, bool(typed.get("no_expiry")))
     devices = _devices()
     reader = devices.get("card_reader", "auto")
-    reads.start(ReadJob(draft_id=draft_id, key=key, reader_name=None if reader == "auto" else reader,
-                        csca_dir=devices.get("csca_dir") or None, wait_s=devices["card_wait_seconds"],
-                        via=typed.get("via", "number"), access=access))
+    reads_of().start(ReadJob(draft_id=draft_id, key=key, reader_name=None if reader == "auto" else reader,
+                             csca_dir=devices.get("csca_dir") or None, wait_s=devices["card_wait_seconds"],
+                             via=typed.get("via", "number"), access=access))
     return _see_other("card.read", slug=proc.slug)
 
 
@@ -409,7 +413,7 @@ def retry(slug):
 def birth_date(slug):
     proc = _card_procedure(slug)
     draft = current_draft(proc)
-    typed = reads.typed(draft[0], _keep_s()) if draft else {}
+    typed = reads_of().typed(draft[0], _keep_s()) if draft else {}
     if "number" not in typed:
         return _see_other("card.number", slug=slug)
     back = url_for("card.number", slug=slug)
@@ -421,7 +425,7 @@ def birth_date(slug):
     if reading.error is not None:
         errors = {"birth_date": _error_text(reading.error, BIRTH_FIELD)}
         return _render_key_page(proc, BIRTH_FIELD, reading.shown, errors, (2, 3), back, status=422, note=note)
-    reads.remember(draft[0], birth_date=reading.value)
+    reads_of().remember(draft[0], birth_date=reading.value)
     return _see_other("card.expiry_date", slug=slug)
 
 
@@ -429,7 +433,7 @@ def birth_date(slug):
 def expiry_date(slug):
     proc = _card_procedure(slug)
     draft = current_draft(proc)
-    typed = reads.typed(draft[0], _keep_s()) if draft else {}
+    typed = reads_of().typed(draft[0], _keep_s()) if draft else {}
     if "number" not in typed or "birth_date" not in typed:
         return _see_other("card.number", slug=slug)
     from_qr = typed.get("via") == "qr"
@@ -444,13 +448,13 @@ def expiry_date(slug):
         return _render_key_page(proc, EXPIRY_FIELD, shown, {}, step, back, note=note)
     if request.form.get("no_expiry"):
         # "Không thời hạn": the card of someone issued it from about 58 on has no expiry date.
-        reads.remember(draft[0], expiry_date=None, no_expiry=True, access="bac")
+        reads_of().remember(draft[0], expiry_date=None, no_expiry=True, access="bac")
         return _start_read(proc, draft[0])
     reading = answers_mod.read_field(EXPIRY_FIELD, request.form)
     if reading.error is not None:
         errors = {"expiry_date": _error_text(reading.error, EXPIRY_FIELD)}
         return _render_key_page(proc, EXPIRY_FIELD, reading.shown, errors, step, back, status=422, note=note)
-    reads.remember(draft[0], expiry_date=reading.value, no_expiry=False, access="bac")
+    reads_of().remember(draft[0], expiry_date=reading.value, no_expiry=False, access="bac")
     return _start_read(proc, draft[0])
 
 
@@ -506,7 +510,7 @@ def _card_verification_words(verification: dict) -> str:
 def read(slug):
     proc = _card_procedure(slug)
     draft = current_draft(proc)
-    job = reads.job(draft[0], _keep_s()) if draft else None
+    job = reads_of().job(draft[0], _keep_s()) if draft else None
     if job is None:
         if request.headers.get("HX-Trigger") == "card-read":
             # The poll of a read that is gone (the session ended): show the start again.
@@ -516,8 +520,8 @@ def read(slug):
         return _see_other("citizen.overview", slug=slug)
     if job.state == "needs_dates":
         # The number alone did not open the chip: ask the dates (BAC), and never try PACE again on it.
-        reads.remember(draft[0], access="bac")
-        target = url_for("card.expiry_date" if "birth_date" in reads.typed(draft[0], _keep_s())
+        reads_of().remember(draft[0], access="bac")
+        target = url_for("card.expiry_date" if "birth_date" in reads_of().typed(draft[0], _keep_s())
                          else "card.birth_date", slug=slug)
         if request.headers.get("HX-Trigger") == "card-read":
             response = current_app.response_class("", 204)
@@ -551,11 +555,11 @@ def use(slug):
     if draft is None:
         return _see_other("citizen.overview", slug=slug)
     draft_id, answers = draft
-    job = reads.job(draft_id, _keep_s())
+    job = reads_of().job(draft_id, _keep_s())
     if job is None or job.state != "done":
         return _see_other("card.read", slug=slug)
     answers[CARD_KEY] = dict(job.fields)
-    reads.forget(draft_id)
+    reads_of().forget(draft_id)
     if not drafts.save(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, answers):
         session.pop("draft", None)
         return _see_other("citizen.overview", slug=slug)
@@ -567,7 +571,7 @@ def skip(slug):
     """Go on without the card: whatever was typed or read is forgotten, the questions start empty."""
     proc = _card_procedure(slug)
     draft_id = _ensure_draft(proc)
-    reads.forget(draft_id)
+    reads_of().forget(draft_id)
     return _first_question(proc)
 
 
@@ -577,4 +581,4 @@ def forget_on_session_end():
     if request.endpoint == "citizen.end" and request.method == "POST":
         ref = session.get("draft")
         if ref:
-            reads.forget(ref["id"])
+            reads_of().forget(ref["id"])

@@ -153,31 +153,20 @@ def _staff_state(station_file, username, **change):
         conn.close()
 
 
-@staff.command("unlock")
-@station_option
-@click.argument("username")
-def staff_unlock(station_file, username):
-    """Unlock an account locked after wrong PINs (it also unlocks by itself after 15 minutes)."""
-    _staff_state(station_file, username, unlock=True)
-    click.echo(f"{username} unlocked")
+def _state_command(name: str, change: dict, done: str, help_text: str) -> None:
+    @staff.command(name, help=help_text)
+    @station_option
+    @click.argument("username")
+    def command(station_file, username):
+        _staff_state(station_file, username, **change)
+        click.echo(f"{username} {done}")
 
 
-@staff.command("deactivate")
-@station_option
-@click.argument("username")
-def staff_deactivate(station_file, username):
-    """Stop an account from logging in (a member of staff who left); its records stay."""
-    _staff_state(station_file, username, active=False)
-    click.echo(f"{username} deactivated")
-
-
-@staff.command("activate")
-@station_option
-@click.argument("username")
-def staff_activate(station_file, username):
-    """Let a deactivated account log in again."""
-    _staff_state(station_file, username, active=True)
-    click.echo(f"{username} activated")
+_state_command("unlock", {"unlock": True}, "unlocked",
+               "Unlock an account locked after wrong PINs (it also unlocks by itself after 15 minutes).")
+_state_command("deactivate", {"active": False}, "deactivated",
+               "Stop an account from logging in (a member of staff who left); its records stay.")
+_state_command("activate", {"active": True}, "activated", "Let a deactivated account log in again.")
 
 
 @staff.command("list")

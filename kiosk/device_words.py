@@ -6,13 +6,7 @@ and tests that run outside a request).
 """
 from collections.abc import Iterable, Mapping
 
-from . import i18n
-
-
-def say(key: str, lang: str | None = None, **params) -> str:
-    """The message ``key`` in ``lang`` (default: the page's language), with its ``{name}`` placeholders filled."""
-    text = i18n.MESSAGES[key][lang or i18n.current_language()]
-    return text.format(**params) if params else text
+from .i18n import say
 
 
 def _join(parts: Iterable[tuple[str, dict]], lang: str | None) -> str:

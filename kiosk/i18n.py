@@ -32,7 +32,13 @@ def current_language() -> str:
 
 def t(key: str, **values) -> str:
     """The message ``key`` in the current language, with ``{name}`` placeholders filled."""
-    text = MESSAGES[key][current_language()]
+    return say(key, None, **values)
+
+
+def say(key: str, lang: str | None = None, **values) -> str:
+    """The message ``key`` in ``lang`` (default: the page's language; commands and tests that run outside
+    a request name one), with its ``{name}`` placeholders filled."""
+    text = MESSAGES[key][lang or current_language()]
     return text.format(**values) if values else text
 
 

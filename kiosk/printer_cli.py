@@ -13,7 +13,7 @@ import click
 from devices.printer import PrinterSettingsError, Status, print_image, printer_settings, printer_status
 from kiosk.core.config import ConfigError, load_station
 from kiosk.device_words import printer_status as status_words
-from kiosk.device_words import say
+from kiosk.i18n import say
 from kiosk.receipt_document import bilingual, render_test_page
 
 

@@ -9,7 +9,7 @@ import json
 import logging
 from pathlib import Path
 
-from .device_words import say
+from .i18n import say
 
 log = logging.getLogger(__name__)
 

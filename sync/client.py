@@ -167,25 +167,20 @@ class CentralClient:
 
     def answer(self, status: int, answer, submission_id: str, payload_sha256: str) -> Outcome | None:
         """An ack (200/201) or a refusal (409/422) checked as the central's own, or None for other statuses."""
-        if status in (200, 201):
-            try:
-                doc = protocol.open_document(self.central_key, answer, protocol.ACK)
-            except protocol.NotGenuine as exc:
-                return Outcome("transient", f"HTTP {status} that is not the central's acknowledgement ({exc})")
-            if not self._about(doc, submission_id, payload_sha256):
-                return Outcome("transient", "an acknowledgement for another submission or content")
-            envelope = answer if isinstance(answer, dict) else json.loads(answer)
+        kind = {200: protocol.ACK, 201: protocol.ACK, 409: protocol.REJECT, 422: protocol.REJECT}.get(status)
+        if kind is None:
+            return None
+        what = "acknowledgement" if kind == protocol.ACK else "refusal"
+        try:
+            doc = protocol.open_document(self.central_key, answer, kind)
+        except protocol.NotGenuine as exc:
+            return Outcome("transient", f"HTTP {status} that is not the central's {what} ({exc})")
+        if not self._about(doc, submission_id, payload_sha256):
+            return Outcome("transient", f"a {what} for another submission or content")
+        envelope = answer if isinstance(answer, dict) else json.loads(answer)
+        if kind == protocol.ACK:
             return Outcome("acked", document=doc, envelope=envelope, created=status == 201)
-        if status in (409, 422):
-            try:
-                doc = protocol.open_document(self.central_key, answer, protocol.REJECT)
-            except protocol.NotGenuine as exc:
-                return Outcome("transient", f"HTTP {status} not signed by the central ({exc})")
-            if not self._about(doc, submission_id, payload_sha256):
-                return Outcome("transient", "a refusal for another submission or content")
-            envelope = answer if isinstance(answer, dict) else json.loads(answer)
-            return Outcome("rejected", f"{doc['code']}: {doc['reason']}", document=doc, envelope=envelope)
-        return None
+        return Outcome("rejected", f"{doc['code']}: {doc['reason']}", document=doc, envelope=envelope)
 
     def classify(self, resp: Response, submission_id: str, payload_sha256: str) -> Outcome:
         checked = self.answer(resp.status, resp.body, submission_id, payload_sha256)

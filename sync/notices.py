@@ -14,14 +14,13 @@ REWOUND_SHOWN = timedelta(days=3)  # how long the "central restored" notice stay
 
 
 def clock_report(state: dict) -> dict:
-    """How far this station's clock was from the central's at the last exchange, and a warning when far."""
+    """How far this station's clock was from the central's at the last exchange; ``clock_warning`` is
+    ``clock_ahead`` or ``clock_behind`` when it is far off (the words are the pages' and commands')."""
     skew = int(state["clock_skew_seconds"]) if state.get("clock_skew_seconds", "").lstrip("-").isdigit() else None
     warning = None
     minutes = None if skew is None else round(abs(skew) / 60)
     if skew is not None and abs(skew) > CLOCK_WARNING_S:
-        way_vi, way_en = ("nhanh", "ahead") if skew > 0 else ("chậm", "behind")
-        warning = (f"Đồng hồ của trạm {way_vi} {minutes} phút so với hệ thống trung tâm: hãy chỉnh lại giờ. / "
-                   f"The station's clock is {minutes} min {way_en} of the central's: set it right.")
+        warning = "clock_ahead" if skew > 0 else "clock_behind"
     return {"clock_skew_seconds": skew, "clock_minutes": minutes, "clock_warning": warning}
 
 

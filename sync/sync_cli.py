@@ -134,7 +134,10 @@ def status_command(as_json):
     if report["last_error"]:
         click.echo(f"Last error: {report['last_error']}")
     if report["clock_warning"]:
-        click.echo(report["clock_warning"])
+        from kiosk.i18n import say
+
+        key, minutes = report["clock_warning"] + "_banner", report["clock_minutes"]
+        click.echo(f"{say(key, 'vi', minutes=minutes)} / {say(key, 'en', minutes=minutes)}")
     if report["rewound"]:
         event = report["rewound"]
         click.echo(f"Trung tâm đã quay lại một bản sao lưu ({event['reason']}, {event['at']}): gửi lại "

@@ -32,6 +32,15 @@ def _add(app, username, role="agent", name=None):
         conn.close()
 
 
+def _logged_in(tmp_path, username, role="agent"):
+    """A counter station with one account, and a client logged in to it."""
+    app = _station(tmp_path)
+    _add(app, username, role)
+    client = app.test_client()
+    _login(client, username)
+    return app, client
+
+
 def _login(client, username, secret=PIN):
     page = client.get("/agent/login")
     return client.post("/agent/login", data={"csrf_token": csrf_token(page.text), "username": username,
@@ -110,10 +119,7 @@ def test_staff_pages_need_a_login_and_sign_off_needs_a_supervisor(tmp_path):
 
 
 def test_idle_staff_are_logged_out(tmp_path, monkeypatch):
-    app = _station(tmp_path)
-    _add(app, "minh")
-    client = app.test_client()
-    _login(client, "minh")
+    app, client = _logged_in(tmp_path, "minh")
     assert client.get("/agent/").status_code == 200
     start = time.time()
     monkeypatch.setattr(time, "time", lambda: start + 5 * 60)  # past a citizen's limit, within staff's
@@ -159,10 +165,7 @@ def test_submit_for_a_citizen_with_checklist_fee_post_and_receipt(tmp_path, cata
 
 
 def test_reprint_is_recorded_and_search_finds_by_code_and_name(tmp_path, catalog):
-    app = _station(tmp_path)
-    _add(app, "minh")
-    client = app.test_client()
-    _login(client, "minh")
+    app, client = _logged_in(tmp_path, "minh")
     code = _counter_submit(client, catalog["dang-ky-khai-tu"])
     page = client.get(f"/agent/d/{code}")
     response = client.post(f"/agent/d/{code}/reprint", data={"csrf_token": csrf_token(page.text)})
@@ -244,10 +247,7 @@ def test_audit_verify_command_finds_edits_and_removals(tmp_path, catalog):
 
 
 def test_rejected_queue_and_waiting_banner(tmp_path, catalog):
-    app = _station(tmp_path)
-    _add(app, "minh")
-    client = app.test_client()
-    _login(client, "minh")
+    app, client = _logged_in(tmp_path, "minh")
     code = _counter_submit(client, catalog["dang-ky-khai-tu"])
     home = client.get("/agent/")
     assert re.search(r'data-waiting="1">1 hồ sơ đang chờ gửi đi, hồ sơ cũ nhất chờ (vài giây|\d+ phút)', home.text)
@@ -283,10 +283,7 @@ def test_mobile_team_exports_a_usb_bundle_from_the_screen(tmp_path, catalog):
 
 
 def test_a_correction_is_a_new_dossier_that_names_the_old_one(tmp_path, catalog):
-    app = _station(tmp_path)
-    _add(app, "minh")
-    client = app.test_client()
-    _login(client, "minh")
+    app, client = _logged_in(tmp_path, "minh")
     proc = catalog["dang-ky-khai-tu"]
     first = _counter_submit(client, proc)
     page = client.get(f"/agent/d/{first}")

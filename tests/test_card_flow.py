@@ -13,7 +13,7 @@ import pytest
 
 from kiosk.app import create_app
 from kiosk.core import dossiers, sealing
-from kiosk.card_views import reads
+from kiosk.card_views import reads_of
 from tests.support.samples import form_for_page
 
 from .conftest import LiveStation, csrf_token
@@ -32,17 +32,23 @@ QR = f"{NUMBER}|012345678|{NAME}|17051990|Nam|Hà Nội|15042021"
 POLL = {"HX-Request": "true", "HX-Trigger": "card-read"}
 
 
+MADE = []  # the apps this test made: each has its own card reads
+
+
 @pytest.fixture(autouse=True)
 def no_read_left_over():
     """A read still waiting for a card must not take the next test's card."""
     yield
-    reads.cancel_all()
-    assert reads.wait_idle(5)
+    while MADE:
+        reads = reads_of(MADE.pop())
+        reads.cancel_all()
+        assert reads.wait_idle(5)
 
 
 def make_app(tmp_path, **devices):
-    return create_app({"paths": {"data": str(tmp_path / "var")},
-                       "devices": {"card_wait_seconds": 5, **devices}})
+    app = create_app({"paths": {"data": str(tmp_path / "var")}, "devices": {"card_wait_seconds": 5, **devices}})
+    MADE.append(app)
+    return app
 
 
 @pytest.fixture
@@ -202,7 +208,7 @@ def test_whole_application_with_the_card_prefilling_name_and_id(app, client, cat
     # Nothing personal in the log, nothing of the key or the card left in memory.
     for secret in (NUMBER, "090012345", "Nguyễn", "1990-05-17", "17/05/1990"):
         assert secret not in caplog.text
-    assert reads._keys == {} and reads._jobs == {}
+    assert reads_of(app)._keys == {} and reads_of(app)._jobs == {}
 
 
 def test_card_data_is_only_in_the_sealed_draft_and_the_key_only_in_memory_during_the_card_step(app, client,
@@ -211,20 +217,20 @@ def test_card_data_is_only_in_the_sealed_draft_and_the_key_only_in_memory_during
     with client.session_transaction() as session:
         draft_id = session["draft"]["id"]
     wait_for_read(client)
-    job = reads._jobs[draft_id]
+    job = reads_of(app)._jobs[draft_id]
     assert job.key is None  # the job's copy is gone once the read ended
     page = client.get(f"/p/{SLUG}/card/read")
     client.post(f"/p/{SLUG}/card/use", data={"csrf_token": csrf_token(page.text)})
-    assert job.fields == {} and draft_id not in reads._jobs and draft_id not in reads._keys
+    assert job.fields == {} and draft_id not in reads_of(app)._jobs and draft_id not in reads_of(app)._keys
     [(sealed,)] = rows(app, "SELECT answers_sealed FROM drafts")
     assert "Nguyễn".encode() not in sealed and NUMBER.encode() not in sealed
     # "Finish" wipes the draft; a key being typed for it goes too.
     post(client, f"/p/{SLUG}/card", {"card_number": NUMBER})
     with client.session_transaction() as session:
         draft_id = session["draft"]["id"]
-    assert reads._keys[draft_id][1]["number"] == NUMBER
+    assert reads_of(app)._keys[draft_id][1]["number"] == NUMBER
     client.post("/end", data={"csrf_token": csrf_token(client.get("/").text)})
-    assert draft_id not in reads._keys and rows(app, "SELECT COUNT(*) FROM drafts") == [(0,)]
+    assert draft_id not in reads_of(app)._keys and rows(app, "SELECT COUNT(*) FROM drafts") == [(0,)]
 
 
 # --- what goes wrong -----------------------------------------------------------------------------------
@@ -357,14 +363,15 @@ def test_no_card_on_the_reader(tmp_path, pcscd):
 
 def test_cancelling_while_waiting_stops_the_read_at_once(tmp_path, catalog, pcscd):
     card_state(False)
-    client = make_app(tmp_path, card_wait_seconds=60).test_client()
+    app = make_app(tmp_path, card_wait_seconds=60)
+    client = app.test_client()
     give_key(client)
     waiting = client.get(f"/p/{SLUG}/card/read")
     assert "Huỷ, tự nhập thông tin" in waiting.text
     started = time.monotonic()
     response = client.post(f"/p/{SLUG}/card/skip", data={"csrf_token": csrf_token(waiting.text)})
     assert response.status_code == 303 and "/q/" in response.headers["Location"]
-    assert reads.wait_idle(3) and time.monotonic() - started < 3
+    assert reads_of(app).wait_idle(3) and time.monotonic() - started < 3
     assert client.get(f"/p/{SLUG}/card/read").status_code == 303  # nothing left to show
 
 

@@ -49,6 +49,7 @@ def test_two_apps_keep_their_own_sweep_clock(tmp_path):
     two = create_app({"paths": {"data": str(tmp_path / "two")}})
     assert one.extensions["draft_sweeper"] is not two.extensions["draft_sweeper"]
     assert one.extensions["db"] is not two.extensions["db"]
+    assert one.extensions["card_reads"] is not two.extensions["card_reads"]
 
 
 def _token(client, proc) -> str:

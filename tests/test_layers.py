@@ -10,8 +10,8 @@ PACKAGES = ("kiosk", "agent", "devices", "sync")
 SERVICES = {"kiosk.web", "kiosk.receipts", "kiosk.receipt_document", "kiosk.device_words", "kiosk.audio", "kiosk.i18n",
             "kiosk.backup", "kiosk.simulated_devices", "agent.staff", "agent.report"}
 # Entry points: the app factory and the commands. Nothing below imports them.
-TOP = {"kiosk", "kiosk.__main__", "kiosk.app", "kiosk.startup", "kiosk.cli", "kiosk.printer_cli", "agent", "devices",
-       "sync"}
+TOP = {"kiosk", "kiosk.__main__", "kiosk.app", "kiosk.startup", "kiosk.cli", "kiosk.printer_cli", "sync.sync_cli",
+       "sync.central_cli", "agent", "devices", "sync"}
 # What each layer may import, of the project's own modules.
 ALLOWED = {
     "devices": {"devices"},

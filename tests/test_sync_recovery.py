@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -203,31 +204,35 @@ def test_a_signed_bundle_holding_a_zlib_bomb_is_refused_whole(tmp_path, setup, m
     assert central.store.count() == 0 and outbox_states(config) == {"pending": 3}
 
 
-def test_a_retry_time_set_by_a_clock_since_corrected_backwards_is_due_now(tmp_path):
+@contextmanager
+def enrolled_station(tmp_path, dossiers: int):
+    """A central, an enrolled station with ``dossiers`` waiting, and its worker: (config, worker)."""
     with CentralThread(tmp_path / "central") as central:
         config = make_station(tmp_path / "station", central.url, sync={**FAST})
         enrol(central.central, config)
-        submit_many(config, 2)
+        submit_many(config, dossiers)
         worker = worker_from_config(config)
+        try:
+            yield config, worker
+        finally:
+            worker.close()
+
+
+def test_a_retry_time_set_by_a_clock_since_corrected_backwards_is_due_now(tmp_path):
+    with enrolled_station(tmp_path, 2) as (_config, worker):
         days_ahead = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat(timespec="milliseconds")
         with worker.conn:
             worker.conn.execute("UPDATE outbox SET attempts = 1, next_attempt_at = ?", (days_ahead,))
         assert worker.next_wait() == 0.0
         assert worker.cycle()["acked"] == 2  # not three days later
-        worker.close()
 
 
 def test_the_clocks_are_noted_and_a_station_clock_far_off_is_reported(tmp_path):
-    with CentralThread(tmp_path / "central") as central:
-        config = make_station(tmp_path / "station", central.url, sync={**FAST})
-        enrol(central.central, config)
-        submit_many(config, 1)
-        worker = worker_from_config(config)
+    with enrolled_station(tmp_path, 1) as (config, worker):
         worker.cycle()
         state = dict(worker.conn.execute("SELECT name, value FROM sync_state").fetchall())
         assert abs(int(state["clock_skew_seconds"])) <= 2
         assert abs((datetime.fromisoformat(state["central_clock"]) - datetime.now(timezone.utc)).total_seconds()) < 5
-        worker.close()
     conn = connect(station_paths(config)["database"])
     try:
         with conn:
@@ -236,4 +241,9 @@ def test_the_clocks_are_noted_and_a_station_clock_far_off_is_reported(tmp_path):
         report = status_report(conn)
     finally:
         conn.close()
-    assert report["clock_skew_seconds"] == 7200 and "đồng hồ của trạm nhanh 120 phút" in report["clock_warning"].lower()
+    assert report["clock_skew_seconds"] == 7200 and report["clock_warning"] == "clock_ahead"
+    from click.testing import CliRunner
+
+    from sync.sync_cli import sync as sync_group
+    out = CliRunner().invoke(sync_group, ["--station", config["source"], "status"]).output
+    assert "Đồng hồ của trạm nhanh 120 phút so với hệ thống trung tâm" in out and "120 min ahead" in out
