@@ -1,8 +1,25 @@
-"""Staff accounts: user name + PIN (or password) hashed with argon2, lockout after repeated failures.
+"""Staff accounts: user name + PIN (or password) hashed with argon2, lockout after repeated failures, and
+the staff sessions held on the server.
 
-This module owns the ``staff`` table: the other modules read it through the functions below."""
+This module owns the ``staff`` and ``staff_sessions`` tables: the other modules read them through the
+functions below.
+
+A login answers the same for a wrong PIN, an unknown user name, a locked account and a deactivated one,
+and costs one argon2 verification in every case, so neither the words nor the time say which names exist
+or which accounts are locked. Only the right PIN of a deactivated account that is not locked is told why
+(the person has proven who they are; wrong PINs on it are counted and lock it like any other). A locked
+account's PIN is not checked at all until the lock ends: telling the right PIN apart from a wrong one then
+would let anyone go on guessing through the lock.
+
+A session's cookie holds a random id and nothing else; its row here (only the id's sha256) says whose it
+is, the role it was opened with, and when it was opened and last used. ``session_of`` checks the row on
+every request: ended (logged out), idle, older than a shift, the account deactivated or its role changed
+all end it there and then."""
+import hashlib
 import re
+import secrets
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
@@ -15,14 +32,23 @@ ROLES = ("agent", "supervisor")
 MAX_FAILURES = 5
 LOCKOUT = timedelta(minutes=15)
 _hasher = PasswordHasher()
-# Verifying an unknown user costs the same as a known one, so timing does not tell which names exist.
+# Verifying an unknown user or a locked account costs the same as a known one, so timing does not tell
+# which names exist or which accounts are locked.
 _DUMMY_HASH = _hasher.hash("not-a-real-pin")
+
+SEEN_RESOLUTION_S = 30  # a session's last_seen_at is written at most this often (a request is a read)
+KEEP_SESSIONS = timedelta(days=7)  # rows of sessions opened before this are deleted at the next login
+
+
+def _now() -> datetime:
+    """The clock of logins and sessions (UTC); tests move it."""
+    return datetime.fromtimestamp(time.time(), timezone.utc)
 
 
 class LoginRefused(Exception):
     def __init__(self, reason: str, until: datetime | None = None):
         super().__init__(reason)
-        self.reason = reason    # wrong | locked | inactive
+        self.reason = reason    # wrong | locked | inactive (inactive only after the right PIN)
         self.until = until
 
 
@@ -54,24 +80,33 @@ def add(conn: sqlite3.Connection, username: str, display_name: str, role: str, s
     return staff_id
 
 
+def _dummy_verify(secret: str) -> None:
+    """What checking a PIN costs, for an answer that must not be told apart from one that checked it."""
+    try:
+        _hasher.verify(_DUMMY_HASH, secret)
+    except VerificationError:
+        pass
+
+
 def login(conn: sqlite3.Connection, username: str, secret: str) -> sqlite3.Row:
-    """The staff row for a correct user name and PIN; else LoginRefused (after counting the failure)."""
-    now = datetime.now(timezone.utc)
+    """The staff row for a correct user name and PIN; else LoginRefused (after counting the failure).
+
+    Every path costs one argon2 verification. A locked account's PIN is not checked (reason "locked",
+    whatever was typed); a deactivated account's is, and only its right PIN gives the reason "inactive"."""
+    now = _now()
     row = conn.execute("SELECT * FROM staff WHERE username = ?", (username,)).fetchone()
     if row is None:
-        try:
-            _hasher.verify(_DUMMY_HASH, secret)
-        except VerificationError:
-            pass
+        _dummy_verify(secret)
         raise LoginRefused("wrong")
-    if not row["active"]:
-        raise LoginRefused("inactive")
     if row["locked_until"] and datetime.fromisoformat(row["locked_until"]) > now:
+        _dummy_verify(secret)
         raise LoginRefused("locked", datetime.fromisoformat(row["locked_until"]))
     try:
         _hasher.verify(row["secret_hash"], secret)
     except (VerificationError, InvalidHashError):
         raise _count_failure(conn, row["id"], username, now) from None
+    if not row["active"]:
+        raise LoginRefused("inactive")
     with write_transaction(conn):
         conn.execute("UPDATE staff SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
         if _hasher.check_needs_rehash(row["secret_hash"]):
@@ -114,9 +149,22 @@ def usernames(conn: sqlite3.Connection) -> dict[int, str]:
     return {row["id"]: row["username"] for row in conn.execute("SELECT id, username FROM staff")}
 
 
-def accounts(conn: sqlite3.Connection) -> sqlite3.Cursor:
-    """Every account for ``kiosk staff list``: user name, display name, role, lock and whether active."""
-    return conn.execute("SELECT username, display_name, role, locked_until, active FROM staff ORDER BY username")
+def accounts(conn: sqlite3.Connection, idle_s: float, max_s: float) -> list[dict]:
+    """Every account for ``kiosk staff list``: user name, display name, role, whether active, the end of
+    its lock if it is locked now (else None), and how many sessions it has open (not ended, and neither
+    idle for ``idle_s`` seconds nor older than ``max_s``: what ``session_of`` would still let in)."""
+    now = _now()
+    seen_since = (now - timedelta(seconds=idle_s + SEEN_RESOLUTION_S)).isoformat()
+    opened_since = (now - timedelta(seconds=max_s)).isoformat()
+    found = []
+    for row in conn.execute(
+            "SELECT st.username, st.display_name, st.role, st.locked_until, st.active, "
+            "(SELECT COUNT(*) FROM staff_sessions s WHERE s.staff_id = st.id AND s.ended_at IS NULL "
+            " AND s.last_seen_at >= ? AND s.created_at >= ?) AS sessions "
+            "FROM staff st ORDER BY st.username", (seen_since, opened_since)):
+        locked = row["locked_until"] and datetime.fromisoformat(row["locked_until"])
+        found.append({**dict(row), "locked_until": locked if locked and locked > now else None})
+    return found
 
 
 def set_state(conn: sqlite3.Connection, username: str, *, active: bool | None = None, unlock: bool = False,
@@ -131,4 +179,91 @@ def set_state(conn: sqlite3.Connection, username: str, *, active: bool | None = 
             audit.append(conn, actor, "staff.unlocked", username)
         if active is not None:
             conn.execute("UPDATE staff SET active = ? WHERE id = ?", (int(active), row[0]))
-            audit.append(conn, actor, "staff.activated" if active else "staff.deactivated", username)
+            # A deactivated account's open sessions end now (session_of would end them on their next
+            # request anyway); activating it again opens none of them.
+            ended = 0 if active else _end_sessions_of(conn, row[0], "deactivated")
+            audit.append(conn, actor, "staff.activated" if active else "staff.deactivated", username,
+                         None if active else {"sessions_ended": ended})
+
+
+# --- sessions --------------------------------------------------------------------------------------------
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _end_sessions_of(conn: sqlite3.Connection, staff_id: int, reason: str) -> int:
+    """End every open session of one account (inside the caller's write transaction); how many."""
+    return conn.execute("UPDATE staff_sessions SET ended_at = ?, end_reason = ? WHERE staff_id = ? AND ended_at IS NULL",
+                        (_now().isoformat(), reason, staff_id)).rowcount
+
+
+def start_session(conn: sqlite3.Connection, row: sqlite3.Row) -> str:
+    """Open a session for the account ``row`` (as ``login`` returned it); returns the random id for the
+    cookie. Only its sha256 is stored, so a copy of the database opens no session."""
+    token = secrets.token_urlsafe(32)
+    now = _now()
+    with write_transaction(conn):
+        conn.execute("DELETE FROM staff_sessions WHERE created_at < ?", ((now - KEEP_SESSIONS).isoformat(),))
+        conn.execute("INSERT INTO staff_sessions (id_sha256, staff_id, role, created_at, last_seen_at) "
+                     "VALUES (?, ?, ?, ?, ?)", (_digest(token), row["id"], row["role"], now.isoformat(), now.isoformat()))
+    return token
+
+
+def end_session(conn: sqlite3.Connection, token: str, reason: str = "logout") -> bool:
+    """End the session of ``token`` if it is open (a logout, or another login on the same browser); audited.
+    Whether it was open."""
+    digest = _digest(str(token))
+    with write_transaction(conn):
+        row = conn.execute("SELECT st.username FROM staff_sessions s JOIN staff st ON st.id = s.staff_id "
+                           "WHERE s.id_sha256 = ? AND s.ended_at IS NULL", (digest,)).fetchone()
+        if row is None:
+            return False
+        conn.execute("UPDATE staff_sessions SET ended_at = ?, end_reason = ? WHERE id_sha256 = ?",
+                     (_now().isoformat(), reason, digest))
+        if reason == "logout":
+            audit.append(conn, row["username"], "staff.logout", row["username"])
+        else:
+            audit.append(conn, row["username"], "staff.session_ended", row["username"], {"reason": reason})
+    return True
+
+
+def session_of(conn: sqlite3.Connection, token, idle_s: float, max_s: float,
+               touch: bool = True) -> tuple[dict | None, str | None]:
+    """Who a session cookie's ``token`` belongs to: ({id, username, role, name}, None) while the session is
+    open, else (None, why it ended). A session idle for more than ``idle_s`` seconds, opened more than
+    ``max_s`` seconds ago, whose account was deactivated or whose role is no longer the one it was opened
+    with is ended here (audited). One indexed read per request; with ``touch`` (a request that is
+    activity) the row's last_seen_at is written when it is SEEN_RESOLUTION_S old or more, so the idle
+    limit counts from at most that long before the last request (an idle session is given that much more,
+    never less)."""
+    if not isinstance(token, str) or not 16 <= len(token) <= 128:
+        return None, "unknown"
+    digest = _digest(token)
+    row = conn.execute(
+        "SELECT s.staff_id, s.role AS opened_as, s.created_at, s.last_seen_at, s.ended_at, s.end_reason, "
+        "st.username, st.display_name, st.role, st.active "
+        "FROM staff_sessions s JOIN staff st ON st.id = s.staff_id WHERE s.id_sha256 = ?", (digest,)).fetchone()
+    if row is None:
+        return None, "unknown"
+    if row["ended_at"] is not None:
+        return None, row["end_reason"]
+    now = _now()
+    idle = (now - datetime.fromisoformat(row["last_seen_at"])).total_seconds()
+    if not row["active"]:
+        reason = "deactivated"
+    elif row["role"] != row["opened_as"]:
+        reason = "role_changed"
+    elif (now - datetime.fromisoformat(row["created_at"])).total_seconds() > max_s:
+        reason = "expired"
+    elif idle > idle_s + SEEN_RESOLUTION_S:
+        reason = "idle"
+    else:
+        if touch and idle >= SEEN_RESOLUTION_S:
+            with write_transaction(conn):
+                conn.execute("UPDATE staff_sessions SET last_seen_at = ? WHERE id_sha256 = ? AND ended_at IS NULL",
+                             (now.isoformat(), digest))
+        return {"id": row["staff_id"], "username": row["username"], "role": row["role"],
+                "name": row["display_name"]}, None
+    end_session(conn, token, reason)
+    return None, reason

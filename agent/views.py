@@ -4,14 +4,15 @@ consent, find and reprint dossiers, the day's report and its sign-off, the rejec
 The questions themselves are the citizen's wizard (/p/...), the same pages and checks; after "check
 answers" a logged-in staff member comes here to finish instead of to the citizen's consent page.
 """
-import time
 from datetime import date, datetime, timezone
 from functools import wraps
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
 
+from devices.removable_media import MOUNTS, mounted_removable
 from kiosk.core import audit, dossiers, drafts, tracking_code
 from kiosk import i18n
 from kiosk.core.answers import normalise
@@ -34,10 +35,45 @@ def _today() -> str:
     return datetime.now(timezone.utc).astimezone(zone).date().isoformat()
 
 
+STAFF_SESSION = "staff_session"  # the cookie's only staff key: the session's random id (agent/staff.py)
+
+
 @bp.before_app_request
 def load_staff():
-    """Who is logged in (an idle staff session has already been ended by kiosk.web.end_idle_session)."""
-    g.staff = session.get("staff")
+    """Who is logged in: the session's row on the server, looked up on every request (static files
+    aside), so a logout, an idle or too old session, a deactivated account or a changed role counts from
+    the next request, whatever cookie the browser still has. An ended session is wiped and the person
+    sent to the login page with a plain message; a picture beside a page (passive) only reads: it is not
+    activity and never touches the cookie."""
+    g.staff = None
+    token = session.get(STAFF_SESSION)
+    if token is None or request.endpoint == "static":
+        return None
+    passive_request = getattr(current_app.view_functions.get(request.endpoint), "passive", False)
+    limits = current_app.config["STATION"]["session"]
+    g.staff, ended = staff.session_of(get_db(), token, limits["staff_idle_minutes"] * 60,
+                                      limits["staff_max_hours"] * 3600, touch=not passive_request)
+    if g.staff is not None or passive_request:
+        return None
+    wipe_session()
+    if request.endpoint == "agent.login":  # already where it would be sent: log in (again) on this request
+        if request.method == "GET":
+            flash(_ended_message(ended))
+        return None
+    flash(_ended_message(ended))
+    target = request.full_path.rstrip("?") if request.method == "GET" else None
+    return redirect(url_for("agent.login", next=target), code=303)
+
+
+def _ended_message(reason: str | None) -> str:
+    limits = current_app.config["STATION"]["session"]
+    if reason == "idle":
+        return i18n.t("session_ended_idle", minutes=limits["staff_idle_minutes"])
+    if reason == "expired":
+        return i18n.t("session_ended_expired", hours=limits["staff_max_hours"])
+    if reason == "role_changed":
+        return i18n.t("session_ended_role")
+    return i18n.t("session_ended")  # logged out, deactivated, unknown: the login page says more after a PIN
 
 
 @bp.app_context_processor
@@ -76,31 +112,33 @@ def login():
         try:
             row = staff.login(get_db(), username, secret)
         except staff.LoginRefused as refused:
+            # One answer for a wrong PIN, an unknown name, a locked and a deactivated account; only the
+            # right PIN of a deactivated account is told why (staff.login).
             if refused.reason == "inactive":
                 errors["secret"] = i18n.t("login_inactive")
-            elif refused.reason == "locked":
-                zone = ZoneInfo(current_app.config["STATION"]["station"]["timezone"])
-                errors["secret"] = i18n.t("login_locked", until=refused.until.astimezone(zone).strftime("%H:%M"))
             else:
-                errors["secret"] = i18n.t("login_wrong")
+                errors["secret"] = i18n.t("login_refused", tries=staff.MAX_FAILURES,
+                                          minutes=int(staff.LOCKOUT.total_seconds() // 60))
         else:
             lang = session.get("lang")
+            previous = session.get(STAFF_SESSION)
+            if previous:  # someone else logging in on this browser: the last session ends, not just its cookie
+                staff.end_session(get_db(), previous, "replaced")
             session.clear()  # a fresh session for the staff member, nothing carried over
             if lang:
                 session["lang"] = lang
-            session["staff"] = {"id": row["id"], "username": row["username"], "role": row["role"],
-                                "name": row["display_name"]}
-            session["seen"] = int(time.time())
+            session[STAFF_SESSION] = staff.start_session(get_db(), row)
             return redirect(local_target(request.args.get("next"), url_for("agent.home"), "/agent"), code=303)
     return render_template("agent/login.html", errors=errors, username=username), 422 if errors else 200
 
 
 @bp.post("/logout")
 def logout():
-    if g.staff:
-        with write_transaction(get_db()):
-            audit.append(get_db(), g.staff["username"], "staff.logout", g.staff["username"])
+    token = session.get(STAFF_SESSION)
+    if token:  # the row ends: a copy of the cookie opens nothing after this
+        staff.end_session(get_db(), token, "logout")
     wipe_session()
+    flash(i18n.t("logged_out"))
     return redirect(url_for("agent.login"), code=303)
 
 
@@ -112,7 +150,16 @@ def home():
     conn = get_db()
     recent = dossiers.recent(conn, _today(), 20)
     return render_template("agent/home.html", recent=recent, procedures=current_app.config["CATALOG"].values(),
-                           export_default=current_app.config["STATION"]["sync"]["export_dir"])
+                           export_targets=export_targets())
+
+
+def export_targets() -> list[Path]:
+    """Where a bundle may go: the station file's export folder (when it is there) and every USB stick or
+    card the system has mounted. Staff choose one of these; a path typed into a form is never used."""
+    configured = Path(current_app.config["STATION"]["sync"]["export_dir"])
+    targets = [configured] if configured.is_dir() else []
+    return targets + [m for m in mounted_removable(current_app.config.get("REMOVABLE_MOUNTS", MOUNTS))
+                      if m not in targets]
 
 
 @bp.post("/export")
@@ -120,14 +167,14 @@ def home():
 def export_bundle():
     """Mobile teams with no link: every waiting dossier into a signed, encrypted bundle on a USB stick.
     Exported dossiers stay waiting until the central's acknowledgement comes back."""
-    from pathlib import Path
-
     from sync.bundle import export_station_bundle
 
-    folder = Path(normalise(request.form.get("folder", "")) or current_app.config["STATION"]["sync"]["export_dir"])
-    if not folder.is_dir():
-        flash(i18n.t("export_no_folder", folder=str(folder)))
+    targets = export_targets()
+    chosen = request.form.get("target", "0")
+    if not targets or not chosen.isdigit() or int(chosen) >= len(targets):
+        flash(i18n.t("export_no_folder", folder=current_app.config["STATION"]["sync"]["export_dir"]))
         return redirect(url_for("agent.home"), code=303)
+    folder = targets[int(chosen)]
     try:
         result = export_station_bundle(current_app.config["STATION"], get_db(), folder)
     except FileNotFoundError:

@@ -44,6 +44,7 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         CATALOG=catalog.load_catalog(station["paths"].get("procedures")),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=station["server"]["secure_cookies"],  # behind TLS: never over plain http
         WTF_CSRF_TIME_LIMIT=None,  # the session's own idle limit ends old forms
         MAX_CONTENT_LENGTH=256 * 1024,
     )
@@ -118,8 +119,25 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     def forbidden(_e):
         return render_template("error.html", title_key="forbidden_title", text_key="forbidden_text"), 403
 
+    @app.errorhandler(429)
+    def too_many(exc):
+        response = app.make_response((render_template("error.html", title_key="too_many_title",
+                                                      text_key="too_many_text"), 429))
+        if getattr(exc, "retry_after", None):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
     app.before_request(web.end_idle_session)
     app.register_blueprint(citizen.bp)
     app.register_blueprint(card_views.bp)
-    app.register_blueprint(agent_views.bp)
+    if staff_pages_on(station):
+        app.register_blueprint(agent_views.bp)
+    web.init_limits(app, track=station["server"]["track_limit"])
     return app
+
+
+def staff_pages_on(station: dict) -> bool:
+    """The staff pages are served on counter and mobile stations; a citizen kiosk, whose screen anyone in
+    the hall can touch, has none unless ``station.staff_pages = "on"``."""
+    setting = station["station"]["staff_pages"]
+    return setting == "on" or (setting == "auto" and station["station"]["kind"] != "kiosk")

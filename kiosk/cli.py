@@ -172,14 +172,22 @@ _state_command("activate", {"active": True}, "activated", "Let a deactivated acc
 @staff.command("list")
 @station_option
 def staff_list(station_file):
-    """List staff accounts: user name, role, locked or not."""
+    """List staff accounts: user name, role, name, state (active, inactive, locked until HH:MM station
+    time) and how many sessions each has open."""
+    from zoneinfo import ZoneInfo
+
     from agent import staff as accounts
 
+    config = _load(station_file)
+    zone, limits = ZoneInfo(config["station"]["timezone"]), config["session"]
     conn = _station_db(station_file)
     try:
-        for row in accounts.accounts(conn):
-            state = "inactive" if not row["active"] else ("locked until " + row["locked_until"] if row["locked_until"] else "active")
-            click.echo(f"{row['username']}\t{row['role']}\t{row['display_name']}\t{state}")
+        for row in accounts.accounts(conn, limits["staff_idle_minutes"] * 60, limits["staff_max_hours"] * 3600):
+            state = "inactive" if not row["active"] else "active"
+            if row["locked_until"]:
+                state += row["locked_until"].astimezone(zone).strftime(", locked until %H:%M")
+            click.echo(f"{row['username']}\t{row['role']}\t{row['display_name']}\t{state}\t"
+                       f"{row['sessions']} open session{'' if row['sessions'] == 1 else 's'}")
     finally:
         conn.close()
 

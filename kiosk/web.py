@@ -12,7 +12,11 @@ from urllib.parse import urlsplit
 import qrcode
 import qrcode.image.svg
 from flask import Flask, abort, current_app, g, request, session, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from markupsafe import Markup
+
+from agent import staff
 
 from . import receipts
 from .core import drafts
@@ -57,6 +61,22 @@ class DraftSweeper:
                 return
             self._last = now
         drafts.purge_idle(conn, idle_minutes)
+
+
+def init_limits(app: Flask, track: str) -> None:
+    """Per-client limits (Flask-Limiter, in this app's memory): tracking lookups, ``track`` (the station
+    file's ``server.track_limit``), so tracking codes cannot be tried by the thousand."""
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", default_limits=[],
+                      headers_enabled=True)
+    app.extensions["limiter"] = limiter
+    for endpoint in ("citizen.track", "citizen.track_code"):  # one budget for both ways of looking up
+        app.view_functions[endpoint] = limiter.shared_limit(track, scope="track", exempt_when=_no_code_asked)(
+            app.view_functions[endpoint])
+
+
+def _no_code_asked() -> bool:
+    # The empty tracking form is a page like any other; only a code looked up counts.
+    return request.endpoint == "citizen.track" and request.args.get("code") is None
 
 
 def init_db(app: Flask) -> None:
@@ -151,21 +171,23 @@ def wipe_session() -> None:
     ref = session.get("draft")
     if ref:
         drafts.delete(get_db(), ref["id"])
+    if "staff_session" in session:  # a member of staff pressed "end now": their session ends too, not later
+        staff.end_session(get_db(), session["staff_session"], "wiped")
     session.clear()
 
 
 def end_idle_session():
     """Without JavaScript (or with the browser closed) nobody sees the warning: the server ends a session
     that has been idle past the warning's end, whatever the next request is. A staff member's session
-    has the longer staff limit; ending it logs them out."""
+    is held on the server, and its longer idle limit and its shift's lifetime are checked against its row
+    (not this cookie's clock) by agent.views.load_staff on every request."""
     view = current_app.view_functions.get(request.endpoint)
     if request.endpoint == "static" or getattr(view, "passive", False):
         return
+    if "staff_session" in session and "agent" in current_app.blueprints:
+        return
     limits = current_app.config["STATION"]["session"]
-    if "staff" in session:
-        limit = limits["staff_idle_minutes"] * 60
-    else:
-        limit = limits["idle_seconds"] + limits["warning_seconds"] + 10
+    limit = limits["idle_seconds"] + limits["warning_seconds"] + 10
     now = int(time.time())
     seen = session.get("seen")
     if seen is not None and now - seen > limit:

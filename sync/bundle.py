@@ -16,6 +16,7 @@ This module owns the tables ``sync_bundles`` and ``sync_bundle_items`` (which do
 bundle); the dossiers and the outbox it reads through the core's functions.
 """
 import base64
+import binascii
 import json
 import os
 import sqlite3
@@ -23,6 +24,7 @@ import uuid
 import zlib
 from pathlib import Path
 
+import jsonschema
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -39,10 +41,121 @@ from .worker import iso, record_ack, record_rejection, utcnow
 
 BUNDLE = "dvc-bundle/1"
 ACK_FILE = "dvc-acks/1"
+MAX_BUNDLE_ITEMS = 5000           # dossiers in one bundle (an export takes at most this many)
+MAX_BUNDLE_ITEM_BYTES = 4 << 20   # one dossier's canonical JSON, as a PUT may be
 
 
 class BundleError(ValueError):
     """A bundle or ack file that cannot be used; the message says why (never what is inside)."""
+
+
+# What a bundle, its dossiers and an ack file must look like, checked before anything in them is used. A
+# problem is reported by where it is and what was expected (``_problem``), never by the value found.
+_UUID = {"type": "string", "minLength": 36, "maxLength": 36,
+         "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+         "description": "a UUID (lowercase hex 8-4-4-4-12)"}
+_SHA256 = {"type": "string", "minLength": 64, "maxLength": 64, "pattern": "^[0-9a-f]{64}$",
+           "description": "a sha256 (64 lowercase hex characters)"}
+_STATION = {"type": "string", "minLength": 1, "maxLength": 64, "description": "a station id (1-64 characters)"}
+
+
+def _b64_of(n_bytes: int) -> dict:
+    length = (n_bytes + 2) // 3 * 4
+    return {"type": "string", "minLength": length, "maxLength": length, "pattern": "^[A-Za-z0-9+/]*={0,2}$",
+            "description": f"{n_bytes} bytes in base64 ({length} characters)"}
+
+
+BUNDLE_SCHEMA = {
+    "type": "object", "required": ["header", "ciphertext", "signature"],
+    "properties": {
+        "header": {
+            "type": "object",
+            "required": ["format", "station_id", "bundle_id", "created_at", "ephemeral_key", "nonce", "dossiers"],
+            "properties": {
+                "format": {"const": BUNDLE},
+                "station_id": _STATION,
+                "bundle_id": _UUID,
+                "created_at": {"type": "string", "maxLength": 64, "description": "a time (at most 64 characters)"},
+                "ephemeral_key": _b64_of(32),
+                "nonce": _b64_of(12),
+                "dossiers": {"type": "integer", "minimum": 0, "maximum": MAX_BUNDLE_ITEMS,
+                             "description": f"a count from 0 to {MAX_BUNDLE_ITEMS}"}}},
+        "ciphertext": {"type": "string"},
+        "signature": _b64_of(64)}}
+BUNDLE_ITEMS_SCHEMA = {
+    "type": "object", "required": ["items"],
+    "properties": {"items": {
+        "type": "array", "maxItems": MAX_BUNDLE_ITEMS,
+        "items": {"type": "object", "required": ["submission_id", "body"],
+                  "properties": {"submission_id": _UUID,
+                                 "body": {"type": "string", "minLength": 2, "maxLength": MAX_BUNDLE_ITEM_BYTES,
+                                          "description": "a dossier's canonical JSON (at most 4 MiB)"}}}}}}
+
+
+def _envelope(required: list[str]) -> dict:
+    return {"type": "object", "required": ["document", "signature"],
+            "properties": {"document": {"type": "object", "required": ["type", *required],
+                                        "properties": {"type": {"type": "string"}, "submission_id": _UUID,
+                                                       "station_id": _STATION, "payload_sha256": _SHA256}},
+                           "signature": _b64_of(64)}}
+
+
+ACK_FILE_SCHEMA = {
+    "type": "object", "required": ["format", "station_id", "acks", "rejections"],
+    "properties": {
+        "format": {"const": ACK_FILE},
+        "station_id": _STATION,
+        "bundle_id": _UUID,
+        "acks": {"type": "array", "maxItems": MAX_BUNDLE_ITEMS,
+                 "items": _envelope(["submission_id", "station_id", "payload_sha256"])},
+        "rejections": {"type": "array", "maxItems": MAX_BUNDLE_ITEMS,
+                       "items": _envelope(["submission_id", "station_id", "payload_sha256"])}}}
+_VALIDATORS = {id(schema): jsonschema.Draft202012Validator(schema)
+               for schema in (BUNDLE_SCHEMA, BUNDLE_ITEMS_SCHEMA, ACK_FILE_SCHEMA)}
+_TYPE_WORDS = {"object": "an object", "array": "a list", "string": "a string", "integer": "a whole number",
+               "number": "a number", "boolean": "true or false", "null": "null"}
+
+
+def _where(path) -> str:
+    where = ""
+    for part in path:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where or "the whole"
+
+
+def _problem(error: jsonschema.ValidationError) -> str:
+    """What is wrong, said from the schema alone (the value found is never repeated: it may be personal)."""
+    kind, expected, schema = error.validator, error.validator_value, error.schema
+    if kind == "required":
+        return "has no " + ", ".join(k for k in expected if k not in error.instance)
+    if kind == "type":
+        return "must be " + _TYPE_WORDS.get(expected, str(expected))
+    if kind == "const":
+        return f"must be {expected!r}"
+    if kind == "maxItems":
+        return f"has more than {expected} items"
+    if kind in ("pattern", "minLength", "maxLength", "minimum", "maximum") and schema.get("description"):
+        return "must be " + schema["description"]
+    return f"fails the {kind} rule"
+
+
+def _check(schema: dict, instance, what: str) -> None:
+    """BundleError naming the first item that does not fit the schema, and why."""
+    error = next(iter(_VALIDATORS[id(schema)].iter_errors(instance)), None)
+    if error is None:
+        return
+    path = list(error.absolute_path)
+    item = ""
+    if len(path) >= 2 and isinstance(path[1], int):  # items[3] / acks[3] / rejections[3]: name the entry
+        entry = instance[path[0]][path[1]]
+        item = f"{'item' if path[0] == 'items' else path[0] + ' entry'} {path[1]}"
+        sid = entry.get("submission_id") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("document"), dict):
+            sid = entry["document"].get("submission_id")
+        if isinstance(sid, str) and jsonschema.Draft202012Validator(_UUID).is_valid(sid):
+            item += f" (submission {sid})"
+        item += ": "
+    raise BundleError(f"{what}: {item}{_where(path)} {_problem(error)}")
 
 
 def _b64(data: bytes) -> str:
@@ -72,8 +185,25 @@ def _write_atomically(path: Path, data: bytes) -> None:
         pass
 
 
+def seal_bundle(contents, *, station_id: str, station_key, central_bundle_key, dossiers: int,
+                bundle_id: str | None = None, created_at: str | None = None) -> tuple[dict, bytes]:
+    """(header, the bundle file's bytes) for ``contents`` ({"items": [...]}; bytes are taken as the JSON
+    text itself): compressed, encrypted for the central, signed by the station."""
+    header = {"format": BUNDLE, "station_id": station_id, "bundle_id": bundle_id or str(uuid.uuid4()),
+              "created_at": created_at or iso(utcnow()), "dossiers": dossiers}
+    ephemeral = X25519PrivateKey.generate()
+    nonce = os.urandom(12)
+    header.update(ephemeral_key=public_b64(ephemeral), nonce=_b64(nonce))
+    text = contents if isinstance(contents, bytes) else protocol.canonical_json(contents)
+    ciphertext = AESGCM(_aead_key(ephemeral.exchange(central_bundle_key), header)).encrypt(
+        nonce, zlib.compress(text, 9), protocol.canonical_json(header))
+    signed = {"header": header, "ciphertext": _b64(ciphertext)}
+    bundle = {**signed, "signature": _b64(station_key.sign(protocol.canonical_json(signed)))}
+    return header, protocol.canonical_json(bundle)
+
+
 def export_bundle(conn: sqlite3.Connection, folder: Path, *, station_id: str, station_key, payload_key: bytes,
-                  central_bundle_key, limit: int = 5000) -> dict:
+                  central_bundle_key, limit: int = MAX_BUNDLE_ITEMS) -> dict:
     """Write every pending dossier into a new bundle in ``folder``; record which dossiers it carries.
     Returns {"path", "bundle_id", "dossiers"} (path None when nothing is pending)."""
     rows = outbox.pending_payloads(conn, limit)
@@ -88,19 +218,13 @@ def export_bundle(conn: sqlite3.Connection, folder: Path, *, station_id: str, st
             continue  # the worker quarantines it; a bundle carries only what the central will accept
         items.append({"submission_id": row["submission_id"], "body": body.decode()})
     created_at = iso(utcnow())
-    ephemeral = X25519PrivateKey.generate()
-    nonce = os.urandom(12)
-    header = {"format": BUNDLE, "station_id": station_id, "bundle_id": bundle_id, "created_at": created_at,
-              "ephemeral_key": public_b64(ephemeral), "nonce": _b64(nonce), "dossiers": len(items)}
-    plaintext = zlib.compress(protocol.canonical_json({"items": items}), 9)
-    ciphertext = AESGCM(_aead_key(ephemeral.exchange(central_bundle_key), header)).encrypt(
-        nonce, plaintext, protocol.canonical_json(header))
-    signed = {"header": header, "ciphertext": _b64(ciphertext)}
-    bundle = {**signed, "signature": _b64(station_key.sign(protocol.canonical_json(signed)))}
+    _header, data = seal_bundle({"items": items}, station_id=station_id, station_key=station_key,
+                                central_bundle_key=central_bundle_key, dossiers=len(items), bundle_id=bundle_id,
+                                created_at=created_at)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{station_id}-{created_at[:19].replace(':', '').replace('-', '')}-{bundle_id[:8]}.dvcbundle"
-    _write_atomically(path, protocol.canonical_json(bundle))
+    _write_atomically(path, data)
     with write_transaction(conn):
         conn.execute("INSERT INTO sync_bundles (bundle_id, created_at, file_name, dossiers) VALUES (?, ?, ?, ?)",
                      (bundle_id, created_at, path.name, len(items)))
@@ -112,27 +236,40 @@ def export_bundle(conn: sqlite3.Connection, folder: Path, *, station_id: str, st
 
 def read_bounded(path: str | Path, limit: int) -> bytes:
     """A file from a USB stick, refused (BundleError) before reading when it is larger than ``limit``."""
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise BundleError(f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
     if len(data) > limit:
         raise BundleError(f"the file is larger than {limit >> 20} MiB: refused whole, nothing imported")
     return data
 
 
-def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
-    """Check and decrypt a bundle at the central: (header, items). Refuses unknown or revoked stations,
-    a bad signature, a ciphertext that does not open, and items claiming another station."""
+def _parsed(data: bytes, what: str, not_one: str):
+    """The JSON of a file from a stick, within the bundle limits, or a BundleError saying what is wrong."""
     if len(data) > protocol.MAX_BUNDLE_BYTES:
-        raise BundleError(f"the bundle is larger than {protocol.MAX_BUNDLE_BYTES >> 20} MiB: refused whole")
+        raise BundleError(f"{what} is larger than {protocol.MAX_BUNDLE_BYTES >> 20} MiB: refused whole")
     try:
-        bundle = json.loads(data)
-        header, ciphertext = bundle["header"], _unb64(bundle["ciphertext"])
-        signature = _unb64(bundle["signature"])
-    except (ValueError, KeyError, TypeError):
-        raise BundleError("not a dvc bundle") from None
-    if header.get("format") != BUNDLE:
+        return protocol.parse_json(data, protocol.MAX_BUNDLE_BYTES)
+    except ValueError as exc:  # BadJSON, TooLarge
+        raise BundleError(f"{not_one}: {exc}") from None
+
+
+def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
+    """Check and decrypt a bundle at the central: (header, items). Refuses, with a BundleError saying why
+    and naming the item, anything that is not a well-formed bundle of well-formed dossier items, unknown
+    or revoked stations, a bad signature, a ciphertext that does not open. Nothing else is raised."""
+    bundle = _parsed(data, "the bundle", "not a dvc bundle")
+    if isinstance(bundle, dict) and isinstance(bundle.get("header"), dict) and bundle["header"].get("format") != BUNDLE:
         raise BundleError(f"not a {BUNDLE} file")
-    station = central.store.station(header.get("station_id", ""))
+    _check(BUNDLE_SCHEMA, bundle, "not a dvc bundle")
+    header = bundle["header"]
+    try:
+        ciphertext, signature = _unb64(bundle["ciphertext"]), _unb64(bundle["signature"])
+    except (ValueError, binascii.Error):
+        raise BundleError("not a dvc bundle: the ciphertext or the signature is not base64") from None
+    station = central.store.station(header["station_id"])
     if station is None:
         raise BundleError("the bundle's station is not enrolled")
     if station.revoked_at:
@@ -148,17 +285,43 @@ def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
         shared = central.bundle_key.exchange(x25519_public(header["ephemeral_key"]))
         plaintext = AESGCM(_aead_key(shared, header)).decrypt(_unb64(header["nonce"]), ciphertext,
                                                               protocol.canonical_json(header))
-        items = json.loads(protocol.inflate(plaintext, protocol.MAX_BUNDLE_INFLATED_BYTES, wbits=15))["items"]
+        text = protocol.inflate(plaintext, protocol.MAX_BUNDLE_INFLATED_BYTES, wbits=15)
     except protocol.TooLarge:
         raise BundleError(f"the bundle's dossiers inflate past {protocol.MAX_BUNDLE_INFLATED_BYTES >> 20} MiB: "
                           "refused whole, nothing imported") from None
-    except (InvalidTag, ValueError, KeyError, TypeError, zlib.error):
+    except (InvalidTag, ValueError, TypeError, binascii.Error, zlib.error):
         raise BundleError("the bundle does not open with this central's key") from None
-    return header, items
+    return header, _bundle_items(text, header)
+
+
+def _bundle_items(text: bytes, header: dict) -> list[dict]:
+    """The dossier items of a decrypted bundle, every one checked (BundleError naming the first that is
+    wrong): refused whole, so nothing of a bundle that is not right is imported."""
+    try:
+        contents = protocol.parse_json(text, protocol.MAX_BUNDLE_INFLATED_BYTES)
+    except ValueError as exc:  # BadJSON, TooLarge
+        raise BundleError(f"the bundle's dossiers are {exc}: refused whole, nothing imported") from None
+    _check(BUNDLE_ITEMS_SCHEMA, contents, "the bundle's dossiers (refused whole, nothing imported)")
+    items = contents["items"]
+    if len(items) != header["dossiers"]:
+        raise BundleError(f"the bundle's header says {header['dossiers']} dossiers but it holds {len(items)}: "
+                          "refused whole, nothing imported")
+    for n, item in enumerate(items):
+        try:
+            size = len(item["body"].encode())
+        except UnicodeEncodeError:
+            size = None
+        if size is None or size > MAX_BUNDLE_ITEM_BYTES:
+            why = "is not UTF-8 text" if size is None else f"is larger than {MAX_BUNDLE_ITEM_BYTES >> 20} MiB"
+            raise BundleError(f"the bundle's dossiers (refused whole, nothing imported): item {n} (submission "
+                              f"{item['submission_id']}): items[{n}].body {why}")
+    return items
 
 
 def import_bundle(central, data: bytes) -> tuple[dict, dict]:
-    """Receive every dossier of a bundle (idempotent); returns (ack file document, counts)."""
+    """Receive every dossier of a bundle (idempotent); returns (ack file document, counts). BundleError
+    (and nothing else) for a bundle that cannot be imported; each dossier refused gets the central's signed
+    refusal in the ack file, as online."""
     header, items = open_bundle(central, data)
     acks, refusals = [], []
     counts = {"created": 0, "duplicate": 0, "rejected": 0, "deferred": 0}
@@ -179,16 +342,18 @@ def import_bundle(central, data: bytes) -> tuple[dict, dict]:
 
 def apply_ack_file(conn: sqlite3.Connection, data: bytes, *, station_id: str, central_signing_key) -> dict:
     """Apply the central's answers brought back on a stick. Each answer is checked like an online one
-    (signature, this station, this content); applying a file twice changes nothing."""
-    try:
-        ack_file = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise BundleError("not an ack file") from None
+    (signature, this station, this content); applying a file twice changes nothing. A file that is not a
+    well-formed ack file (every entry checked) is refused whole with a BundleError naming the entry."""
+    ack_file = _parsed(data, "the ack file", "not an ack file")
     if not isinstance(ack_file, dict) or ack_file.get("format") != ACK_FILE:
         raise BundleError(f"not a {ACK_FILE} file")
+    _check(ACK_FILE_SCHEMA, ack_file, "not a well-formed ack file (nothing applied)")
+    if ack_file["station_id"] != station_id:
+        raise BundleError(f"the ack file is for station {ack_file['station_id']!r}, not this one ({station_id}): "
+                          "nothing applied")
     counts = {"acknowledged": 0, "rejected": 0, "already": 0, "ignored": 0}
     for kind, doc_type in (("acks", protocol.ACK), ("rejections", protocol.REJECT)):
-        for envelope in ack_file.get(kind, []):
+        for envelope in ack_file[kind]:
             try:
                 doc = protocol.open_document(central_signing_key, envelope, doc_type)
             except protocol.NotGenuine:

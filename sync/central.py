@@ -8,20 +8,30 @@ protocol (see docs/sync.md).
 import base64
 import binascii
 import gzip
-import hmac
 import json
+import threading
+import time
 import zlib
-from datetime import datetime
+from collections import OrderedDict, deque
+from datetime import datetime, timedelta, timezone
 import re
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template_string, request, url_for
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import (Blueprint, Flask, Response, abort, current_app, redirect, render_template_string, request, session,
+                   url_for)
 from flask_wtf.csrf import CSRFProtect
 
+from kiosk.core import keyfile
+
 from . import protocol
-from .central_store import BlobStore, CentralStore, Conflict, Prior, Receipt, TrackingCodeTaken, now_iso, open_store
-from .keys import central_keys_document, ed25519_public, load_or_create_bundle_key, load_or_create_signing_key
+from .central_store import (BlobStore, CentralStore, Conflict, DocumentKeyError, Prior, Receipt, TrackingCodeTaken,
+                            now_iso, open_store)
+from .keys import (central_keys_document, ed25519_public, load_or_create_bundle_key, load_or_create_documents_key,
+                   load_or_create_signing_key)
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -29,16 +39,35 @@ PROCEDURE_CODE = re.compile(r"^\d\.\d{6}$")
 MAX_CHUNK = 4 << 20
 RESTORE_WINDOW_S = 7 * 86400  # the oldest backup this central's operators may restore (docs/sync.md)
 MAX_HOLDS = 500               # submission ids per holds question
+RETENTION_DAYS = 30.0         # a handed-over dossier's document is dropped this long after the hand-over
+PURGE_INTERVAL_S = 3600       # how often the serving process purges
+DOCUMENTS_KEY = "central-documents.key"
+MAX_FAILURES = 5              # wrong passwords in a row that lock a staff account ...
+LOCKOUT = timedelta(minutes=15)  # ... for this long
+LOGIN_ATTEMPTS = 10           # login attempts one client may make ...
+LOGIN_WINDOW_S = 60           # ... in this many seconds
+_hasher = PasswordHasher()
+# Checking an unknown user name costs the same as a known one, so timing does not tell which names exist.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+STAFF_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
+
+
+class LoginRefused(Exception):
+    def __init__(self, reason: str, until: str | None = None):
+        super().__init__(reason)
+        self.reason = reason  # wrong | locked
+        self.until = until
 
 
 class Central:
     """The central's state and its one rule for receiving a submission, shared by HTTP and USB import."""
 
     def __init__(self, data_dir: Path, store: CentralStore, max_skew: int = protocol.MAX_CLOCK_SKEW_S,
-                 restore_window: int = RESTORE_WINDOW_S):
+                 restore_window: int = RESTORE_WINDOW_S, retention_days: float = RETENTION_DAYS):
         self.data_dir = Path(data_dir)
         self.store = store
         self.restore_window = restore_window
+        self.retention_days = retention_days
         self.blobs = BlobStore(self.data_dir / "blob-store")
         self.signing_key = load_or_create_signing_key(self.data_dir / "central.ed25519")
         self.bundle_key = load_or_create_bundle_key(self.data_dir / "central.x25519")
@@ -46,6 +75,49 @@ class Central:
 
     def public_keys(self) -> dict:
         return central_keys_document(self.signing_key, self.bundle_key)
+
+    def purge(self, now: datetime | None = None) -> int:
+        """Drop the documents of dossiers handed over to the processing system (their status left
+        'received') more than ``retention_days`` ago, and never of one received within the restore window;
+        rows, hashes, codes and statuses stay (docs/sync.md). Returns how many were dropped."""
+        now = now or datetime.now(timezone.utc)
+        iso = lambda t: t.isoformat(timespec="milliseconds")  # noqa: E731
+        return self.store.purge_documents(iso(now - timedelta(days=self.retention_days)),
+                                          iso(now - timedelta(seconds=self.restore_window)))
+
+    # -- staff accounts of the staff page ----------------------------------------------------------------
+    def add_staff(self, username: str, password: str) -> None:
+        """Add a staff account; ValueError with the reason when the name or password will not do."""
+        if not STAFF_NAME.match(username):
+            raise ValueError("user name: 2-32 lower-case letters, digits, '.', '_' or '-', starting with a letter")
+        if len(password) < 10:
+            raise ValueError("the password needs at least 10 characters")
+        if not self.store.staff_add(username, _hasher.hash(password)):
+            raise ValueError(f"user name '{username}' is taken")
+
+    def login(self, username: str, password: str) -> str:
+        """The account's user name for a right password; else LoginRefused, after counting the failure
+        (the MAX_FAILURES-th in a row locks the account for LOCKOUT, counted in one transaction)."""
+        now = datetime.now(timezone.utc)
+        account = self.store.staff_account(username) if STAFF_NAME.match(username or "") else None
+        if account is None or not account["active"]:
+            try:
+                _hasher.verify(_DUMMY_HASH, password)
+            except VerificationError:
+                pass
+            raise LoginRefused("wrong")
+        if account["locked_until"] and datetime.fromisoformat(account["locked_until"]) > now:
+            raise LoginRefused("locked", account["locked_until"])
+        try:
+            _hasher.verify(account["secret_hash"], password)
+        except (VerificationError, InvalidHashError):
+            until = self.store.staff_failed(username, now, MAX_FAILURES, LOCKOUT)
+            raise LoginRefused("locked", until) if until else LoginRefused("wrong") from None
+        rehash = _hasher.hash(password) if _hasher.check_needs_rehash(account["secret_hash"]) else None
+        if not self.store.staff_succeeded(username, now, rehash):
+            fresh = self.store.staff_account(username) or {}
+            raise LoginRefused("locked" if fresh.get("locked_until") else "wrong", fresh.get("locked_until"))
+        return username
 
     def sign(self, document: dict) -> dict:
         return protocol.sign_document(self.signing_key, document)
@@ -92,10 +164,16 @@ class Central:
         if not UUID.match(submission_id):
             return rejected("bad_submission_id", "the submission id is not a UUID")
         try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            document = protocol.parse_json(body)
+        except protocol.TooDeep as exc:
+            return rejected("too_deep", f"the body is {exc}")
+        except ValueError:  # BadJSON, TooLarge
             return rejected("not_json", "the body is not JSON")
-        if not isinstance(document, dict) or protocol.canonical_json(document) != body:
+        try:
+            canonical = isinstance(document, dict) and protocol.canonical_json(document) == body
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") in a string has no canonical (UTF-8) form
+            canonical = False
+        if not canonical:
             return rejected("not_canonical", "the body is not a canonical JSON object")
         problem = _document_problem(document, station_id, submission_id)
         if problem:
@@ -120,12 +198,16 @@ def _document_problem(document: dict, station_id: str, submission_id: str) -> tu
     for key in ("submission_id", "tracking_code", "station_id", "channel", "procedure", "submitted_at", "answers"):
         if key not in document:
             return "missing_field", f"the document has no {key}"
+    for key in ("submission_id", "tracking_code", "station_id", "channel", "submitted_at"):
+        if not isinstance(document[key], str):  # stored as text: anything else must not reach the database
+            return "bad_field", f"the document's {key} is not a string"
     if document["submission_id"] != submission_id:
         return "id_mismatch", "the document's submission id is not the one in the address"
     if document["station_id"] != station_id:
         return "station_mismatch", "the document comes from another station than the one that signed it"
     procedure = document["procedure"]
-    if not isinstance(procedure, dict) or not PROCEDURE_CODE.match(str(procedure.get("code", ""))):
+    if not isinstance(procedure, dict) or not isinstance(procedure.get("code"), str) or not PROCEDURE_CODE.match(
+            procedure["code"]):
         return "bad_procedure_code", "the procedure code is not a national procedure code (d.dddddd)"
     if not isinstance(document["answers"], dict):
         return "bad_answers", "the answers are not an object"
@@ -195,8 +277,8 @@ def _prior_header():
     if not value or len(value) > 8192:
         return None
     try:
-        return json.loads(base64.b64decode(value, validate=True))
-    except (ValueError, binascii.Error):
+        return protocol.parse_json(base64.b64decode(value, validate=True), 8192)
+    except (ValueError, binascii.Error):  # BadJSON, TooLarge: as if none was sent
         return None
 
 
@@ -217,9 +299,14 @@ def post_batch():
             return _error(413, "too_large", "the batch inflates past 32 MiB")
         except zlib.error:
             return _error(400, "bad_gzip", "the body is not gzip")
+    items, refused = _json_body(body, MAX_BATCH_BYTES, "the batch", "32 MiB")
+    if refused is not None:
+        return refused
     try:
-        items = json.loads(body)["items"]
+        items = items["items"]
         pairs = [(str(item["submission_id"]), item["body"].encode(), item.get("prior_ack")) for item in items]
+        for submission_id, _body, _prior in pairs:
+            submission_id.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate: not an id to answer
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         return _error(400, "bad_batch", 'send {"items": [{"submission_id": ..., "body": "<canonical JSON>"}]}')
     if len(pairs) > MAX_BATCH_ITEMS:
@@ -233,6 +320,16 @@ def post_batch():
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         data, headers = gzip.compress(data, 6), {"Content-Encoding": "gzip"}
     return Response(data, 200, headers, mimetype="application/json")
+
+
+def _json_body(body: bytes, limit: int, what: str, limit_words: str):
+    """(the parsed JSON, None), or (None, the 400/413 answer) for a body too large, too deep or not JSON."""
+    try:
+        return protocol.parse_json(body, limit), None
+    except protocol.BadJSON as exc:
+        return None, _error(400, "bad_json", f"{what} is {exc}" if isinstance(exc, protocol.TooDeep) else str(exc))
+    except protocol.TooLarge:
+        return None, _error(413, "too_large", f"{what} is larger than {limit_words}")
 
 
 @api.get("/stations/<station_id>/changes")
@@ -260,8 +357,11 @@ def holds(station_id):
     holds it and received it longer ago than any backup it may restore (docs/sync.md)."""
     if station_id != _station_id():
         return _error(403, "other_station", "a station asks only about its own submissions")
+    ids, refused = _json_body(request.get_data(), protocol.MAX_ANSWER_BYTES, "the question", "4 MiB")
+    if refused is not None:
+        return refused
     try:
-        ids = json.loads(request.get_data())["submission_ids"]
+        ids = ids["submission_ids"]
         if not isinstance(ids, list) or not all(isinstance(i, str) and UUID.match(i) for i in ids):
             raise ValueError
     except (ValueError, KeyError, TypeError):
@@ -276,31 +376,61 @@ def holds(station_id):
 
 
 def _check_sha(sha256: str):
-    if not SHA256.match(sha256):
+    if not SHA256.fullmatch(sha256):
         abort(_error(400, "bad_hash", "a blob is named by its lowercase hex sha256"))
+
+
+# Blob limits (docs/sync.md, "Blobs"), from the app's config: BLOB_MAX_BYTES, BLOB_QUOTA_BYTES (per station),
+# BLOB_PARTIAL_TTL (seconds), BLOB_MAX_UPLOADS (unfinished at once per station), BLOB_SWEEP_INTERVAL (seconds).
+BLOB_CONFIG = {"BLOB_MAX_BYTES": "max_bytes", "BLOB_QUOTA_BYTES": "quota_bytes", "BLOB_PARTIAL_TTL": "partial_ttl",
+               "BLOB_MAX_UPLOADS": "max_uploads", "BLOB_SWEEP_INTERVAL": "sweep_interval"}
+
+
+def configure_blobs(central: "Central", config) -> int:
+    """Give the blob folder the limits of the app's config and sweep expired uploads (at start)."""
+    limits = {arg: config[key] for key, arg in BLOB_CONFIG.items() if config.get(key) is not None}
+    return central.blobs.configure(**limits)
+
+
+def _blob_refused(sha256: str, code: str, reason: str, **extra) -> Response:
+    """413 for a blob refused for good (too large, over the station's quota): the error in plain JSON
+    (``error``, ``message``, the limit) and, beside it, the same signed by the central (``document``,
+    ``signature``, a dvc-central-blob-refusal/1), so a proxy's 413 is not taken for the central's."""
+    envelope = _central().sign({"type": protocol.BLOB_REFUSAL, "sha256": sha256, "station_id": _station_id(),
+                                "code": code, "reason": reason, **extra})
+    return Response(json.dumps({"error": code, "message": reason, **extra, **envelope}), 413,
+                    mimetype="application/json")
 
 
 @api.route("/blobs/<sha256>", methods=["HEAD"])
 def head_blob(sha256):
+    """200 when the central has the blob (whoever uploaded it); else 404 with how much of this station's
+    own unfinished upload it has (``Upload-Offset``)."""
     _check_sha(sha256)
     blobs = _central().blobs
+    blobs.sweep_if_due()
+    blobs.sweep_station(_station_id())
     if blobs.exists(sha256):
         return Response(status=200)
-    return Response(status=404, headers={"Upload-Offset": str(blobs.offset(sha256))})
+    return Response(status=404, headers={"Upload-Offset": str(blobs.offset(sha256, _station_id()))})
 
 
-CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
+CONTENT_RANGE = re.compile(r"bytes (?:(\d{1,20})-(\d{1,20})|\*)/(\d{1,20})")
 
 
 @api.put("/blobs/<sha256>")
 def put_blob(sha256):
-    """One chunk, ``Content-Range: bytes START-END/TOTAL``; a chunk at the wrong offset gets 409 with the
-    offset to resume from."""
+    """One chunk of this station's own upload, ``Content-Range: bytes START-END/TOTAL``: 202 with the new
+    offset, 201 complete, 200 already there; 409 with the offset to resume from (a chunk at the wrong
+    offset, or meant for another station's upload: each station appends only to its own), 413 signed
+    when the blob is larger than allowed or the station's quota has no room for it."""
     _check_sha(sha256)
-    blobs = _central().blobs
+    blobs, station_id = _central().blobs, _station_id()
+    blobs.sweep_if_due()
     if blobs.exists(sha256):
+        blobs.claim(station_id, sha256)
         return {"complete": True}, 200
-    match = CONTENT_RANGE.match(request.headers.get("Content-Range", ""))
+    match = CONTENT_RANGE.fullmatch(request.headers.get("Content-Range", ""))
     data = request.get_data()
     if not match or len(data) > MAX_CHUNK:
         return _error(400, "bad_range", "send Content-Range: bytes START-END/TOTAL, chunks up to 4 MiB")
@@ -308,27 +438,60 @@ def put_blob(sha256):
     total = int(match.group(3))
     if match.group(1) is not None and int(match.group(2)) - start + 1 != len(data):
         return _error(400, "bad_range", "the chunk length does not match its Content-Range")
-    state = blobs.append(sha256, start, data, total)
+    # Refused on the declared total, before a byte is kept (the store checks it again).
+    state = "too_large" if total > blobs.max_bytes else blobs.append(station_id, sha256, start, data, total)
     if state == "complete":
         return {"complete": True}, 201
     if state == "partial":
-        return {"complete": False, "offset": blobs.offset(sha256)}, 202
+        return {"complete": False, "offset": blobs.offset(sha256, station_id)}, 202
     if state == "hash_mismatch":
         return _error(422, "hash_mismatch", "the uploaded bytes do not have this sha256")
-    return _error(409, "offset_mismatch", "resume from the offset given", offset=blobs.offset(sha256))
+    if state == "too_large":
+        return _blob_refused(sha256, "blob_too_large", f"a blob may be at most {blobs.max_bytes} bytes",
+                             max_bytes=blobs.max_bytes)
+    if state == "over_quota":
+        return _blob_refused(sha256, "blob_quota_exceeded", f"this station's blobs and unfinished uploads may "
+                             f"take at most {blobs.quota_bytes} bytes", quota_bytes=blobs.quota_bytes,
+                             used_bytes=blobs.usage(station_id))
+    if state == "too_many_uploads":
+        return _blob_refused(sha256, "too_many_uploads", f"at most {blobs.max_uploads} unfinished uploads at "
+                             "once per station", max_uploads=blobs.max_uploads)
+    if state == "total_mismatch":
+        return _error(409, "total_mismatch", "the upload was started with another total",
+                      offset=blobs.offset(sha256, station_id))
+    return _error(409, "offset_mismatch", "resume from the offset given", offset=blobs.offset(sha256, station_id))
 
 
 staff = Blueprint("central_staff", __name__, url_prefix="/staff")
 
-STAFF_PAGE = """<!doctype html>
-<html lang="vi"><head><meta charset="utf-8"><title>Hồ sơ tiếp nhận — Central</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:18px/1.5 system-ui,sans-serif;margin:1rem 2rem;color:#0b0c0c}
+STAFF_CSS = """body{font:18px/1.5 system-ui,sans-serif;margin:1rem 2rem;color:#0b0c0c}
 table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #b1b4b6;padding:.5rem;text-align:left}
-select,button{font-size:18px;min-height:48px}button{background:#00703c;color:#fff;border:0;padding:0 1rem}
+select,button,input{font-size:18px;min-height:48px}button{background:#00703c;color:#fff;border:0;padding:0 1rem}
 nav a{margin-right:1rem;color:#1d70b8}.en{color:#505a5f;font-size:.85em}.code{white-space:nowrap;font-variant-numeric:tabular-nums}
-</style></head>
-<body><h1>Hồ sơ tiếp nhận <span class="en">Received dossiers</span></h1>
+header{display:flex;justify-content:space-between;align-items:center}header form button{background:#505a5f}
+label{display:block;margin-top:1rem}.error{color:#d4351c;font-weight:bold}
+"""
+
+_HEAD = """<!doctype html>
+<html lang="vi"><head><meta charset="utf-8"><title>{{ title }} — Central</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="{{ url_for('central_staff.style') }}"></head>"""
+
+LOGIN_PAGE = _HEAD + """
+<body><h1>Đăng nhập <span class="en">Log in</span></h1>
+{% if error %}<p class="error" role="alert">{{ error.vi }} <span class="en">{{ error.en }}</span></p>{% endif %}
+<form method="post" action="{{ url_for('central_staff.login') }}">
+<input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+<label for="username">Tên đăng nhập <span class="en">User name</span></label>
+<input id="username" name="username" autocomplete="username" autocapitalize="none" required value="{{ username }}">
+<label for="password">Mật khẩu <span class="en">Password</span></label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<p><button type="submit">Đăng nhập <span lang="en">Log in</span></button></p></form></body></html>"""
+
+STAFF_PAGE = _HEAD + """
+<body><header><h1>Hồ sơ tiếp nhận <span class="en">Received dossiers</span></h1>
+<form method="post" action="{{ url_for('central_staff.logout') }}"><input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+{{ account }} <button type="submit">Đăng xuất <span lang="en">Log out</span></button></form></header>
 <nav><a href="{{ url_for('central_staff.index') }}">Tất cả <span class="en">All</span></a>
 {% for key, label in statuses.items() %}<a href="{{ url_for('central_staff.index', status=key) }}">{{ label.vi }}</a>{% endfor %}</nav>
 <table><thead><tr><th>Mã hồ sơ <span class="en">Dossier code</span></th><th>Mã tra cứu <span class="en">Tracking code</span></th>
@@ -338,24 +501,115 @@ nav a{margin-right:1rem;color:#1d70b8}.en{color:#505a5f;font-size:.85em}.code{wh
 <td>{{ s.procedure_code }}</td><td>{{ s.station_id }}</td><td class="code">{{ s.received_at | local_time }}</td><td>
 <form method="post" action="{{ url_for('central_staff.set_status', submission_id=s.submission_id) }}">
 <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
-<label for="st-{{ loop.index }}">{{ statuses[s.status].vi }} <span class="en">{{ statuses[s.status].en }}</span></label><br>
+<label for="st-{{ loop.index }}">{{ statuses[s.status].vi }} <span class="en">{{ statuses[s.status].en }}</span></label>
 <select id="st-{{ loop.index }}" name="status">{% for key, label in statuses.items() %}
 <option value="{{ key }}"{% if key == s.status %} selected{% endif %}>{{ label.vi }} / {{ label.en }}</option>{% endfor %}
-</select> <button type="submit">Cập nhật <span lang="en">Update</span></button></form></td></tr>
+</select> <button type="submit">Cập nhật <span lang="en">Update</span></button></form>
+{% if s.document_purged_at %}<span class="en">Nội dung đã xóa theo thời hạn lưu / document dropped after the retention</span>{% endif %}</td></tr>
 {% else %}<tr><td colspan="6">Chưa có hồ sơ. <span class="en">No dossiers yet.</span></td></tr>{% endfor %}
 </tbody></table></body></html>"""
+
+WRONG = {"vi": "Sai tên đăng nhập hoặc mật khẩu.", "en": "Wrong user name or password."}
+SESSION_KEY = "central_staff"
+
+
+class LoginLimiter:
+    """At most ``attempts`` login attempts per client in ``window`` seconds (a sliding window), in this
+    process; the lockout after MAX_FAILURES protects each account, this protects against one client trying
+    many accounts. Owned by the app (app.extensions), so two apps never share one."""
+
+    def __init__(self, attempts: int = LOGIN_ATTEMPTS, window: float = LOGIN_WINDOW_S, clients: int = 10_000):
+        self.attempts, self.window, self.clients = attempts, window, clients
+        self._seen: OrderedDict[str, deque] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, client: str, now: float | None = None) -> float:
+        """0 when the attempt may go on (and it is counted), else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._seen.pop(client, None) or deque()
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            self._seen[client] = times  # most recent last; the oldest clients are forgotten first
+            while len(self._seen) > self.clients:
+                self._seen.popitem(last=False)
+            if len(times) >= self.attempts:
+                return max(times[0] + self.window - now, 1.0)
+            times.append(now)
+            return 0.0
+
+
+def _same_origin() -> bool:
+    """A browser's POST comes from this very site: its Origin (when sent) names this host, and its
+    Sec-Fetch-Site (when sent) is same-origin. The CSRF token checks the rest."""
+    origin = request.headers.get("Origin")
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
+        return False
+    return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+
+
+def _account() -> str | None:
+    """The logged-in staff account of this request (still active), or None."""
+    username = session.get(SESSION_KEY)
+    if not username:
+        return None
+    account = _central().store.staff_account(username)
+    if account is None or not account["active"]:
+        session.clear()
+        return None
+    return username
 
 
 @staff.before_request
 def staff_login():
-    """HTTP basic auth when the central is given a staff password; a demo central on loopback has none."""
-    password = current_app.config.get("STAFF_PASSWORD")
-    if not password:
+    """Every staff page but the login form and its style sheet needs a logged-in account; every POST must
+    come from this site."""
+    if request.method == "POST" and not _same_origin():
+        abort(403)
+    if request.endpoint in ("central_staff.login", "central_staff.style"):
         return None
-    auth = request.authorization
-    if auth is None or not hmac.compare_digest((auth.password or "").encode(), password.encode()):
-        return Response("Cần đăng nhập / Login required", 401, {"WWW-Authenticate": 'Basic realm="central staff"'})
+    if _account() is None:
+        return redirect(url_for("central_staff.login"), 303)
     return None
+
+
+@staff.get("/central.css")
+def style():
+    return Response(STAFF_CSS, mimetype="text/css")
+
+
+@staff.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        if _account():
+            return redirect(url_for("central_staff.index"), 303)
+        return render_template_string(LOGIN_PAGE, title="Đăng nhập", error=None, username="")
+    username = request.form.get("username", "").strip().lower()
+    wait = current_app.extensions["central_login_limiter"].allow(request.remote_addr or "?")
+    if wait:
+        error = {"vi": f"Quá nhiều lần đăng nhập; thử lại sau {wait:.0f} giây.",
+                 "en": f"Too many login attempts; try again in {wait:.0f} seconds."}
+        return (render_template_string(LOGIN_PAGE, title="Đăng nhập", error=error, username=username), 429,
+                {"Retry-After": str(int(wait + 0.999))})
+    try:
+        account = _central().login(username, request.form.get("password", ""))
+    except LoginRefused as refused:
+        error = WRONG
+        if refused.reason == "locked":
+            until = datetime.fromisoformat(refused.until).astimezone(_central().store.zone).strftime("%H:%M")
+            error = {"vi": f"Tài khoản tạm khóa vì nhập sai mật khẩu nhiều lần, đến {until}.",
+                     "en": f"The account is locked after too many wrong passwords, until {until}."}
+        return render_template_string(LOGIN_PAGE, title="Đăng nhập", error=error, username=username), 401
+    session.clear()  # a new session (and CSRF token) for the account: nothing from before carries over
+    session.permanent = True
+    session[SESSION_KEY] = account
+    return redirect(url_for("central_staff.index"), 303)
+
+
+@staff.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("central_staff.login"), 303)
 
 
 @staff.get("/")
@@ -364,7 +618,8 @@ def index():
     if status not in protocol.STATUSES:
         status = None
     rows = _central().store.submissions(status)
-    return render_template_string(STAFF_PAGE, rows=rows, statuses=protocol.STATUSES)
+    return render_template_string(STAFF_PAGE, title="Hồ sơ tiếp nhận", rows=rows, statuses=protocol.STATUSES,
+                                  account=session[SESSION_KEY])
 
 
 @staff.app_template_filter("local_time")
@@ -380,38 +635,93 @@ def set_status(submission_id):
         abort(400)
     if _central().store.submission(submission_id) is None:
         abort(404)
-    actor = request.authorization.username if request.authorization else "staff"
-    _central().store.set_status(submission_id, status, actor or "staff")
+    # The actor is the logged-in account, never a name the request carries.
+    _central().store.set_status(submission_id, status, session[SESSION_KEY])
     return redirect(url_for("central_staff.index"), 303)
 
 
 def open_central(data_dir, database: str | None = None, agency_code: str = "000.00.00.H00",
-                 max_skew: int = protocol.MAX_CLOCK_SKEW_S, restore_window: int = RESTORE_WINDOW_S) -> Central:
-    """The central without its web app (for enrolment and USB import from the command line)."""
+                 max_skew: int = protocol.MAX_CLOCK_SKEW_S, restore_window: int = RESTORE_WINDOW_S,
+                 retention_days: float = RETENTION_DAYS) -> Central:
+    """The central without its web app (for enrolment and USB import from the command line). Opening it
+    seals any document still in plain text (docs/sync.md, "Documents at rest")."""
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(database or str(data_dir / "central.sqlite3"), agency_code=agency_code,
-                       watermark=data_dir / "code-watermark.json")
-    return Central(data_dir, store, max_skew, restore_window)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path = data_dir / DOCUMENTS_KEY
+    key_existed = key_path.exists()
+    document_key = load_or_create_documents_key(key_path)
+    try:
+        store = open_store(database or str(data_dir / "central.sqlite3"), agency_code=agency_code,
+                           watermark=data_dir / "code-watermark.json", document_key=document_key)
+    except DocumentKeyError:
+        if not key_existed:  # a key made just now opens nothing: do not leave it where the right one goes
+            key_path.unlink(missing_ok=True)
+        raise
+    return Central(data_dir, store, max_skew, restore_window, retention_days)
 
 
 def create_central_app(config: dict | None = None) -> Flask:
     """The central's Flask app. Config: DATA_DIR (keys, blobs, default SQLite file), DATABASE (a SQLite path
-    or a postgresql:// URL), AGENCY_CODE (starts each mã hồ sơ), MAX_CLOCK_SKEW, STAFF_PASSWORD,
-    RESTORE_WINDOW (seconds: the oldest backup its operators may restore; stations keep payloads that long)."""
+    or a postgresql:// URL), AGENCY_CODE (starts each mã hồ sơ), MAX_CLOCK_SKEW, RESTORE_WINDOW (seconds: the
+    oldest backup its operators may restore; stations keep payloads that long), RETENTION_DAYS (a handed-over
+    dossier's document is dropped this long after), SESSION_COOKIE_SECURE (behind TLS). The staff page needs
+    an account (``kiosk central staff add``); the session key is ``DATA_DIR/central-session.key``."""
     app = Flask(__name__)
+    data_dir = Path((config or {}).get("DATA_DIR", "var/central"))
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     app.config.update(DATA_DIR="var/central", DATABASE=None, AGENCY_CODE="000.00.00.H00",
-                      MAX_CLOCK_SKEW=protocol.MAX_CLOCK_SKEW_S, STAFF_PASSWORD=None, RESTORE_WINDOW=RESTORE_WINDOW_S,
-                      MAX_CONTENT_LENGTH=MAX_CHUNK + 65536, SECRET_KEY=secrets.token_hex(32))
+                      MAX_CLOCK_SKEW=protocol.MAX_CLOCK_SKEW_S, RESTORE_WINDOW=RESTORE_WINDOW_S,
+                      RETENTION_DAYS=RETENTION_DAYS, MAX_CONTENT_LENGTH=MAX_CHUNK + 65536,
+                      SECRET_KEY=keyfile.load_or_create(data_dir / "central-session.key", lambda: secrets.token_bytes(32)),
+                      SESSION_COOKIE_NAME="dvc_central_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict", PERMANENT_SESSION_LIFETIME=timedelta(minutes=30),
+                      WTF_CSRF_TIME_LIMIT=None)  # the session's own 30 idle minutes end old forms
     app.config.update(config or {})
+    if app.config.get("STAFF_PASSWORD"):
+        raise ValueError("STAFF_PASSWORD is no longer used: the staff page takes accounts (kiosk central staff add)")
     app.extensions["dvc_central"] = open_central(app.config["DATA_DIR"], app.config["DATABASE"],
                                                  app.config["AGENCY_CODE"], app.config["MAX_CLOCK_SKEW"],
-                                                 int(app.config["RESTORE_WINDOW"]))
+                                                 int(app.config["RESTORE_WINDOW"]),
+                                                 float(app.config["RETENTION_DAYS"]))
+    configure_blobs(app.extensions["dvc_central"], app.config)  # blob limits; expired uploads swept at start
+    app.extensions["central_login_limiter"] = LoginLimiter()
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # signed by station keys, not a browser session
     app.register_blueprint(api)
     app.register_blueprint(staff)
+    app.after_request(_security_headers)
     return app
+
+
+def _security_headers(response: Response) -> Response:
+    """As the station's pages (kiosk/app.py): never cached, never framed, no inline script or style."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    return response
+
+
+def start_purging(central: Central, interval: float = PURGE_INTERVAL_S, announce=print) -> threading.Event:
+    """Purge now and then every ``interval`` seconds in a daemon thread, until the event returned is set."""
+    stop = threading.Event()
+
+    def run():
+        while True:
+            try:
+                dropped = central.purge()
+                if dropped:
+                    announce(f"retention: dropped the documents of {dropped} handed-over dossiers")
+            except Exception as exc:  # noqa: BLE001  (the next round tries again; the API keeps serving)
+                announce(f"retention: purge failed: {exc}")
+            if stop.wait(interval):
+                return
+
+    threading.Thread(target=run, name="central-purge", daemon=True).start()
+    return stop
 
 
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8090, announce=print) -> None:
@@ -419,8 +729,10 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8090, announce=print)
     import waitress
 
     server = waitress.create_server(app, host=host, port=port, threads=8, ident="dvc-central")
+    stop_purging = start_purging(app.extensions["dvc_central"], announce=announce)
     announce(f"central listening on http://{host}:{server.effective_port}")
     try:
         server.run()
     finally:
+        stop_purging.set()
         server.close()

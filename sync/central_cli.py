@@ -3,6 +3,8 @@
 The group is named ``central``; the main ``kiosk`` command adds it with ``main.add_command(central)``.
 """
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -26,24 +28,118 @@ def central():
     """The reference central system (one-stop): serve, enrol stations, import USB bundles."""
 
 
+RESTORE_WINDOW_OPTION = click.option(
+    "--restore-window-days", type=click.FloatRange(min=0), default=7.0, show_default=True,
+    help="The oldest backup of this central that may be restored; stations keep payloads that long, and no "
+         "document younger than that is purged.")
+RETENTION_OPTION = click.option(
+    "--retention-days", type=click.FloatRange(min=0), default=30.0, show_default=True,
+    help="Drop a dossier's document this many days after it was handed over (its status left 'received').")
+
+
 @central.command("serve")
 @DATA_OPTION
 @DB_OPTION
 @AGENCY_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8090, show_default=True, type=int, help="0 takes a free port.")
-@click.option("--staff-password", envvar="DVC_CENTRAL_STAFF_PASSWORD", default=None,
-              help="Ask for this password (HTTP basic) on the staff page.")
-@click.option("--restore-window-days", type=float, default=7.0, show_default=True,
-              help="The oldest backup of this central that may be restored; stations keep payloads that long.")
-def serve_command(data_dir, database, agency_code, host, port, staff_password, restore_window_days):
-    """Serve the central's API and staff page with waitress."""
+@RESTORE_WINDOW_OPTION
+@RETENTION_OPTION
+@click.option("--secure-cookies", is_flag=True, help="Behind TLS: the staff session cookie is never sent over http.")
+def serve_command(data_dir, database, agency_code, host, port, restore_window_days, retention_days, secure_cookies):
+    """Serve the central's API and staff page with waitress; purges documents past the retention at start
+    and every hour. The staff page needs an account (`kiosk central staff add`)."""
     from .central import create_central_app, serve
 
+    if os.environ.get("DVC_CENTRAL_STAFF_PASSWORD"):
+        click.echo("DVC_CENTRAL_STAFF_PASSWORD không còn dùng: tạo tài khoản bằng `kiosk central staff add`. / "
+                   "DVC_CENTRAL_STAFF_PASSWORD is no longer used: add accounts with `kiosk central staff add`.",
+                   err=True)
     app = create_central_app({"DATA_DIR": data_dir, "DATABASE": database, "AGENCY_CODE": agency_code,
-                              "STAFF_PASSWORD": staff_password,
-                              "RESTORE_WINDOW": int(restore_window_days * 86400)})
+                              "RESTORE_WINDOW": int(restore_window_days * 86400),
+                              "RETENTION_DAYS": retention_days, "SESSION_COOKIE_SECURE": secure_cookies})
+    if not app.extensions["dvc_central"].store.staff_accounts():
+        click.echo("Chưa có tài khoản cán bộ: trang /staff/ không mở được. / No staff account yet: the staff page "
+                   "stays closed (`kiosk central staff add USERNAME`).", err=True)
     serve(app, host, port, announce=lambda line: click.echo(line, err=False) or None)
+
+
+@central.command("purge")
+@DATA_OPTION
+@DB_OPTION
+@RESTORE_WINDOW_OPTION
+@RETENTION_OPTION
+def purge_command(data_dir, database, restore_window_days, retention_days):
+    """Drop the documents of dossiers handed over more than the retention ago (never of one received within
+    the restore window); rows, hashes, codes and statuses stay. `serve` does the same every hour."""
+    from .central import open_central
+
+    c = open_central(data_dir, database, restore_window=int(restore_window_days * 86400),
+                     retention_days=retention_days)
+    try:
+        dropped = c.purge()
+    finally:
+        c.store.close()
+    click.echo(f"Đã xóa nội dung {dropped} hồ sơ đã chuyển xử lý. / Dropped the documents of {dropped} "
+               "handed-over dossiers.")
+
+
+@central.group("staff")
+def staff_group():
+    """Accounts of the central's staff page."""
+
+
+@staff_group.command("add")
+@DATA_OPTION
+@DB_OPTION
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of asking twice.")
+def staff_add_command(data_dir, database, username, password_stdin):
+    """Add a staff account; asks for its password (10+ characters)."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else click.prompt(
+        "Password", hide_input=True, confirmation_prompt=True)
+    c = _central(data_dir, database)
+    try:
+        c.add_staff(username, password)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        c.store.close()
+    click.echo(f"{username} added")
+
+
+@staff_group.command("list")
+@DATA_OPTION
+@DB_OPTION
+def staff_list_command(data_dir, database):
+    """List the staff accounts: active or not, locked until when, last login."""
+    c = _central(data_dir, database)
+    try:
+        accounts = c.store.staff_accounts()
+    finally:
+        c.store.close()
+    for a in accounts:
+        state = "active" if a["active"] else "deactivated"
+        if a["locked_until"]:
+            state += f", locked until {a['locked_until']}"
+        click.echo(f"{a['username']}\t{state}\tlast login {a['last_login_at'] or '-'}")
+    if not accounts:
+        click.echo("no staff accounts (kiosk central staff add USERNAME)")
+
+
+@staff_group.command("deactivate")
+@DATA_OPTION
+@DB_OPTION
+@click.argument("username")
+def staff_deactivate_command(data_dir, database, username):
+    """Deactivate USERNAME: it can no longer log in, and its open sessions end at their next request."""
+    c = _central(data_dir, database)
+    try:
+        if not c.store.staff_set_active(username, False):
+            raise click.ClickException(f"no staff account '{username}'")
+    finally:
+        c.store.close()
+    click.echo(f"{username} deactivated")
 
 
 @central.command("enrol")
@@ -99,7 +195,8 @@ def keys_command(data_dir, database):
 @click.option("--acks-out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the ack file for the station (default: beside the bundle, .acks.json).")
 def import_command(data_dir, database, agency_code, bundle_file, acks_out):
-    """Import a station's USB bundle; importing it again changes nothing and writes the same acks."""
+    """Import a station's USB bundle; importing it again changes nothing and writes the same acks. A bundle
+    that is not right (its form, any dossier item, its signature) is refused whole, naming what is wrong."""
     from . import protocol
     from .bundle import BundleError, import_bundle, read_bounded, write_ack_file
 
@@ -109,7 +206,11 @@ def import_command(data_dir, database, agency_code, bundle_file, acks_out):
     except BundleError as exc:
         raise click.ClickException(f"{bundle_file}: {exc}") from None
     out = Path(acks_out) if acks_out else Path(bundle_file).with_suffix(".acks.json")
-    write_ack_file(out, ack_file)
+    try:
+        write_ack_file(out, ack_file)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: cannot write the ack file ({exc.strerror or exc}); the dossiers "
+                                   "were received: import the bundle again to write it") from None
     click.echo(f"{ack_file['station_id']}: {counts['created']} new, {counts['duplicate']} already received, "
                f"{counts['rejected']} refused, {counts['deferred']} deferred; acks in {out}")
 

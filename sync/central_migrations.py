@@ -71,6 +71,25 @@ MIGRATIONS: list[Migration] = [
             postgres="INSERT INTO store_meta (name, value) VALUES "
                      "('store_id', replace(gen_random_uuid()::text, '-', '')), ('generation', '1')"),
     )),
+    # Retention (docs/sync.md, "Documents at rest"): when the dossier was handed over to the processing
+    # system (its status first left 'received') and when its document was dropped. The document itself is
+    # sealed by the store at start (a migration cannot reach the key file): 'sealed:v1:...'.
+    Migration("m002_document_retention", (
+        "ALTER TABLE submissions ADD COLUMN handed_over_at TEXT",
+        "ALTER TABLE submissions ADD COLUMN document_purged_at TEXT",
+        # Dossiers already moved on: handed over at their first change away from 'received' (else, when
+        # the feed has no such change, at their latest status change, which is later: never purged early).
+        "UPDATE submissions SET handed_over_at = COALESCE((SELECT MIN(c.at) FROM changes c "
+        "WHERE c.submission_id = submissions.submission_id AND c.status <> 'received'), status_at) "
+        "WHERE status <> 'received'",
+        "CREATE INDEX submissions_handed_over ON submissions(handed_over_at)",
+    )),
+    # Staff accounts of the staff page: argon2 hashes, wrong-password count and lockout, deactivation.
+    Migration("m003_central_staff", (
+        """CREATE TABLE central_staff (
+        username TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until TEXT, active INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, last_login_at TEXT)""",
+    )),
 ]
 
 # What a database made before migrations must hold to be adopted as m001_central_schema.

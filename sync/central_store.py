@@ -5,18 +5,24 @@ in SQL that both SQLite (the default, one file) and PostgreSQL (a province, via 
 only the placeholder style differing; the tables are made and changed by sync/central_migrations.py at
 start. Blobs live in a ``BlobStore`` folder.
 """
+import base64
 import hashlib
 import json
 import os
 import re
+import secrets
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kiosk.core.keyfile import write_durably
 
@@ -59,6 +65,38 @@ class Prior:
     received_at: str
 
 
+class DocumentKeyError(RuntimeError):
+    """The documents key is missing or is not the one this database's documents were sealed with."""
+
+
+# A dossier document at rest: "sealed:v1:" + base64(nonce(12) + AES-256-GCM ciphertext and tag), the
+# submission id as associated data (a sealed document copied onto another row does not open). The key is
+# central-documents.key in the data folder, never in the database (docs/sync.md, "Documents at rest").
+SEALED_PREFIX = "sealed:v1:"
+
+
+def document_key_id(key: bytes) -> str:
+    """A name for the documents key, kept in store_meta: a central started with another key refuses."""
+    return hashlib.sha256(b"dvc-central-documents-key\n" + key).hexdigest()[:16]
+
+
+def seal_document(key: bytes, submission_id: str, document_json: str) -> str:
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(key).encrypt(nonce, document_json.encode(), submission_id.encode())
+    return SEALED_PREFIX + base64.b64encode(nonce + sealed).decode()
+
+
+def open_document(key: bytes, submission_id: str, stored: str) -> str:
+    """The document JSON of a sealed column value; DocumentKeyError when it does not open with ``key``."""
+    if not stored.startswith(SEALED_PREFIX):
+        raise DocumentKeyError(f"submission {submission_id}: the document is not sealed")
+    raw = base64.b64decode(stored[len(SEALED_PREFIX):])
+    try:
+        return AESGCM(key).decrypt(raw[:12], raw[12:], submission_id.encode()).decode()
+    except InvalidTag:
+        raise DocumentKeyError(f"submission {submission_id}: the document does not open with this key") from None
+
+
 class CentralStore(Protocol):
     def station(self, station_id: str) -> Station | None: ...
     def enrol(self, station_id: str, public_key: str, name: str = "") -> Station: ...
@@ -70,6 +108,7 @@ class CentralStore(Protocol):
     def head(self, station_id: str) -> int: ...
     def holds(self, station_id: str, submission_ids: list[str]) -> dict: ...
     def set_status(self, submission_id: str, status: str, actor: str) -> bool: ...
+    def purge_documents(self, handed_over_before: str, received_before: str) -> int: ...
     def changes(self, station_id: str, since: int, limit: int = 500) -> list[dict]: ...
     def submissions(self, status: str | None = None, limit: int = 200) -> list[dict]: ...
     def submission(self, submission_id: str) -> dict | None: ...
@@ -94,8 +133,12 @@ class SqlCentralStore:
     """
 
     def __init__(self, connect, dialect: str, agency_code: str = "000.00.00.H00",
-                 timezone_name: str = "Asia/Ho_Chi_Minh", watermark: Path | None = None):
+                 timezone_name: str = "Asia/Ho_Chi_Minh", watermark: Path | None = None,
+                 document_key: bytes | None = None):
         self._connect, self.dialect = connect, dialect
+        # Without the documents key (a backup reading the store's facts, the migration tests) the store
+        # neither receives nor reads documents.
+        self.document_key = document_key
         self.agency_code, self.zone = agency_code, ZoneInfo(timezone_name)
         self._local = threading.local()
         self.watermark = Path(watermark) if watermark else None
@@ -103,8 +146,123 @@ class SqlCentralStore:
         self._watermark_lock = threading.Lock()
         # The schema, and the store's identity (made once, with the database): sync/central_migrations.py.
         migrate(self._conn(), dialect)
+        self.sealed_at_start = self._seal_plain_documents() if document_key is not None else 0
         self._identity = self._read_identity()
         self.restored_at_start = self._apply_watermark()
+
+    # -- documents at rest ------------------------------------------------------------------------------
+    def _seal_plain_documents(self) -> int:
+        """At start, with the key: check it is this database's documents key (recorded the first time), and
+        seal every document still in plain text (written before documents were sealed, or put back from
+        such a backup), in one transaction. Idempotent: a sealed one starts with SEALED_PREFIX. Returns
+        how many were sealed; SQLite's old pages are then zeroed (secure_delete) and its WAL emptied."""
+        key, wanted = self.document_key, document_key_id(self.document_key)
+        if len(key) != 32:
+            raise DocumentKeyError("the documents key must be 32 bytes")
+        with self._tx() as cur:
+            cur.execute("INSERT INTO store_meta (name, value) VALUES ('document_key_id', ?) "
+                        "ON CONFLICT (name) DO NOTHING", (wanted,))
+            (recorded,) = cur.one("SELECT value FROM store_meta WHERE name = 'document_key_id'", ())
+            if recorded != wanted:
+                raise DocumentKeyError(
+                    "central-documents.key is not the key this database's documents were sealed with: put the "
+                    "right one back (it is in the central's backups), the central cannot start")
+            plain = cur.all("SELECT submission_id, document FROM submissions WHERE document_purged_at IS NULL "
+                            "AND document <> '' AND document NOT LIKE ?", (SEALED_PREFIX.split(":")[0] + ":%",))
+            for submission_id, document in plain:
+                # "AND document = ?": a second central sealing at the same time (PostgreSQL) changes nothing.
+                cur.execute("UPDATE submissions SET document = ? WHERE submission_id = ? AND document = ?",
+                            (seal_document(key, submission_id, document), submission_id, document))
+        if plain:
+            self._forget_old_pages()
+        return len(plain)
+
+    def _forget_old_pages(self) -> None:
+        """SQLite: move the WAL into the main file and truncate it, so the old versions of the rows changed
+        (zeroed by secure_delete in the pages) are in no file. PostgreSQL keeps old row versions until
+        VACUUM (docs/sync.md)."""
+        if self.dialect == "sqlite":
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _open(self, submission_id: str, stored: str | None) -> str | None:
+        """The document JSON as received; None once purged or when the store has no key."""
+        if not stored or self.document_key is None:
+            return None
+        return open_document(self.document_key, submission_id, stored)
+
+    def purge_documents(self, handed_over_before: str, received_before: str) -> int:
+        """Drop the document of every dossier handed over (its status left 'received') before
+        ``handed_over_before`` and received before ``received_before`` (UTC ISO times); the row, its hash,
+        codes and status stay. Returns how many were dropped."""
+        with self._tx() as cur:
+            purged = cur.execute(
+                "UPDATE submissions SET document = '', document_purged_at = ? WHERE document_purged_at IS NULL "
+                "AND handed_over_at IS NOT NULL AND handed_over_at <= ? AND received_at <= ?",
+                (now_iso(), handed_over_before, received_before))
+        if purged:
+            self._forget_old_pages()
+        return purged
+
+    # -- staff accounts of the staff page (the central decides; this only reads and writes the rows) -----
+    _STAFF = ("username", "secret_hash", "failed_logins", "locked_until", "active", "created_at", "last_login_at")
+
+    def staff_add(self, username: str, secret_hash: str) -> bool:
+        """Add an account; False when the user name is taken."""
+        with self._tx() as cur:
+            return cur.execute("INSERT INTO central_staff (username, secret_hash, created_at) VALUES (?, ?, ?) "
+                               "ON CONFLICT (username) DO NOTHING", (username, secret_hash, now_iso())) > 0
+
+    def staff_account(self, username: str) -> dict | None:
+        with self._tx() as cur:
+            row = cur.one(f"SELECT {', '.join(self._STAFF)} FROM central_staff WHERE username = ?", (username,))
+        return dict(zip(self._STAFF, row)) if row else None
+
+    def staff_accounts(self) -> list[dict]:
+        with self._tx() as cur:
+            rows = cur.all(f"SELECT {', '.join(self._STAFF)} FROM central_staff ORDER BY username", ())
+        return [{k: v for k, v in zip(self._STAFF, r) if k != "secret_hash"} for r in rows]
+
+    def staff_set_active(self, username: str, active: bool) -> bool:
+        with self._tx() as cur:
+            return cur.execute("UPDATE central_staff SET active = ? WHERE username = ?",
+                               (int(active), username)) > 0
+
+    def _staff_row_locked(self, cur, username: str):
+        """(failed_logins, locked_until, active) of the account, its row locked for this transaction (SQLite:
+        the whole database is, by BEGIN IMMEDIATE)."""
+        lock = " FOR UPDATE" if self.dialect == "postgres" else ""
+        return cur.one(f"SELECT failed_logins, locked_until, active FROM central_staff WHERE username = ?{lock}",
+                       (username,))
+
+    def staff_failed(self, username: str, now: datetime, max_failures: int, lockout: timedelta) -> str | None:
+        """Count a wrong password, read and written in one transaction under the row's lock, so wrong
+        passwords checked at the same time are each counted; the ``max_failures``-th locks the account for
+        ``lockout``. A failure that finds the account locked meanwhile is not counted. Returns the
+        locked_until in force, or None."""
+        with self._tx() as cur:
+            row = self._staff_row_locked(cur, username)
+            if row is None:
+                return None
+            failed, locked = row[0], row[1]
+            if locked and datetime.fromisoformat(locked) > now:
+                return locked
+            failures = failed + 1
+            until = (now + lockout).isoformat(timespec="milliseconds") if failures >= max_failures else None
+            cur.execute("UPDATE central_staff SET failed_logins = ?, locked_until = ? WHERE username = ?",
+                        (0 if until else failures, until, username))
+            return until
+
+    def staff_succeeded(self, username: str, now: datetime, new_hash: str | None = None) -> bool:
+        """Record a right password: False (nothing changed) when the account was locked or deactivated
+        meanwhile, else the count is reset."""
+        with self._tx() as cur:
+            row = self._staff_row_locked(cur, username)
+            if row is None or not row[2] or (row[1] and datetime.fromisoformat(row[1]) > now):
+                return False
+            cur.execute("UPDATE central_staff SET failed_logins = 0, locked_until = NULL, last_login_at = ?, "
+                        "secret_hash = COALESCE(?, secret_hash) WHERE username = ?",
+                        (now.isoformat(timespec="milliseconds"), new_hash, username))
+            return True
 
     # -- who this store is, and the code watermark ------------------------------------------------------
     def _read_identity(self) -> dict:
@@ -307,6 +465,8 @@ class SqlCentralStore:
                 raise TrackingCodeTaken(tracking_code)
             if holder:  # this very submission, committed meanwhile by a concurrent first receipt (PostgreSQL)
                 return self._existing(cur, submission_id, station_id, payload_sha256)
+            if self.document_key is None:
+                raise DocumentKeyError("this store was opened without the documents key: it cannot receive")
             if prior is not None and self._keep_code(cur, prior):
                 code, at = prior.central_code, prior.received_at
             else:
@@ -317,8 +477,8 @@ class SqlCentralStore:
                 "INSERT INTO submissions (submission_id, station_id, payload_sha256, central_code, tracking_code,"
                 " procedure_code, document, received_at, status, status_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (submission_id) DO NOTHING",
-                (submission_id, station_id, payload_sha256, code, tracking_code, procedure_code, document_json,
-                 at, "received", at))
+                (submission_id, station_id, payload_sha256, code, tracking_code, procedure_code,
+                 seal_document(self.document_key, submission_id, document_json), at, "received", at))
             if inserted:
                 self._record_change(cur, station_id, submission_id, "received", at, "central")
                 return Receipt(submission_id, station_id, payload_sha256, code, at, created=True)
@@ -332,8 +492,11 @@ class SqlCentralStore:
             if row is None or row[1] == status:
                 return False
             at = now_iso()
-            cur.execute("UPDATE submissions SET status = ?, status_at = ? WHERE submission_id = ?",
-                        (status, at, submission_id))
+            # The first change away from 'received' hands the dossier over to the processing system: its
+            # document is dropped the retention after that (purge_documents).
+            cur.execute("UPDATE submissions SET status = ?, status_at = ?, handed_over_at = "
+                        "COALESCE(handed_over_at, ?) WHERE submission_id = ?",
+                        (status, at, at if status != "received" else None, submission_id))
             self._record_change(cur, row[0], submission_id, status, at, actor)
             return True
 
@@ -362,7 +525,7 @@ class SqlCentralStore:
         return [dict(zip(("seq", "submission_id", "status", "at", "central_code"), r)) for r in rows]
 
     _COLUMNS = ("submission_id", "station_id", "central_code", "tracking_code", "procedure_code", "received_at",
-                "status", "status_at", "payload_sha256")
+                "status", "status_at", "payload_sha256", "handed_over_at", "document_purged_at")
 
     def submissions(self, status: str | None = None, limit: int = 200) -> list[dict]:
         where, args = ("WHERE status = ?", (status, limit)) if status else ("", (limit,))
@@ -375,7 +538,11 @@ class SqlCentralStore:
         with self._tx() as cur:
             row = cur.one(f"SELECT {', '.join(self._COLUMNS)}, document FROM submissions WHERE submission_id = ?",
                           (submission_id,))
-        return dict(zip(self._COLUMNS + ("document",), row)) if row else None
+        if row is None:
+            return None
+        found = dict(zip(self._COLUMNS + ("document",), row))
+        found["document"] = self._open(submission_id, found["document"])
+        return found
 
     def count(self) -> int:
         with self._tx() as cur:
@@ -417,6 +584,20 @@ def _days_before(yymmdd: str, days: int) -> str:
     return (datetime.strptime(yymmdd, "%y%m%d") - timedelta(days=days)).strftime("%y%m%d")
 
 
+def owner_only(database: str) -> None:
+    """Make the SQLite file readable by its owner only before SQLite opens it: SQLite gives its -wal and
+    -shm files the main file's mode. Files made earlier with a wider mode are narrowed."""
+    path = Path(database)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = name.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(name, mode & 0o700)
+
+
 def open_store(database: str, **kwargs) -> SqlCentralStore:
     """A store for a SQLite file path, or for a ``postgresql://`` URL (needs the psycopg package)."""
     if re.match(r"postgres(ql)?://", database):
@@ -424,54 +605,193 @@ def open_store(database: str, **kwargs) -> SqlCentralStore:
 
         return SqlCentralStore(lambda: psycopg.connect(database), "postgres", **kwargs)
     Path(database).parent.mkdir(parents=True, exist_ok=True)
+    owner_only(database)
 
     def connect():
         conn = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA secure_delete=ON")  # a dropped or resealed document leaves zeros, not its bytes
         return conn
 
     return SqlCentralStore(connect, "sqlite", **kwargs)
 
 
-class BlobStore:
-    """Content-addressed files, uploaded in chunks that may stop and resume: ``blobs/ab/abcd...`` when
-    complete, ``partial/abcd...`` while arriving."""
+BLOB_MAX_BYTES = 25 << 20          # one blob (a scanned document, a photo), as declared by its first chunk
+BLOB_QUOTA_BYTES = 2 << 30         # per station: the blobs it owns plus its unfinished uploads (declared totals)
+BLOB_PARTIAL_TTL_S = 48 * 3600     # an unfinished upload no byte was added to for this long is removed
+BLOB_MAX_UPLOADS = 32              # unfinished uploads one station may have at once
+BLOB_SWEEP_INTERVAL_S = 600        # how often a blob request sweeps every station's expired uploads
+BLOB_BLOCK = 4096                  # every blob and upload counts at least one disk block against a quota
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-    def __init__(self, root: Path):
+
+class BlobStore:
+    """Content-addressed files, uploaded in chunks that may stop and resume, in one folder (no database):
+
+    - ``blobs/ab/<sha256>``: a complete blob, stored once whoever sent it (content-addressed, so shared);
+    - ``owners/<station>/<sha256>.<size>``: an empty file for each station that uploaded it. A blob two
+      stations both uploaded is owned by both, and counts in full against each one's quota; a station
+      that finds it there (HEAD 200) sends nothing and owns nothing;
+    - ``partial/<station>/<sha256>.<total>``: one station's unfinished upload, the total it declared in the
+      name. Each station has its own: another station never sees its offset, appends to it or completes
+      it (its chunks go to its own upload, which starts at 0), and cannot block it.
+
+    Limits: a blob at most ``max_bytes``; per station, its blobs and unfinished uploads (at their declared
+    totals, so an upload cannot grow past what was allowed when it started) at most ``quota_bytes``, and
+    at most ``max_uploads`` unfinished at once; an unfinished upload no byte was added to for
+    ``partial_ttl`` seconds is removed, by ``sweep`` (at start, every ``sweep_interval`` seconds from a
+    blob request, and each station's own on its every request).
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int = BLOB_MAX_BYTES, quota_bytes: int = BLOB_QUOTA_BYTES,
+                 partial_ttl: float = BLOB_PARTIAL_TTL_S, max_uploads: int = BLOB_MAX_UPLOADS,
+                 sweep_interval: float = BLOB_SWEEP_INTERVAL_S):
         self.root = Path(root)
         (self.root / "partial").mkdir(parents=True, exist_ok=True)
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._locks = tuple(threading.Lock() for _ in range(64))  # by sha256, a fixed set: no growth
+        self._start_lock = threading.Lock()  # a new upload's quota check and creation, one at a time
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = 0.0  # the first blob request sweeps (``configure`` does it at start)
+        self.max_bytes, self.quota_bytes, self.partial_ttl = max_bytes, quota_bytes, partial_ttl
+        self.max_uploads, self.sweep_interval = max_uploads, sweep_interval
+
+    def configure(self, *, max_bytes: int | None = None, quota_bytes: int | None = None,
+                  partial_ttl: float | None = None, max_uploads: int | None = None,
+                  sweep_interval: float | None = None) -> int:
+        """Set the limits (None keeps one) and sweep at once; returns how many expired uploads were removed."""
+        if max_bytes is not None:
+            self.max_bytes = int(max_bytes)
+        if quota_bytes is not None:
+            self.quota_bytes = int(quota_bytes)
+        if partial_ttl is not None:
+            self.partial_ttl = float(partial_ttl)
+        if max_uploads is not None:
+            self.max_uploads = int(max_uploads)
+        if sweep_interval is not None:
+            self.sweep_interval = float(sweep_interval)
+        self._next_sweep = time.monotonic() + self.sweep_interval
+        return self.sweep()
+
+    # -- where things are -------------------------------------------------------------------------------
+    @staticmethod
+    def _folder_name(station_id: str) -> str:
+        """A station's folder: its id when that is a safe file name, else a hash of it (never a path)."""
+        if _SAFE_NAME.fullmatch(station_id):
+            return station_id
+        return "~" + hashlib.sha256(station_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
     def _final(self, sha256: str) -> Path:
         return self.root / "blobs" / sha256[:2] / sha256
 
-    def _partial(self, sha256: str) -> Path:
-        return self.root / "partial" / sha256
+    def _partials(self, station_id: str) -> Path:
+        return self.root / "partial" / self._folder_name(station_id)
+
+    def _owned(self, station_id: str) -> Path:
+        return self.root / "owners" / self._folder_name(station_id)
 
     def lock(self, sha256: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(sha256, threading.Lock())
+        return self._locks[int(sha256[:4], 16) % len(self._locks)]
 
+    @staticmethod
+    def _names(folder: Path) -> list[tuple[str, int, str]]:
+        """(sha256, number, file name) of the ``<sha256>.<number>`` files in a folder."""
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        for name in names:
+            sha, _, number = name.partition(".")
+            if len(sha) == 64 and number.isdigit():
+                found.append((sha, int(number), name))
+        return found
+
+    def _upload(self, station_id: str, sha256: str) -> tuple[Path, int] | None:
+        """This station's unfinished upload of ``sha256``: (its file, the declared total), or None."""
+        for sha, total, name in self._names(self._partials(station_id)):
+            if sha == sha256:
+                return self._partials(station_id) / name, total
+        return None
+
+    # -- what the central has -----------------------------------------------------------------------------
     def exists(self, sha256: str) -> bool:
         return self._final(sha256).exists()
 
-    def offset(self, sha256: str) -> int:
-        """How many bytes of an unfinished upload the central already has."""
-        try:
-            return self._partial(sha256).stat().st_size
-        except FileNotFoundError:
-            return 0
+    def read(self, sha256: str) -> bytes:
+        return self._final(sha256).read_bytes()
 
-    def append(self, sha256: str, start: int, data: bytes, total: int) -> str:
-        """Add one chunk; returns 'complete', 'partial', 'offset_mismatch' or 'hash_mismatch'."""
+    def offset(self, sha256: str, station_id: str | None = None) -> int:
+        """How many bytes of the station's unfinished upload the central already has (0 when none); without
+        a station (operators, tests), the most any station has sent."""
+        if station_id is not None:
+            upload = self._upload(station_id, sha256)
+            return _size(upload[0]) if upload else 0
+        sizes = [_size(folder / name) for folder in _subfolders(self.root / "partial")
+                 for sha, _total, name in self._names(folder) if sha == sha256]
+        return max(sizes, default=0)
+
+    def owners(self, sha256: str) -> list[str]:
+        """The folder names of the stations that own a complete blob (their ids, when safe file names)."""
+        return sorted(folder.name for folder in _subfolders(self.root / "owners")
+                      if any(sha == sha256 for sha, _size_, _name in self._names(folder)))
+
+    def usage(self, station_id: str) -> int:
+        """Bytes counted against the station's quota: the blobs it owns and its unfinished uploads' totals,
+        each at least one block."""
+        owned = sum(max(size, BLOB_BLOCK) for _sha, size, _name in self._names(self._owned(station_id)))
+        return owned + sum(max(total, BLOB_BLOCK) for _sha, total, _name in self._names(self._partials(station_id)))
+
+    def claim(self, station_id: str, sha256: str) -> None:
+        """Record the station as an owner of a complete blob (it uploaded it, or sent a chunk of it after it
+        was complete); its own unfinished upload of it, if any, is dropped."""
+        with self.lock(sha256):
+            self._claim(station_id, sha256)
+
+    def _claim(self, station_id: str, sha256: str) -> None:
+        upload = self._upload(station_id, sha256)
+        if upload:
+            upload[0].unlink(missing_ok=True)
+        try:
+            size = self._final(sha256).stat().st_size
+        except FileNotFoundError:
+            return
+        folder = self._owned(station_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{sha256}.{size}").touch()
+
+    # -- uploads --------------------------------------------------------------------------------------------
+    def append(self, station_id: str, sha256: str, start: int, data: bytes, total: int) -> str:
+        """Add one chunk of the station's own upload. Returns 'complete', 'partial', 'offset_mismatch'
+        (resume from ``offset``), 'total_mismatch' (another total than the upload was started with),
+        'hash_mismatch' (the whole did not hash to the name: discarded), 'too_large' (past ``max_bytes``),
+        'over_quota' or 'too_many_uploads' (a new upload the station's quota leaves no room for)."""
+        self.sweep_station(station_id)
         with self.lock(sha256):
             if self.exists(sha256):
+                self._claim(station_id, sha256)
                 return "complete"
-            if start != self.offset(sha256) or start + len(data) > total:
+            if total > self.max_bytes:
+                return "too_large"
+            upload = self._upload(station_id, sha256)
+            if upload is None:
+                if start != 0:
+                    return "offset_mismatch"
+                with self._start_lock:
+                    if len(self._names(self._partials(station_id))) >= self.max_uploads:
+                        return "too_many_uploads"
+                    if self.usage(station_id) + max(total, BLOB_BLOCK) > self.quota_bytes:
+                        return "over_quota"
+                    folder = self._partials(station_id)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    partial = folder / f"{sha256}.{total}"
+                    partial.touch()
+            else:
+                partial, declared = upload
+                if declared != total:
+                    return "total_mismatch"
+            if start != _size(partial) or start + len(data) > total:
                 return "offset_mismatch"
-            partial = self._partial(sha256)
             with open(partial, "ab") as f:
                 f.write(data)
                 f.flush()
@@ -488,7 +808,63 @@ class BlobStore:
             final = self._final(sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, final)
+            self._claim(station_id, sha256)
             return "complete"
 
-    def read(self, sha256: str) -> bytes:
-        return self._final(sha256).read_bytes()
+    # -- expiry ---------------------------------------------------------------------------------------------
+    def _expire(self, folder: Path, cutoff: float) -> int:
+        removed = 0
+        for sha, _total, name in self._names(folder):
+            path = folder / name
+            with self.lock(sha):
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    def sweep_station(self, station_id: str, now: float | None = None) -> int:
+        """Remove this station's expired unfinished uploads (a few files: cheap on every request)."""
+        return self._expire(self._partials(station_id), (time.time() if now is None else now) - self.partial_ttl)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove every station's unfinished uploads no byte was added to for ``partial_ttl`` seconds (and
+        those of the layout before stations had their own, ``partial/<sha256>``); returns how many."""
+        cutoff = (time.time() if now is None else now) - self.partial_ttl
+        removed = 0
+        for entry in os.scandir(self.root / "partial"):
+            if entry.is_dir(follow_symlinks=False):
+                removed += self._expire(Path(entry.path), cutoff)
+            elif SHA256_NAME.fullmatch(entry.name) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def sweep_if_due(self) -> int:
+        """``sweep`` when ``sweep_interval`` has passed since the last one (called from blob requests)."""
+        if time.monotonic() < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
+            return 0
+        try:
+            self._next_sweep = time.monotonic() + self.sweep_interval
+            return self.sweep()
+        finally:
+            self._sweep_lock.release()
+
+
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []

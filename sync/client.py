@@ -10,7 +10,6 @@ import email.utils
 import gzip
 import hashlib
 import http.client
-import json
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -40,6 +39,17 @@ class Outcome:
 
 class LinkError(Exception):
     """The request did not produce a complete HTTP answer (refused, reset, timed out, cut short)."""
+
+
+class BlobRefused(LinkError):
+    """The central refused a blob for good, in a signed dvc-central-blob-refusal/1 (413): ``code`` is
+    ``blob_too_large`` (past its ``max_bytes``), ``blob_quota_exceeded`` (the station's blobs and unfinished
+    uploads would pass its ``quota_bytes``) or ``too_many_uploads``; sending it again changes nothing until
+    the blob or the quota changes. A LinkError, so a caller that only retries later still works."""
+
+    def __init__(self, code: str, reason: str, document: dict):
+        super().__init__(f"blob refused: {code}: {reason}"[:300])
+        self.code, self.reason, self.document = code, reason, document
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -167,7 +177,8 @@ class CentralClient:
 
     def answer(self, status: int, answer, submission_id: str, payload_sha256: str) -> Outcome | None:
         """An ack (200/201) or a refusal (409/422) checked as the central's own, or None for other statuses."""
-        kind = {200: protocol.ACK, 201: protocol.ACK, 409: protocol.REJECT, 422: protocol.REJECT}.get(status)
+        kind = {200: protocol.ACK, 201: protocol.ACK, 409: protocol.REJECT, 422: protocol.REJECT}.get(status) \
+            if type(status) is int else None  # a batch item's status is whatever the answer's JSON holds
         if kind is None:
             return None
         what = "acknowledgement" if kind == protocol.ACK else "refusal"
@@ -177,7 +188,7 @@ class CentralClient:
             return Outcome("transient", f"HTTP {status} that is not the central's {what} ({exc})")
         if not self._about(doc, submission_id, payload_sha256):
             return Outcome("transient", f"a {what} for another submission or content")
-        envelope = answer if isinstance(answer, dict) else json.loads(answer)
+        envelope = answer if isinstance(answer, dict) else protocol.parse_json(answer, protocol.MAX_ANSWER_BYTES)
         if kind == protocol.ACK:
             return Outcome("acked", document=doc, envelope=envelope, created=status == 201)
         return Outcome("rejected", f"{doc['code']}: {doc['reason']}", document=doc, envelope=envelope)
@@ -216,7 +227,7 @@ class CentralClient:
             data = resp.body
             if resp.headers.get("content-encoding", "").lower() == "gzip":
                 data = protocol.inflate(data, protocol.MAX_INFLATED_BYTES)
-            results = {r["submission_id"]: r for r in json.loads(data)["results"]}
+            results = {r["submission_id"]: r for r in protocol.parse_json(data, protocol.MAX_INFLATED_BYTES)["results"]}
         except protocol.TooLarge:
             return Outcome("transient", f"the answer inflates past {protocol.MAX_INFLATED_BYTES >> 20} MiB")
         except (ValueError, KeyError, TypeError, OSError, EOFError, zlib.error):
@@ -268,8 +279,9 @@ class CentralClient:
             return sha256
         if resp.status != 404:
             raise LinkError(f"blob HEAD: HTTP {resp.status}")
-        offset = int(resp.headers.get("upload-offset", "0"))
         total = len(data)
+        told = resp.headers.get("upload-offset", "0")
+        offset = int(told) if told.isdigit() and int(told) <= total else 0  # else start over: the central says
         for _ in range(total // max(chunk_size, 1) + 3):  # bounded: one pass plus a couple of resyncs
             chunk = data[offset:offset + chunk_size]
             content_range = f"bytes {offset}-{offset + len(chunk) - 1}/{total}" if chunk else f"bytes */{total}"
@@ -277,13 +289,24 @@ class CentralClient:
                                                      "Content-Range": content_range})
             if resp.status in (200, 201):
                 return sha256
-            if resp.status == 202:
-                offset = json.loads(resp.body)["offset"]
-            elif resp.status == 409:
-                offset = json.loads(resp.body)["offset"]
+            if resp.status in (202, 409):  # where the central stopped (409: not where we sent this chunk)
+                offset = _blob_offset(resp.body, total)
+            elif resp.status == 413:
+                raise self._blob_refusal(resp, sha256)
             else:
                 raise LinkError(f"blob PUT: HTTP {resp.status} {_error_code(resp.body)}")
         raise LinkError("blob upload did not finish")
+
+    def _blob_refusal(self, resp: Response, sha256: str) -> LinkError:
+        """BlobRefused for the central's own signed refusal of this blob for this station; a 413 that is not
+        (a proxy's body limit, a forgery) is only a LinkError: tried again later."""
+        try:
+            doc = protocol.open_document(self.central_key, resp.body, protocol.BLOB_REFUSAL)
+        except protocol.NotGenuine:
+            return LinkError(f"blob PUT: HTTP 413 {_error_code(resp.body)} (not the central's signed refusal)")
+        if doc.get("sha256") != sha256 or doc.get("station_id") != self.station_id:
+            return LinkError("blob PUT: HTTP 413 with a refusal of another blob or station")
+        return BlobRefused(str(doc.get("code", "")), str(doc.get("reason", "")), doc)
 
 
 def _read_bounded(resp, limit: int, deadline: float) -> bytes:
@@ -307,6 +330,17 @@ def _read_bounded(resp, limit: int, deadline: float) -> bytes:
     return b"".join(parts)
 
 
+def _blob_offset(body: bytes, total: int) -> int:
+    """The ``offset`` of a blob PUT answer (202, 409); LinkError when it has none within the blob."""
+    try:
+        offset = protocol.parse_json(body, protocol.MAX_ANSWER_BYTES)["offset"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        offset = None
+    if type(offset) is not int or not 0 <= offset <= total:
+        raise LinkError("blob PUT: an answer without an offset within the blob")
+    return offset
+
+
 def _http_date(value: str | None) -> float | None:
     try:
         return email.utils.parsedate_to_datetime(value).timestamp() if value else None
@@ -316,6 +350,6 @@ def _http_date(value: str | None) -> float | None:
 
 def _error_code(body: bytes) -> str:
     try:
-        return str(json.loads(body).get("error", ""))[:60]
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        return str(protocol.parse_json(body, protocol.MAX_ANSWER_BYTES).get("error", ""))[:60]
+    except (ValueError, AttributeError):  # BadJSON, TooLarge, not an object
         return ""

@@ -1,10 +1,12 @@
-"""Key files: the station's Ed25519 signing key, the central's Ed25519 signing key and X25519 bundle key.
+"""Key files: the station's Ed25519 signing key, the central's Ed25519 signing key and X25519 bundle key, and
+the central's key for the dossier documents it keeps (central-documents.key).
 
 Private keys are PEM (PKCS#8) files readable by their owner only, made on first use. Public keys travel
 as standard base64 of the 32 raw bytes, short enough to read out over the phone.
 """
 import base64
 import json
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -31,6 +33,14 @@ def load_or_create_bundle_key(path: Path) -> X25519PrivateKey:
     key = _load_or_create(path, X25519PrivateKey.generate)
     if not isinstance(key, X25519PrivateKey):
         raise ValueError(f"{path}: not an X25519 private key")
+    return key
+
+
+def load_or_create_documents_key(path: Path) -> bytes:
+    """The central's key for dossier documents at rest (AES-256-GCM): 32 random bytes, made on first use."""
+    key = keyfile.load_or_create(path, lambda: secrets.token_bytes(32))
+    if len(key) != 32:
+        raise ValueError(f"{path}: the documents key must be 32 bytes")
     return key
 
 

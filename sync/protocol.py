@@ -13,6 +13,7 @@ asked for twice is the same bytes.
 import base64
 import hashlib
 import json
+import re
 import time
 import zlib
 
@@ -30,10 +31,74 @@ MAX_ANSWER_BYTES = 4 << 20      # an answer from the central, as received (a bat
 MAX_INFLATED_BYTES = 32 << 20   # any gzip/zlib body once inflated (a batch of 200 dossiers or its answer)
 MAX_BUNDLE_BYTES = 64 << 20     # a USB bundle file
 MAX_BUNDLE_INFLATED_BYTES = 256 << 20  # the dossiers inside one bundle, inflated
+MAX_JSON_DEPTH = 64             # arrays and objects inside one another, in any JSON read from outside
 
 
 class TooLarge(ValueError):
     """A body past its limit: refused whole, nothing of it used."""
+
+
+class BadJSON(ValueError):
+    """Bytes that are not JSON, or JSON nested deeper than its limit; the message says which (never what is
+    inside), for a 400 answer or a refused file."""
+
+
+class TooDeep(BadJSON):
+    """JSON nested deeper than its limit (refused before parsing: no RecursionError, no stack spent)."""
+
+
+# A JSON string as the parser reads it: to its closing quote, or to the end of the data when it has none
+# (possessive, so an unterminated string costs one pass, never a rescan from each later quote).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+\\?(?:"|\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+
+
+def json_depth_exceeds(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``data`` opens more than ``max_depth`` arrays/objects inside one another (outside strings),
+    found without recursion and in C-speed passes: the strings are cut out, only the brackets kept, and
+    innermost pairs removed one level per pass. Exact for balanced brackets (all JSON); for unbalanced ones
+    (never JSON) it may answer either way, but the parser then refuses them having gone at most
+    2 × ``max_depth`` deep (``max_depth`` passes, then at most ``max_depth`` openers left in a row)."""
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False  # the parser can never go deeper than the brackets there are
+    brackets = _JSON_STRING.sub(b"", data).translate(_ONE_KIND, _NOT_BRACKETS)
+    too_deep = b"[" * (max_depth + 1)
+    for _ in range(max_depth):
+        if too_deep in brackets:
+            return True
+        fewer = brackets.replace(b"[]", b"")
+        if fewer == brackets:  # nothing left to remove: what remains is unbalanced, and shallow enough
+            return False
+        brackets = fewer
+    return b"[" in brackets  # after max_depth levels removed, an opening bracket left is one level too deep
+
+
+def parse_json(data: bytes | str, limit: int = MAX_INFLATED_BYTES, max_depth: int = MAX_JSON_DEPTH):
+    """The one parser for JSON from outside (request bodies, answers, bundles, ack files): TooLarge past
+    ``limit`` bytes, BadJSON when it is not JSON (UTF-8) or is nested deeper than ``max_depth``; never a
+    RecursionError, whatever the bytes."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BadJSON("not JSON text")
+    data = bytes(data)
+    if len(data) > limit:
+        raise TooLarge(f"JSON of more than {limit} bytes")
+    if json_depth_exceeds(data, max_depth):
+        raise TooDeep(f"JSON nested deeper than {max_depth} levels")
+    try:
+        # As UTF-8 text only: bytes given to json.loads may be taken for UTF-16 or UTF-32, whose bracket
+        # bytes the depth count above would not see as the parser does.
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:  # not reachable after the depth check; kept so no caller ever sees one
+        raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
+    except UnicodeDecodeError:
+        raise BadJSON("not JSON: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BadJSON(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    except ValueError:  # e.g. an integer of more digits than Python converts
+        raise BadJSON("not JSON: a number out of range") from None
 
 
 def inflate(data: bytes, limit: int, wbits: int = 31) -> bytes:
@@ -57,6 +122,7 @@ ACK = "dvc-central-ack/1"
 REJECT = "dvc-central-reject/1"
 CHANGES = "dvc-central-changes/1"
 HOLDS = "dvc-central-holds/1"
+BLOB_REFUSAL = "dvc-central-blob-refusal/1"  # a blob refused for good: too large, over the quota (413)
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -115,8 +181,8 @@ def open_document(public_key: Ed25519PublicKey, envelope, expected_type: str) ->
     """The document inside a signed envelope, or NotGenuine."""
     if isinstance(envelope, (bytes, str)):
         try:
-            envelope = json.loads(envelope)
-        except (ValueError, UnicodeDecodeError):
+            envelope = parse_json(envelope, MAX_ANSWER_BYTES)
+        except ValueError:  # BadJSON, TooLarge
             raise NotGenuine("not JSON") from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("document"), dict):
         raise NotGenuine("not a signed envelope")

@@ -2,6 +2,7 @@
 import re
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -98,8 +99,9 @@ def test_wrong_pins_lock_the_account(tmp_path):
         response = _login(client, "minh", "000000")
         assert response.status_code == 422 and "Tên đăng nhập hoặc mã PIN không đúng" in response.text
     locked = _login(client, "minh", "000000")
-    assert "Tài khoản tạm khoá" in locked.text
-    assert "Tài khoản tạm khoá" in _login(client, "minh").text  # the right PIN does not open it now
+    assert locked.status_code == 422 and "hoặc tài khoản đang tạm khoá" in locked.text
+    right = _login(client, "minh")  # the right PIN does not open it now, and gets the same answer
+    assert right.status_code == 422 and "hoặc tài khoản đang tạm khoá" in right.text
     assert _login(client, "nobody").status_code == 422
     actions = [a for (a,) in _rows(app, "SELECT action FROM audit_events")]
     assert actions.count("staff.login_failed") == staff.MAX_FAILURES
@@ -265,21 +267,50 @@ def test_mobile_team_exports_a_usb_bundle_from_the_screen(tmp_path, catalog):
     config = make_station(tmp_path / "team", "http://127.0.0.1:9", station_id="M01")
     central = open_central(tmp_path / "central")
     enrol(central, config)
-    app = create_app({"station": {"kind": "mobile", "id": "M01"}}, station_file=config["source"])
+    usb = tmp_path / "usb"
+    app = create_app({"station": {"kind": "mobile", "id": "M01"}, "sync": {"export_dir": str(usb)}},
+                     station_file=config["source"])
+    app.config["REMOVABLE_MOUNTS"] = tmp_path / "no-mounts"  # no stick mounted (see test_removable_media)
     _add(app, "minh")
     client = app.test_client()
     _login(client, "minh")
     _counter_submit(client, catalog["dang-ky-khai-tu"])
-    usb = tmp_path / "usb"
     home = client.get("/agent/")
-    assert "Chép hồ sơ ra USB" in home.text
-    missing = client.post("/agent/export", data={"csrf_token": csrf_token(home.text), "folder": str(tmp_path / "nope")})
+    assert "Chép hồ sơ ra USB" in home.text and "Chưa thấy USB nào" in home.text
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    missing = client.post("/agent/export", data={"csrf_token": csrf_token(home.text), "folder": str(elsewhere)})
     assert "Không thấy thư mục" in client.get(missing.headers["Location"]).text
     usb.mkdir()
-    done = client.post("/agent/export", data={"csrf_token": csrf_token(home.text), "folder": str(usb)})
+    home = client.get("/agent/")
+    assert 'value="0" checked' in home.text and str(usb) in home.text
+    # A path in the form is never used: the bundle goes to the folder chosen from the list.
+    done = client.post("/agent/export", data={"csrf_token": csrf_token(home.text), "target": "0",
+                                              "folder": str(elsewhere)})
     assert "Đã chép 1 hồ sơ vào" in client.get(done.headers["Location"]).text
-    assert len(list(usb.iterdir())) == 1
+    assert len(list(usb.iterdir())) == 1 and list(elsewhere.iterdir()) == []
+    stale = client.post("/agent/export", data={"csrf_token": csrf_token(home.text), "target": "5"})
+    assert "Không thấy thư mục" in client.get(stale.headers["Location"]).text
     assert _rows(app, "SELECT state FROM outbox") == [("pending",)]  # waiting until acknowledged
+
+
+def test_removable_media_are_read_from_the_mounts_table(tmp_path):
+    from devices.removable_media import mounted_removable
+
+    # Lines as the kernel writes /proc/self/mounts (a stick mounted by udisks, one by a desktop, one
+    # read-only, the system's own file systems); a space in a label is written \040.
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw,relatime 0 0\n"
+        "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n"
+        "tmpfs /run tmpfs rw,nosuid,nodev,size=1618016k,mode=755 0 0\n"
+        "/dev/sdb1 /media/usb vfat rw,nosuid,nodev,relatime,uid=1000,gid=1000,fmask=0022,dmask=0022 0 0\n"
+        "/dev/sdc1 /run/media/canbo/DOI\\040LUU\\040DONG exfat rw,nosuid,nodev,relatime 0 0\n"
+        "/dev/sdd1 /media/cdrom iso9660 ro,nosuid,nodev 0 0\n"
+        "/dev/sde1 /media/khoa vfat ro,nosuid,nodev 0 0\n"
+        "/dev/sdf1 /mnt/backup ext4 rw,relatime 0 0\n")
+    assert mounted_removable(mounts) == [Path("/media/usb"), Path("/run/media/canbo/DOI LUU DONG")]
+    assert mounted_removable(tmp_path / "missing") == []
 
 
 def test_a_correction_is_a_new_dossier_that_names_the_old_one(tmp_path, catalog):
@@ -317,7 +348,7 @@ def test_supervisor_commands_unlock_and_deactivate_accounts(tmp_path):
     client = app.test_client()
     for _ in range(staff.MAX_FAILURES):
         _login(client, "minh", "000000")
-    assert "Tài khoản tạm khoá" in _login(client, "minh").text
+    assert "hoặc tài khoản đang tạm khoá" in _login(client, "minh").text
     assert runner.invoke(main, ["staff", "unlock", "--station", str(station), "minh"]).exit_code == 0
     assert _login(client, "minh").status_code == 303
     assert runner.invoke(main, ["staff", "deactivate", "--station", str(station), "minh"]).exit_code == 0

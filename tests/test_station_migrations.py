@@ -168,9 +168,11 @@ def test_a_fresh_database_is_made_by_the_one_set(fresh):
 
 
 def test_the_previous_database_had_the_same_schema(tmp_path, fresh):
-    # The fixture is faithful: the two old sets, whole, made what the one set makes.
+    # The fixture is faithful: the two old sets, whole, made what the one set makes. Migrating it runs only
+    # what was appended since the previous release (m008 on), so a difference in the old part would stay.
     path = tmp_path / "old.db"
     old_schema.build(path)
+    db.migrate(path)
     assert schema(path) == schema(fresh)
 
 

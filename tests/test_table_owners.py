@@ -24,6 +24,7 @@ OWNERS = {
     "drafts": "kiosk/core/drafts.py",
     "receipt_prints": "kiosk/receipts.py",
     "staff": "agent/staff.py",
+    "staff_sessions": "agent/staff.py",
     "ledger": "agent/report.py",
     "day_closings": "agent/report.py",
     "sync_acks": "sync/worker.py",

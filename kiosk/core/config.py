@@ -28,11 +28,16 @@ DEFAULTS = {
         # Where the QR on a receipt points. The station serves /track itself; a province may point it at
         # its own public tracking page instead.
         "public_url": "http://127.0.0.1:8080",
+        # The staff pages (/agent): on counter and mobile stations, off on a citizen kiosk unless "on".
+        "staff_pages": "auto",
     },
-    "server": {"host": "127.0.0.1", "port": 8080},
+    # secure_cookies: behind TLS (a reverse proxy with https), cookies are sent over https only.
+    # track_limit: tracking lookups per client address, so codes cannot be tried by the thousand.
+    "server": {"host": "127.0.0.1", "port": 8080, "secure_cookies": False, "track_limit": "20/minute;300/day"},
     "paths": {"data": "var"},
     "central": {"url": "http://127.0.0.1:8090"},
-    "session": {"idle_seconds": 120, "warning_seconds": 30, "draft_idle_minutes": 20, "staff_idle_minutes": 15},
+    "session": {"idle_seconds": 120, "warning_seconds": 30, "draft_idle_minutes": 20, "staff_idle_minutes": 15,
+                "staff_max_hours": 12},
     # card_reader: "auto" (any PC/SC reader), "none" (no card step), or the start of one reader's name.
     "devices": {"card_reader": "auto", "printer": "auto", "csca_dir": "", "card_wait_seconds": 30},
     "sync": {"export_dir": "/media/usb"},

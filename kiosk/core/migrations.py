@@ -257,6 +257,27 @@ def m007_deferred_at(db: sqlite_utils.Database):
     db.execute("ALTER TABLE outbox ADD COLUMN deferred_at TEXT")
 
 
+@migrations()
+def m008_staff_sessions(db: sqlite_utils.Database):
+    # Staff sessions are held here, not in the cookie: the cookie carries only a random id, and only the
+    # id's sha256 is stored. Every staff request looks its row up (agent/staff.py), so a logout, an idle or
+    # too old session, a deactivated account or a changed role ends it on the next request.
+    db.execute(
+        """
+        CREATE TABLE staff_sessions (
+            id_sha256 TEXT PRIMARY KEY,              -- hex sha256 of the cookie's random id
+            staff_id INTEGER NOT NULL REFERENCES staff(id),
+            role TEXT NOT NULL,                      -- the account's role at login: another role now ends it
+            created_at TEXT NOT NULL,                -- UTC, ISO 8601: the absolute lifetime counts from here
+            last_seen_at TEXT NOT NULL,              -- UTC, written at most every few seconds: the idle limit
+            ended_at TEXT,                           -- UTC; NULL while open
+            end_reason TEXT                          -- logout | idle | expired | deactivated | role_changed | replaced
+        )
+        """
+    )
+    db.execute("CREATE INDEX staff_sessions_staff ON staff_sessions(staff_id, ended_at)")
+
+
 # The previous release's second set: what each of its migrations is called here.
 PREVIOUS_SETS = {
     ("dvc-kiosk-sync", "m001_sync_tables"): "m005_sync_tables",
