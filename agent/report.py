@@ -54,10 +54,12 @@ def day_report(conn: sqlite3.Connection, day: str) -> dict:
 def record_fee(conn: sqlite3.Connection, submitted: dossiers.Submitted, staff_id: int, amount_vnd: int,
                actor: str) -> None:
     """A fee taken in cash for a dossier submitted at the counter, inside its submit transaction
-    (``dossiers.submit(also_write=...)``), audited."""
+    (``dossiers.submit(also_write=...)``), audited with the fee due (kiosk.core.fees, as the dossier keeps
+    it: the end-of-day difference is what was taken less that)."""
     _record(conn, submitted.submitted_at.isoformat(timespec="seconds"), submitted.local_day, staff_id, "fee",
             submitted.submission_id, amount_vnd)
-    audit.append(conn, actor, "fee.taken", submitted.submission_id, {"amount_vnd": amount_vnd})
+    due = submitted.fee.amount_vnd if submitted.fee is not None else None
+    audit.append(conn, actor, "fee.taken", submitted.submission_id, {"amount_vnd": amount_vnd, "due_vnd": due})
 
 
 def record_reprint(conn: sqlite3.Connection, at: str, local_day: str, staff_id: int, submission_id: str) -> None:

@@ -4,6 +4,8 @@ consent, find and reprint dossiers, the day's report and its sign-off, the rejec
 The questions themselves are the citizen's wizard (/p/...), the same pages and checks; after "check
 answers" a logged-in staff member comes here to finish instead of to the citizen's consent page.
 """
+import re
+import secrets
 from datetime import date, datetime, timezone
 from functools import wraps
 from pathlib import Path
@@ -13,14 +15,15 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
                    url_for)
 
 from devices.removable_media import MOUNTS, mounted_removable
-from kiosk.core import audit, dossiers, drafts, tracking_code
+from kiosk.core import audit, dossiers, drafts, fees, tracking_code
+from kiosk.core.catalog import DELIVERY_FIELDS
 from kiosk import i18n
 from kiosk.core.answers import normalise
-from kiosk.receipt_document import render_receipt_png
 from kiosk.core.answers import active_answers, first_unanswered
 from kiosk.web import current_draft, get_db, local_target, passive, print_receipt_for, procedure_or_404, receipt_of, wipe_session
 from kiosk.core.db import write_transaction
-from kiosk.receipts import prints_of
+from kiosk.receipts import record_request
+from kiosk.receipts import on_screen_png, prints_of
 from sync import notices
 from kiosk.core import outbox
 
@@ -273,30 +276,83 @@ def correct(code):
 @login_required()
 def receipt_png(code):
     _row, receipt = _dossier_receipt(code)
-    png = render_receipt_png(receipt)
+    png = on_screen_png(current_app.config["STATION"], receipt)  # the printer's picture, payment code included
     return current_app.response_class(png, mimetype="image/png")
+
+
+REPRINT_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+@bp.app_template_global()
+def reprint_key() -> str:
+    """A fresh idempotency key for a reprint form (a hidden field): the form posted twice is one reprint."""
+    return secrets.token_urlsafe(16)
 
 
 @bp.post("/d/<code>/reprint")
 @login_required()
 def reprint(code):
+    """One reprint per form: the request, its ledger line and its audit record are written together under
+    the form's key, and a replayed or double-clicked POST finds the key taken, writes and prints nothing
+    more, and gets the same answer. A POST without a usable key (an old form) counts as a new request."""
     conn = get_db()
     row = _dossier_or_404(code)
     proc = procedure_or_404(row["procedure_slug"])
+    key = request.form.get("reprint_key", "")
+    if not REPRINT_KEY.fullmatch(key):
+        key = secrets.token_urlsafe(16)
+    printer = current_app.extensions["receipts"]
+    receipt = receipt_of(proc, row["submission_id"], row["tracking_code"]) if printer.enabled else None
     with write_transaction(conn):
-        report.record_reprint(conn, datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"],
-                              row["submission_id"])
-        audit.append(conn, g.staff["username"], "receipt.reprint", row["submission_id"])
-    print_receipt_for(proc, row["submission_id"], row["tracking_code"], actor=g.staff["username"])
+        job = record_request(conn, row["submission_id"], g.staff["username"], key, printing=printer.enabled)
+        if job is not None:
+            report.record_reprint(conn, datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"],
+                                  row["submission_id"])
+            audit.append(conn, g.staff["username"], "receipt.reprint", row["submission_id"])
+    if job is not None and printer.enabled:
+        printer.queue(job, receipt, row["submission_id"], g.staff["username"])
     flash(i18n.t("reprint_requested"))
     return redirect(url_for("agent.dossier", code=row["tracking_code"]), code=303)
 
 
 # --- finishing an application at the counter -------------------------------------------------------
 
+def _delivery_default(answers: dict) -> tuple[str, str]:
+    """What the counter's delivery question starts from: the citizen's own answer when the draft has one
+    (a correction of a kiosk dossier brings it along), else collection at the counter."""
+    if answers.get("delivery") == "buu-chinh":
+        return "post", answers.get("delivery_address") or ""
+    return "counter", ""
+
+
+def _read_fee_ground(proc, values: dict, full_vnd: int) -> tuple[fees.StaffGround | None, dict]:
+    """The reduction or exemption staff chose (``values``: the form's), and the errors. ``full_vnd`` is
+    the fee without any, the most an "other" amount may be."""
+    errors = {}
+    choice = values["fee_ground"]
+    if full_vnd == 0:
+        return None, errors
+    if choice == fees.OTHER:
+        reason = values["fee_other_reason"]
+        amount = values["fee_other_amount"]
+        if not 5 <= len(reason) <= 200:
+            errors["fee_other_reason"] = i18n.t("fee_other_reason_needed")
+        if not (amount.isascii() and amount.isdigit() and len(amount) <= 9 and int(amount) <= full_vnd):
+            errors["fee_other_amount"] = i18n.t("fee_other_amount_invalid", amount=f"{full_vnd:,}".replace(",", "."))
+        if errors:
+            return None, errors
+        return fees.StaffGround(fees.OTHER, reason, int(amount)), errors
+    if choice != fees.NONE and choice not in {g["id"] for g in fees.grounds(proc)}:
+        return None, {"fee_ground": i18n.t("fee_ground_invalid")}
+    return fees.StaffGround(choice), errors
+
+
 @bp.route("/p/<slug>/finish", methods=["GET", "POST"])
 @login_required()
 def finish(slug):
+    """The counter's last page: the documents checked, how the result is delivered (asked here once: the
+    wizard skips the citizen's own question for staff, and its answers are left out of the dossier), the
+    fee with the reduction or exemption staff record after seeing the proof, the cash taken, consent."""
     proc = procedure_or_404(slug)
     draft = current_draft(proc)
     if draft is None:
@@ -305,13 +361,38 @@ def finish(slug):
     missing = first_unanswered(proc, answers)
     if missing is not None:
         return redirect(url_for("citizen.question", slug=slug, page_id=missing["id"]), code=303)
+    station = current_app.config["STATION"]
+    channel = station["station"]["kind"]
+    answered = {k: v for k, v in active_answers(proc, answers).items() if k not in DELIVERY_FIELDS}
+    full_vnd = fees.fee_for(proc, answered, channel, fees.StaffGround()).amount_vnd
+    declared = fees.declared_ground(proc, answered)
+    delivery, address = _delivery_default(answers)
     form = request.form
-    errors, values = {}, {"documents": set(), "delivery": "counter", "address": "", "fee": str(proc.fee_vnd),
-                          "consent": False}
+    errors, values = {}, {"documents": set(), "delivery": delivery, "address": address,
+                          "fee_ground": declared["id"] if declared else fees.NONE, "fee_other_reason": "",
+                          "fee_other_amount": "", "fee": None, "consent": False}
     if request.method == "POST":
         values = {"documents": {int(i) for i in form.getlist("documents") if i.isdigit()},
                   "delivery": form.get("delivery", "counter"), "address": normalise(form.get("address", ""), True),
+                  "fee_ground": form.get("fee_ground", values["fee_ground"])[:64],
+                  "fee_other_reason": normalise(form.get("fee_other_reason", ""))[:300],
+                  "fee_other_amount": "".join(c for c in form.get("fee_other_amount", "") if c not in "., ")[:12],
                   "fee": normalise(form.get("fee", "")), "consent": form.get("consent") == "yes"}
+    ground, ground_errors = _read_fee_ground(proc, values, full_vnd)
+    fee = fees.fee_for(proc, answered, channel, ground)
+    if values["fee"] is None:
+        values["fee"] = str(fee.amount_vnd)  # the cash to take, unless staff say otherwise
+    if request.method == "POST":
+        errors.update(ground_errors)
+        shown = form.get("fee_due_shown")
+        if not ground_errors and (form.get("action") == "recalculate"
+                                  or (shown is not None and shown != str(fee.amount_vnd))):
+            # The amount due changed with the ground chosen: staff see it before anything is submitted.
+            values["fee"] = str(fee.amount_vnd)
+            if form.get("action") != "recalculate":
+                errors["fee"] = i18n.t("fee_due_changed", amount=f"{fee.amount_vnd:,}".replace(",", "."))
+            else:
+                return _render_finish(proc, errors, values, fee, full_vnd)
         lacking = [doc[i18n.current_language()] for i, doc in enumerate(proc.documents)
                    if doc["required"] and i not in values["documents"]]
         if lacking:
@@ -320,12 +401,12 @@ def finish(slug):
             errors["delivery"] = i18n.t("error_required_choice")
         elif values["delivery"] == "post" and not 10 <= len(values["address"]) <= 300:
             errors["address"] = i18n.t("delivery_address_needed")
-        if not (values["fee"].isascii() and values["fee"].isdigit() and int(values["fee"]) <= 100_000_000):
+        if "fee" not in errors and not (values["fee"].isascii() and values["fee"].isdigit()
+                                        and int(values["fee"]) <= 100_000_000):
             errors["fee"] = i18n.t("fee_invalid")
         if not values["consent"]:
             errors["consent"] = i18n.t("consent_not_recorded")
         if not errors:
-            station = current_app.config["STATION"]
             counter = {
                 "documents_checked": [proc.documents[i]["vi"] for i in sorted(values["documents"])
                                       if i < len(proc.documents)],
@@ -333,23 +414,28 @@ def finish(slug):
                              **({"address": values["address"]} if values["delivery"] == "post" else {})},
                 "consent_recorded_by": g.staff["username"],
             }
-            fee = int(values["fee"])
+            taken = int(values["fee"])
 
             def take_fee(conn, submitted):  # the cash goes into the ledger in the submit transaction
-                report.record_fee(conn, submitted, g.staff["id"], fee, actor=g.staff["username"])
+                report.record_fee(conn, submitted, g.staff["id"], taken, actor=g.staff["username"])
 
             submitted = dossiers.submit(
                 get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
-                channel=station["station"]["kind"], procedure=proc, answers=active_answers(proc, answers),
+                channel=channel, procedure=proc, answers=answered, fee_ground=ground,
                 draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
-                also_write=take_fee if fee else None, supersedes=answers.get(SUPERSEDES_KEY))
+                also_write=take_fee if taken else None, supersedes=answers.get(SUPERSEDES_KEY))
             session.pop("draft", None)
             if submitted is None:
                 return redirect(url_for("agent.home"), code=303)
             print_receipt_for(proc, submitted.submission_id, submitted.tracking_code, actor=g.staff["username"])
             flash(i18n.t("submitted_for_citizen"))
             return redirect(url_for("agent.dossier", code=submitted.tracking_code), code=303)
-    return render_template("agent/finish.html", proc=proc, errors=errors, values=values), 422 if errors else 200
+    return _render_finish(proc, errors, values, fee, full_vnd)
+
+
+def _render_finish(proc, errors: dict, values: dict, fee: fees.Fee, full_vnd: int):
+    return render_template("agent/finish.html", proc=proc, errors=errors, values=values, fee=fee.basis(),
+                           fee_choices=fees.grounds(proc) if full_vnd else None), 422 if errors else 200
 
 
 # --- the day's report, the rejected queue ------------------------------------------------------------

@@ -4,8 +4,12 @@ The station file chooses the connection (``[devices] printer``) and describes it
 docs/printer.md. The printer is asked for its real-time status (ESC/POS ``DLE EOT``) before an image is
 sent and again after, and :func:`print_image` always comes back with a :class:`PrintOutcome` instead of
 raising for device trouble: by then the dossier is already committed, so a dead printer only means the
-receipt is shown on screen and staff reprint it later. Every connection has a short timeout, so a
-printer that is switched off or never answers costs the web request a few seconds at most.
+receipt is shown on screen and staff reprint it later. A printer that is switched off or never answers
+costs one short timeout; a printer that takes a job slowly is given the time its bytes need at the
+slowest rate we support (:func:`job_budget_s`), and the job counts as printed once the printer has
+answered the status query sent after it, which it reads only when it has worked through the whole job.
+A job cut off on its way (:attr:`PrintOutcome.interrupted`) is followed by a reset, a feed and a cut at
+the start of the next one (``print_image(..., recover=True)``), so the next receipt starts on fresh paper.
 
 This module prints images; what is on them (the receipt, the test page) is kiosk/receipt_document.py's.
 Statuses and outcomes are codes: the words for them are ``printer_status_<code>`` and ``print_outcome_*``
@@ -41,8 +45,15 @@ log = logging.getLogger(__name__)
 CONNECTIONS = ("auto", "network", "usb", "serial", "file", "none")
 DEFAULT_TIMEOUT_S = 2.5
 # A whole job (status, receipt, status) is abandoned after this long even if the printer keeps taking
-# data slowly; a receipt needs 1-2 s on a network or USB printer, longer on a slow serial line.
+# data slowly; a receipt needs 1-2 s on a fast network or USB printer, longer on a slow one or a slow
+# serial line. Within it, a job is given what its bytes need (job_budget_s).
 DEFAULT_JOB_TIMEOUT_S = 20.0
+# The slowest printer a job is timed for, in bytes a second: a thermal printer takes raster data only as
+# fast as it prints it (8-40 kB/s), and a socket's buffers hide that until the status query after the job
+# waits behind the whole job. A job may take its bytes at this rate plus three exchanges (job_budget_s).
+SLOWEST_RATE_BPS = 4096
+# The job is written in pieces of this many bytes, each given timeout_s plus its bytes at the slowest rate.
+WRITE_CHUNK = 4096
 # Bit images are sent in bands of this many dot rows: small enough for the input buffer of cheap
 # printers, large enough that a receipt is a handful of commands.
 BAND_ROWS = 256
@@ -79,12 +90,15 @@ class PrintOutcome:
 
     ``sent`` says whether the job reached the printer (a receipt may then be partly printed). The words:
     printed (``print_outcome_printed``, and the status's when the paper is low), or the status's and
-    ``print_outcome_on_screen``.
+    ``print_outcome_on_screen``. ``interrupted``: the job was cut off on its way (the connection dropped,
+    or the printer never confirmed it within the job's time): part of it may be on the paper, uncut, so
+    the printer's next job should be printed with ``recover=True``.
     """
 
     ok: bool
     status: Status
     sent: bool = False
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -273,42 +287,76 @@ def _open(settings: PrinterSettings) -> Escpos | None:
     return printer
 
 
-def _bound_by(printer: Escpos, settings: PrinterSettings, deadline: float) -> None:
-    """Make every read and write of ``printer`` give up at ``deadline`` (a ``time.monotonic()`` value):
-    each one is already bounded by ``timeout_s``, but a printer that takes data slowly could make a job
-    of many bounded steps long. Network and USB steps are cut to the time left; serial and file steps
-    are checked before they start."""
-    raw, read = printer._raw, printer._read
+def slowest_rate_bps(settings: PrinterSettings) -> float:
+    """The rate a job is timed for: ``SLOWEST_RATE_BPS``, or a serial line's own if that is slower."""
+    if settings.connection == "serial":
+        return min(SLOWEST_RATE_BPS, settings.serial_baudrate / 10)  # 10 bits a byte on the wire
+    return SLOWEST_RATE_BPS
 
-    def time_left() -> float:
-        left = deadline - time.monotonic()
+
+def job_budget_s(settings: PrinterSettings, job_bytes: int) -> float:
+    """How long a job of ``job_bytes`` may take in all, from connecting to the printer's answer after it:
+    a floor of three exchanges of ``timeout_s`` (connect, the status before, the status after) plus its
+    bytes at the slowest rate, capped by ``job_timeout_s``."""
+    return min(settings.job_timeout_s, 3 * settings.timeout_s + job_bytes / slowest_rate_bps(settings))
+
+
+class _JobClock:
+    """The time limits of one connection to the printer, set on every read and write of ``printer``.
+
+    A write may take ``timeout_s`` plus its bytes at the slowest rate; a read ``timeout_s``, except the one
+    after ``drain`` is set: the answer to a status query sent after a job comes only once the printer has
+    worked through the whole job (it reads its input in order, and a slow printer leaves much of the job in
+    the sockets' buffers), so that read may wait until the job's deadline. Nothing goes on after the
+    deadline. Network, USB and serial steps are cut to their limit; file steps are checked before they
+    start."""
+
+    def __init__(self, printer: Escpos, settings: PrinterSettings, deadline: float, budget_s: float):
+        self.printer, self.settings = printer, settings
+        self.deadline, self.budget_s = deadline, budget_s
+        self.drain = False
+        raw, read = printer._raw, printer._read
+
+        def bounded_raw(msg: bytes) -> None:
+            self._limit(settings.timeout_s + len(msg) / slowest_rate_bps(settings))
+            raw(msg)
+
+        def bounded_read() -> bytes:
+            wait = self.left() if self.drain else settings.timeout_s
+            self.drain = False
+            self._limit(wait)
+            return read()
+
+        printer._raw, printer._read = bounded_raw, bounded_read
+
+    def left(self) -> float:
+        left = self.deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"the print job took longer than {settings.job_timeout_s} s")
-        if settings.connection == "network":
-            printer.device.settimeout(min(settings.timeout_s, left))
-        elif settings.connection == "usb":
-            printer.timeout = max(1, int(min(settings.timeout_s, left) * 1000))
+            raise TimeoutError(f"the print job took longer than {self.budget_s:.1f} s")
         return left
 
-    def bounded_raw(msg: bytes) -> None:
-        time_left()
-        raw(msg)
-
-    def bounded_read() -> bytes:
-        time_left()
-        return read()
-
-    printer._raw, printer._read = bounded_raw, bounded_read
+    def _limit(self, step_s: float) -> None:
+        seconds = min(step_s, self.left())
+        device = self.printer.device
+        if self.settings.connection == "network":
+            device.settimeout(seconds)
+        elif self.settings.connection == "usb":
+            self.printer.timeout = max(1, int(seconds * 1000))  # writes; pyusb counts milliseconds
+            if hasattr(device, "default_timeout"):
+                device.default_timeout = self.printer.timeout  # reads
+        elif self.settings.connection == "serial":
+            device.timeout = seconds
+            device.write_timeout = seconds
 
 
 @contextmanager
-def _connected(settings: PrinterSettings) -> Iterator[Escpos | None]:
-    deadline = time.monotonic() + settings.job_timeout_s
+def _connected(settings: PrinterSettings, budget_s: float | None = None) -> Iterator[tuple[Escpos | None, _JobClock | None]]:
+    budget = settings.job_timeout_s if budget_s is None else budget_s
+    deadline = time.monotonic() + budget
     printer = _open(settings)
-    if printer is not None:
-        _bound_by(printer, settings, deadline)
+    clock = _JobClock(printer, settings, deadline, budget) if printer is not None else None
     try:
-        yield printer
+        yield printer, clock
     finally:
         if printer is not None:
             try:
@@ -356,8 +404,9 @@ def _query(printer: Escpos, n: int) -> int:
     return byte
 
 
-def _read_status(printer: Escpos, settings: PrinterSettings) -> Status:
-    """Ask the printer what state it is in (DLE EOT 1, 4 and, when offline, 2)."""
+def _read_status(printer: Escpos, settings: PrinterSettings, strict: bool = False) -> Status:
+    """Ask the printer what state it is in (DLE EOT 1, 4 and, when offline, 2). No answer is ``OFFLINE``,
+    or, when ``strict``, raises (``_NoAnswer``, ``TimeoutError``): after a job it means the job was cut off."""
     if not settings.check_status or type(printer)._read is Escpos._read:
         return Status.UNCHECKED  # turned off, or a connection that cannot read (a file)
     try:
@@ -365,6 +414,8 @@ def _read_status(printer: Escpos, settings: PrinterSettings) -> Status:
         paper_byte = _query(printer, STATUS_PAPER)
         cause_byte = _query(printer, STATUS_OFFLINE_CAUSE) if printer_byte & OFFLINE_BIT else 0
     except (_NoAnswer, socket.timeout) as exc:
+        if strict:
+            raise
         log.warning("printer %s: %s", settings.describe(), exc or "status query timed out")
         return Status.OFFLINE
     if cause_byte & COVER_OPEN_BIT:
@@ -386,7 +437,7 @@ def printer_status(config: Mapping) -> Status:
         log.error("%s", exc)
         return Status.CONFIG_ERROR
     try:
-        with _connected(settings) as printer:
+        with _connected(settings) as (printer, _clock):
             if printer is None:
                 return Status.NO_PRINTER
             return _read_status(printer, settings)
@@ -403,6 +454,25 @@ def send_image(printer: Escpos, image) -> None:
     printer.hw("INIT")
     printer.image(image, impl="bitImageRaster", fragment_height=BAND_ROWS)
     printer.cut()
+
+
+def send_recovery(printer: Escpos) -> None:
+    """After a job that was cut off: reset (ESC @), feed the half-printed part past the cutter and cut
+    (only feed, on a printer without a cutter), so the next job starts on fresh paper."""
+    printer.hw("INIT")
+    printer.cut()
+
+
+def job_bytes(settings: PrinterSettings, image, recover: bool = False) -> bytes:
+    """The bytes of one job for this printer (its profile), the recovery first when ``recover``."""
+    from escpos.printer import Dummy
+
+    dummy = Dummy()
+    dummy.profile = _profile(settings)
+    if recover:
+        send_recovery(dummy)
+    send_image(dummy, image)
+    return dummy.output
 
 
 def _failed(status: Status, sent: bool) -> PrintOutcome:
@@ -426,28 +496,61 @@ def usable_settings(config: Mapping) -> tuple[PrinterSettings | None, PrintOutco
     return settings, None
 
 
-def print_image(config: Mapping, image, label: str = "image") -> PrintOutcome:
+def _await_end(printer: Escpos, settings: PrinterSettings, clock: _JobClock) -> Status:
+    """A network printer that is not asked for its status: say the job is over (shut the sending side)
+    and wait, within the job's time, for the printer to close its side, which it does once it has read
+    the whole job. A printer that keeps the connection open is let be (the job stays "unchecked"); one
+    that resets it cut the job off (raises)."""
+    printer.device.shutdown(socket.SHUT_WR)
+    while True:
+        clock.drain = True
+        try:
+            if not printer._read():
+                return Status.UNCHECKED
+        except TimeoutError:
+            log.info("printer %s: did not close the connection within the job's time", settings.describe())
+            return Status.UNCHECKED
+
+
+def print_image(config: Mapping, image, label: str = "image", recover: bool = False) -> PrintOutcome:
     """Print a 1-bit image as one job, checking the printer before and after. Never raises for device
-    trouble. ``label`` names the job in the log; it must not contain personal data."""
+    trouble. ``label`` names the job in the log; it must not contain personal data.
+
+    The job may take what its bytes need (:func:`job_budget_s`); it has printed when the printer answers
+    the status query sent after it. ``recover``: the printer's last job was cut off (its outcome was
+    ``interrupted``), so this one starts with a reset, a feed and a cut."""
     settings, refusal = usable_settings(config)
     if refusal is not None:
         return refusal
-    sent = False
+    job = job_bytes(settings, image, recover)
+    sent, written = False, 0
     try:
-        with _connected(settings) as printer:
+        with _connected(settings, job_budget_s(settings, len(job))) as (printer, clock):
             before = _read_status(printer, settings)
             if not before.can_print:
                 log.warning("printer %s: %s, %s not printed", settings.describe(), before.code, label)
                 return _failed(before, sent=False)
             sent = True  # from here on, part of the job may have reached the paper
-            send_image(printer, image)
-            after = _read_status(printer, settings)
+            for start in range(0, len(job), WRITE_CHUNK):
+                piece = job[start:start + WRITE_CHUNK]
+                printer._raw(piece)
+                written += len(piece)
+            if settings.connection == "network" and not settings.check_status:
+                after = _await_end(printer, settings, clock)
+            else:
+                clock.drain = True  # the answer comes once the printer has worked through the job
+                after = _read_status(printer, settings, strict=True)
     except PrinterSettingsError as exc:
         log.error("printer %s: %s", settings.describe(), exc)
         return _failed(Status.CONFIG_ERROR, sent=False)
-    except DEVICE_ERRORS as exc:
-        log.warning("printer %s: %s while printing %s", settings.describe(), type(exc).__name__, label)
-        return _failed(Status.OFFLINE, sent=sent)
+    except (_NoAnswer, *DEVICE_ERRORS) as exc:
+        if not sent:
+            log.warning("printer %s: %s while printing %s", settings.describe(), type(exc).__name__, label)
+            return _failed(Status.OFFLINE, sent=False)
+        log.warning("printer %s: %s while printing %s, %d of %d bytes written; the job was cut off, the next "
+                    "one starts with a reset, a feed and a cut", settings.describe(), type(exc).__name__, label,
+                    written, len(job))
+        return PrintOutcome(ok=False, status=Status.OFFLINE, sent=True, interrupted=True)
     if not after.can_print:
         log.warning("printer %s: %s after printing %s", settings.describe(), after.code, label)
         return _failed(after, sent=True)

@@ -15,6 +15,7 @@ from agent import views as agent_views
 
 from . import audio, card_views, citizen, i18n, web
 from .core import catalog, db, keyfile, sealing
+from .core.calendar import WorkCalendar
 from .core.config import data_dir, load_station
 from .receipts import ReceiptPrinter
 from .startup import start_checks
@@ -58,8 +59,11 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     web.init_db(app)
     csrf.init_app(app)
 
+    # The station's working days: every page's processing times and due dates, and the receipts.
+    app.extensions["calendar"] = WorkCalendar.from_station(station)
     app.jinja_env.globals.update(t=i18n.t, pick=i18n.pick, lang=i18n.current_language,
-                                 station=station, htmx_version="2.0.11")
+                                 station=station, htmx_version="2.0.11", processing_time=web.processing_time,
+                                 result_due_day=web.result_due_day)
     app.jinja_env.filters["money"] = lambda n: f"{n:,}".replace(",", ".")
     zone = ZoneInfo(station["station"]["timezone"])
     app.jinja_env.filters["local_date"] = lambda iso: datetime.fromisoformat(iso).astimezone(zone).strftime("%d/%m/%Y")

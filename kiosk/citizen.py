@@ -6,17 +6,49 @@ errors answers 422 with the error summary.
 """
 import unicodedata
 
-from flask import (Blueprint, abort, current_app, redirect, render_template, request, send_file, session,
+from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, send_file, session,
                    url_for)
 
 from .core import answers as answers_mod
 from . import audio, i18n, receipts, web
-from .receipt_document import render_receipt_png
 from .web import get_db
-from .core import dossiers, drafts, tracking_code
-from .core.catalog import CATEGORIES, Procedure
+from .core import dossiers, drafts, fees, tracking_code
+from .core.catalog import CATEGORIES, DELIVERY_FIELDS, Procedure
 
 bp = Blueprint("citizen", __name__)
+
+
+# --- fees --------------------------------------------------------------------------------------------
+
+def _channel() -> str:
+    """This station's channel (its kind): which rate of a fee applies here (kiosk.core.fees.rate_for)."""
+    return current_app.config["STATION"]["station"]["kind"]
+
+
+@bp.app_template_global()
+def fee_from(proc: Procedure) -> int:
+    """What a procedure costs at this station before any answer (one copy, no reduction or exemption):
+    kiosk.core.fees.fee_for with no answers, for the start page, the overview and the staff's home."""
+    return fees.fee_for(proc, {}, _channel()).amount_vnd
+
+
+def _fee_due(proc: Procedure, answers: dict) -> dict:
+    """The fee the answers so far make due here, as the check and consent pages show it."""
+    return fees.fee_for(proc, answers_mod.active_answers(proc, answers), _channel()).basis()
+
+
+def _staff_skips(page: dict) -> bool:
+    """A page staff do not see: the citizen's own question on how the result is delivered, asked instead
+    on the counter's finish page (agent.views.finish), so delivery is asked once and stored once."""
+    return bool(getattr(g, "staff", None)) and all(f["name"] in DELIVERY_FIELDS for f in page["fields"])
+
+
+def _leave_to_counter(proc: Procedure, answers: dict) -> None:
+    """For staff, the pages they skip count as answered (None, left out of the dossier at the counter)."""
+    for page in answers_mod.active_pages(proc, answers):
+        if _staff_skips(page):
+            for field in page["fields"]:
+                answers.setdefault(field["name"], None)
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -99,7 +131,7 @@ def card_value(answers: dict, field: dict):
 
 
 def _render_question(proc, page, shown, errors, status=200, change=False, answers=None, prefilled=()):
-    active = answers_mod.active_pages(proc, answers or {})
+    active = [p for p in answers_mod.active_pages(proc, answers or {}) if not _staff_skips(p)]
     step = next((i for i, p in enumerate(active) if p["id"] == page["id"]), 0) + 1
     back = url_for("citizen.check", slug=proc.slug) if change else (
         url_for("citizen.question", slug=proc.slug, page_id=active[step - 2]["id"]) if step > 1
@@ -121,6 +153,10 @@ def question(slug, page_id):
     change = request.values.get("change") == "1"
     if not answers_mod.is_active(page, answers):
         return _see_other("citizen.check", slug=slug)
+    if _staff_skips(page):  # not asked of staff (a correction's draft may still lead here): straight on
+        _leave_to_counter(proc, answers)
+        drafts.save(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, answers)
+        return _go_on(proc, page, answers, change)
 
     if request.method == "GET":
         shown, prefilled = {}, set()
@@ -141,20 +177,27 @@ def question(slug, page_id):
         return _render_question(proc, page, shown, errors, status=422, change=change, answers=answers)
 
     answers.update({name: r.value for name, r in readings.items()})
+    _leave_to_counter(proc, answers)
     if not drafts.save(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, answers):
         session.pop("draft", None)
         return _see_other("citizen.overview", slug=slug)
+    return _go_on(proc, page, answers, change)
 
+
+def _go_on(proc: Procedure, page: dict, answers: dict, change: bool):
+    """Where the wizard goes after ``page``: the next question (while changing an answer, the first one
+    still unanswered), else the check page."""
     missing = answers_mod.first_unanswered(proc, answers)
     if change:
         if missing is None:
-            return _see_other("citizen.check", slug=slug)
-        return redirect(url_for("citizen.question", slug=slug, page_id=missing["id"], change=1), code=303)
+            return _see_other("citizen.check", slug=proc.slug)
+        return redirect(url_for("citizen.question", slug=proc.slug, page_id=missing["id"], change=1), code=303)
     active = answers_mod.active_pages(proc, answers)
-    later = active[[p["id"] for p in active].index(page["id"]) + 1:]
+    ids = [p["id"] for p in active]
+    later = [p for p in active[ids.index(page["id"]) + 1:] if not _staff_skips(p)] if page["id"] in ids else []
     if later:
-        return _see_other("citizen.question", slug=slug, page_id=later[0]["id"])
-    return _see_other("citizen.check", slug=slug)
+        return _see_other("citizen.question", slug=proc.slug, page_id=later[0]["id"])
+    return _see_other("citizen.check", slug=proc.slug)
 
 
 # --- check, consent, submit ----------------------------------------------------------------------------
@@ -181,7 +224,9 @@ def check(slug):
     missing = answers_mod.first_unanswered(proc, draft[1])
     if missing is not None:
         return _see_other("citizen.question", slug=slug, page_id=missing["id"])
-    return render_template("citizen/check.html", proc=proc, rows=_summary_rows(proc, draft[1]))
+    rows = [row for row in _summary_rows(proc, draft[1])
+            if not (getattr(g, "staff", None) and row["field"] in DELIVERY_FIELDS)]  # asked on the finish page
+    return render_template("citizen/check.html", proc=proc, rows=rows, fee=_fee_due(proc, draft[1]))
 
 
 @bp.route("/p/<slug>/submit", methods=["GET", "POST"])
@@ -198,9 +243,9 @@ def consent(slug):
     if missing is not None:
         return _see_other("citizen.question", slug=slug, page_id=missing["id"])
     if request.method == "GET":
-        return render_template("citizen/consent.html", proc=proc, errors={})
+        return render_template("citizen/consent.html", proc=proc, errors={}, fee=_fee_due(proc, answers))
     if request.form.get("consent") != "yes":
-        return render_template("citizen/consent.html", proc=proc,
+        return render_template("citizen/consent.html", proc=proc, fee=_fee_due(proc, answers),
                                errors={"consent": i18n.t("error_consent")}), 422
 
     station = current_app.config["STATION"]
@@ -238,8 +283,12 @@ def done():
         return _see_other("citizen.index")
     proc, submitted = found
     code = submitted["code"]
+    received = dossiers.tracking_code_and_time(get_db(), submitted["id"])
+    stored = dossiers.fee_of(get_db(), submitted["id"])  # the fee as the dossier keeps it, as on the receipt
+    fee = (stored[1] or {"amount_vnd": stored[0], "lines": []}) if stored else None
     return render_template("citizen/done.html", proc=proc, code=code, qr=web.qr_svg(web.tracking_url(code)),
-                           printing=_print_state(submitted["id"]))
+                           printing=_print_state(submitted["id"]),
+                           received_at=received["submitted_at"] if received else None, fee=fee)
 
 
 @bp.get("/done/printing")
@@ -254,12 +303,13 @@ def done_printing():
 @bp.get("/done/receipt.png")
 @web.passive
 def done_receipt():
-    """The receipt as a picture, for the screen when it could not be printed (names and ID masked)."""
+    """The receipt as a picture, for the screen when it could not be printed (names and ID masked): the
+    printer's picture, at the station's paper width, payment code included."""
     found = _just_submitted()
     if found is None:
         abort(404)
     proc, submitted = found
-    png = render_receipt_png(web.receipt_of(proc, submitted["id"], submitted["code"]))
+    png = receipts.on_screen_png(current_app.config["STATION"], web.receipt_of(proc, submitted["id"], submitted["code"]))
     return current_app.response_class(png, mimetype="image/png")
 
 

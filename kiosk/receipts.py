@@ -2,7 +2,10 @@
 attempt recorded, and the same receipt as a PNG for the screen when the printer cannot print.
 
 The web request never waits on the printer: a single printing thread per station process takes jobs in
-order (one printer, one job at a time), and the confirmation page asks how the job went.
+order (one printer, one job at a time), and the confirmation page asks how the job went. The queue keeps
+what the printer's last job left behind: after a job that was cut off, the next one starts with a reset,
+a feed and a cut. A request may carry a key (a staff reprint does): a second request with the same key
+is the same request, recorded and printed once.
 """
 import logging
 import sqlite3
@@ -10,33 +13,66 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from devices.printer import PrintOutcome, Status, print_image, usable_settings
+from devices.printer import (PAPER_WIDTH_PX, PrintOutcome, PrinterSettingsError, Status, print_image, printer_settings,
+                             usable_settings)
 from devices.vietqr import PaymentAccount, payment_account
 
+from agent import report, staff
+
 from .core import audit, dossiers
+from .core.calendar import WorkCalendar
 from .core.masking import mask_id, mask_name
 from .core.catalog import Procedure
 from .core.db import connect, write_transaction
-from .receipt_document import Receipt, render_receipt_image
+from .receipt_document import DrawnReceipt, Receipt, draw_receipt, png_bytes
 
 log = logging.getLogger(__name__)
 _STATUS_BY_CODE = {status.code: status for status in Status}
 
 
+# The kiosk's own words for how the result is returned (a procedure's "delivery" question).
+_BY_POST = {"buu-chinh", "post"}
+
+
+def _delivery(procedure: Procedure, document: dict | None) -> str | None:
+    """How the result is returned: "post" or "in_person", from the counter's record or the citizen's
+    answer; in person when the procedure offers no other way; None when the dossier's payload is gone."""
+    if document is None:
+        return None
+    counter = document.get("counter")
+    if counter is not None:
+        return "post" if (counter.get("delivery") or {}).get("method") == "post" else "in_person"
+    offered = any(f["name"] == "delivery" for f in procedure.fields())
+    return "post" if offered and document["answers"].get("delivery") in _BY_POST else "in_person"
+
+
 def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: Procedure,
                 submission_id: str, tracking_url: str) -> Receipt:
+    """The receipt of a submitted dossier, from the dossier itself (its row, its sealed payload while it is
+    kept), the counter's ledger and staff list, and the station's settings. Names and numbers masked."""
     row = dossiers.tracking_code_and_time(conn, submission_id)
-    document = dossiers.open_payload(conn, key, submission_id) or {"answers": {}}
-    answers = document["answers"]
+    dossier = dossiers.find_by_tracking_code(conn, row["tracking_code"])
+    document = dossiers.open_payload(conn, key, submission_id)
+    answers = (document or {}).get("answers", {})
+    counter = (document or {}).get("counter")
     station = config["station"]
+    name = dossiers.applicant_answer(procedure, answers, "card.full_name")
+    officer = staff.display_name_of(conn, dossier["staff_id"]) if dossier["staff_id"] is not None else None
+    paid = sum(line["amount_vnd"] for line in report.ledger_of(conn, submission_id) if line["kind"] == "fee")
     return Receipt(
-        station_name=station["name"], agency=procedure.agency["vi"], procedure_name=procedure.name["vi"],
+        station_name=station["name"], agency=station["agency"], procedure_name=procedure.name["vi"],
         procedure_code=procedure.code,
-        applicant_masked=mask_name(dossiers.applicant_answer(procedure, answers, "card.full_name")),
+        applicant_masked=mask_name(name) if name else dossier["applicant_masked"],
         id_masked=mask_id(dossiers.applicant_answer(procedure, answers, "card.id_number")),
         submitted_at=datetime.fromisoformat(row["submitted_at"]), processing_days=procedure.processing_days,
-        fee_vnd=procedure.fee_vnd, tracking_code=row["tracking_code"], tracking_url=tracking_url,
-        timezone=station["timezone"],
+        fee_vnd=dossier["fee_due_vnd"], tracking_code=row["tracking_code"], tracking_url=tracking_url,
+        timezone=station["timezone"], competent_agency=procedure.agency["vi"],
+        central_code=dossier["central_code"] or None,
+        documents=tuple((counter or {}).get("documents_checked", ())),
+        documents_declared=document is not None and counter is None,
+        delivery=_delivery(procedure, document), result_address=station.get("result_address", ""),
+        fee_paid_vnd=paid, officer=officer["display_name"] if officer else None,
+        hotline=station.get("hotline", ""), calendar=WorkCalendar.from_station(config),
     )
 
 
@@ -55,7 +91,8 @@ def _usable_payment(config: Mapping, payment: PaymentAccount | Mapping | None) -
         return None
 
 
-def print_receipt(config: Mapping, receipt: Receipt, payment: PaymentAccount | Mapping | None = None) -> PrintOutcome:
+def print_receipt(config: Mapping, receipt: Receipt, payment: PaymentAccount | Mapping | None = None,
+                  recover: bool = False) -> PrintOutcome:
     """Print the receipt for a submitted dossier: composed as an image as wide as the station's paper, then
     printed by devices.printer.print_image. Never raises for device trouble.
 
@@ -66,32 +103,85 @@ def print_receipt(config: Mapping, receipt: Receipt, payment: PaymentAccount | M
     settings, refusal = usable_settings(config)
     if refusal is not None:
         return refusal
-    image = render_receipt_image(receipt, settings.width_px, _usable_payment(config, payment))
-    return print_image(config, image, label=f"receipt {receipt.tracking_code}")
+    image = compose(config, receipt, payment, settings.width_px).image
+    # recover: the printer's last job was cut off; this one starts with a reset, a feed and a cut.
+    return print_image(config, image, label=f"receipt {receipt.tracking_code}", recover=recover)
+
+
+def paper_width_px(config: Mapping) -> int:
+    """The station's paper width in dots: its printer's, or 80 mm when it has none (or its printer
+    settings are wrong, which the start checks and the printing job report)."""
+    try:
+        settings = printer_settings(config)
+    except PrinterSettingsError:
+        return PAPER_WIDTH_PX[80]
+    return PAPER_WIDTH_PX[80] if settings.connection == "none" else settings.width_px
+
+
+def compose(config: Mapping, receipt: Receipt, payment: PaymentAccount | Mapping | None = None,
+            width_px: int | None = None) -> DrawnReceipt:
+    """The one composition of a receipt, for the paper and for the screen alike: as wide as the station's
+    paper (``width_px`` if given), with the VietQR of the station's payment account (``payment`` if
+    given) when a fee is still to be paid."""
+    return draw_receipt(receipt, width_px or paper_width_px(config), _usable_payment(config, payment))
+
+
+def on_screen_png(config: Mapping, receipt: Receipt) -> bytes:
+    """The receipt as the screen shows it: the very picture the printer is given, as a PNG."""
+    return png_bytes(compose(config, receipt).image)
+
+
+def record_request(conn: sqlite3.Connection, submission_id: str, actor: str, key: str | None = None,
+                   printing: bool = True) -> int | None:
+    """Record a request to print a dossier's receipt, inside the caller's transaction; its job id, or
+    ``None`` when ``key`` was already used (a replayed or double-clicked request: nothing is recorded).
+    Without a printer (``printing`` false) the request is recorded as finished, with ``no_printer``."""
+    now = datetime.now(timezone.utc).isoformat()
+    finished_at, status, ok = (None, "pending", None) if printing else (now, Status.NO_PRINTER.code, 0)
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO receipt_prints (submission_id, requested_at, requested_by, request_key, "
+        "finished_at, status, ok) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (submission_id, now, actor, key, finished_at, status, ok))
+    return cursor.lastrowid if cursor.rowcount else None
 
 
 class ReceiptPrinter:
-    """The station's printing queue. ``request`` records the job and returns at once."""
+    """The station's printing queue. ``request`` records the job and returns at once.
+
+    ``needs_recovery`` is this printer's state between jobs: true after a job was cut off on its way (the
+    connection dropped, or the printer never confirmed it), until a job with the recovery in front (a
+    reset, a feed and a cut) has reached it. Only the printing thread changes it."""
 
     def __init__(self, database: str, config: dict, enabled: bool):
         self.database = database
         self.config = config
         self.enabled = enabled  # False: the station has no printer, receipts are shown on screen
+        self.needs_recovery = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receipt-printer")
 
     def request(self, conn: sqlite3.Connection, receipt: Receipt, submission_id: str, actor: str) -> int:
-        now = datetime.now(timezone.utc).isoformat()
         with write_transaction(conn):
-            job = conn.execute(
-                "INSERT INTO receipt_prints (submission_id, requested_at, requested_by) VALUES (?, ?, ?)",
-                (submission_id, now, actor)).lastrowid
-        self._pool.submit(self._print, job, receipt, submission_id, actor)
+            job = record_request(conn, submission_id, actor)
+        self.queue(job, receipt, submission_id, actor)
         return job
 
+    def queue(self, job: int, receipt: Receipt, submission_id: str, actor: str) -> None:
+        """Print a job already recorded (``record_request``, committed) in the background."""
+        self._pool.submit(self._print, job, receipt, submission_id, actor)
+
     def _print(self, job: int, receipt: Receipt, submission_id: str, actor: str) -> None:
+        recover = self.needs_recovery
+        details = {"job": job}
         try:
-            outcome = print_receipt(self.config, receipt)
+            outcome = print_receipt(self.config, receipt, recover=recover)
             status, ok = outcome.status.code, outcome.ok
+            if outcome.interrupted:
+                self.needs_recovery = True
+                details["interrupted"] = True
+            elif outcome.sent:  # the whole job went through, the recovery in front of it
+                self.needs_recovery = False
+            if recover and outcome.sent:
+                details["recovery"] = True
         except Exception as exc:  # a bug must not leave the job "pending" for ever
             log.error("printing failed with %s", type(exc).__name__)
             status, ok = Status.OFFLINE.code, False
@@ -101,7 +191,7 @@ class ReceiptPrinter:
                 conn.execute("UPDATE receipt_prints SET finished_at = ?, status = ?, ok = ? WHERE id = ?",
                              (datetime.now(timezone.utc).isoformat(), status, int(ok), job))
                 audit.append(conn, actor, "receipt.printed" if ok else "receipt.not_printed", submission_id,
-                             {"job": job, "status": status})
+                             {**details, "status": status})
         finally:
             conn.close()
 

@@ -7,6 +7,7 @@ import io
 import sqlite3
 import threading
 import time
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import qrcode
@@ -18,7 +19,8 @@ from markupsafe import Markup
 
 from agent import staff
 
-from . import receipts
+from . import i18n, receipts
+from .core import calendar as workdays
 from .core import drafts
 from .core.catalog import Procedure
 from .core.db import connect
@@ -213,3 +215,21 @@ def local_target(target: str | None, default: str, prefix: str = "/") -> str:
     if parts.scheme or parts.netloc or cleaned.startswith("//") or not cleaned.startswith(prefix):
         return default
     return cleaned
+
+
+# --- processing times, the same on every page ------------------------------------------------------------
+
+def processing_time(proc: Procedure, detail: bool = False) -> str:
+    """The words of a procedure's processing time, the same on every page (the start page, the overview,
+    the confirmation, the staff pages); ``detail`` adds the same-day cut-off hour."""
+    key, values = workdays.processing_time_message(
+        proc.processing_days, current_app.extensions["calendar"] if detail else None)
+    return i18n.t(key, **values)
+
+
+def result_due_day(proc: Procedure, received_at: str | None = None) -> str:
+    """The day the result is due, as the receipt gives it: for a dossier received at ``received_at`` (ISO
+    time), else for one handed in now."""
+    received = datetime.fromisoformat(received_at) if received_at else datetime.now(timezone.utc)
+    due = workdays.result_due(received, proc.processing_days, current_app.extensions["calendar"])
+    return f"{i18n.t(f'receipt_weekday_{due.weekday()}')}, {due:%d/%m/%Y}"

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from agent import report, staff
 from tests.support.fake_printer import FakeNetworkPrinter
-from kiosk.core import audit
+from kiosk.core import audit, fees
 from kiosk.app import create_app
 from kiosk.cli import main
 from kiosk.core.db import connect
@@ -56,7 +56,8 @@ def _rows(app, sql, *args):
 def _finish(client, proc, **overrides):
     page = client.get(f"/agent/p/{proc.slug}/finish")
     assert page.status_code == 200, page.text[:500]
-    form = {"csrf_token": csrf_token(page.text), "delivery": "counter", "fee": str(proc.fee_vnd), "consent": "yes",
+    form = {"csrf_token": csrf_token(page.text), "delivery": "counter", "consent": "yes",
+            "fee": str(fees.fee_for(proc, {}, "counter").amount_vnd),
             "documents": [str(i) for i, d in enumerate(proc.documents) if d["required"]]}
     form.update(overrides)
     return client.post(f"/agent/p/{proc.slug}/finish", data=form)
@@ -207,7 +208,7 @@ def test_a_day_of_mixed_activity_reconciles_exactly(tmp_path, catalog):
     assert data["station"]["dossiers"] == conn.execute("SELECT COUNT(*) FROM dossiers").fetchone()[0] == 7
     assert data["by_staff"]["minh"]["dossiers"] == 3 and data["by_staff"]["lan"]["dossiers"] == 3
     assert data["by_staff"]["kiosk"]["dossiers"] == 1
-    fees_due = sum(catalog[slug].fee_vnd for _, slug, _ in plan)
+    fees_due = sum(fees.fee_for(catalog[slug], {}, "counter").amount_vnd for _, slug, _ in plan)
     assert data["station"]["fees_expected_vnd"] == fees_due
     assert data["station"]["fees_taken_vnd"] == sum(int(fee) for *_, fee in plan) == fees_due - 200000
     assert data["by_staff"]["minh"]["fee_difference_vnd"] == -200000

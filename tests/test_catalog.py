@@ -33,7 +33,7 @@ def _broken(tmp_path, transform) -> Path:
 
 @pytest.mark.parametrize("transform,message", [
     (lambda s: s.replace('type = "date"', 'type = "dat"', 1), r"dang-ky-khai-tu\.toml: pages\[\d+\]\.fields\[0\]\.type: 'dat' is not one of"),
-    (lambda s: re.sub(r"(?m)^fee_vnd = .*$", 'fee_vnd = "free"', s), r"dang-ky-khai-tu\.toml: fee_vnd: 'free' is not of type 'integer'"),
+    (lambda s: re.sub(r"(?m)^amount_vnd = .*$", 'amount_vnd = "free"', s), r"dang-ky-khai-tu\.toml: fee\.amount_vnd: 'free' is not of type 'integer'"),
     (lambda s: re.sub(r"(?m)^code = .*$", "", s, count=1), r"dang-ky-khai-tu\.toml: \(top level\): 'code' is a required property"),
     (lambda s: s.replace("[[pages]]", "[[pages]]\nwhen = { field = \"nope\", equals = \"x\" }", 1), r"dang-ky-khai-tu\.toml: pages\[0\]\.when\.field: no earlier field is named 'nope'"),
     (lambda s: s + "\n[[pages]]\nid = 'x'\n[[pages.fields]]\nname = 'y'\ntype = 'text'\nlabel = {vi='a', en='b'}\npattern = '('\npattern_message = {vi='a', en='b'}\n", r"pattern: not a valid regular expression"),

@@ -3,6 +3,7 @@ import io
 import unicodedata
 from datetime import date, datetime, timedelta, timezone
 
+import holidays
 import pytest
 import zxingcpp
 from hypothesis import given
@@ -25,7 +26,8 @@ make_receipt = sample_receipt
 # -- appointment date ---------------------------------------------------------------------------
 def test_zero_days_is_the_same_day():
     assert appointment_date(FRIDAY, 0) == FRIDAY
-    assert appointment_date(FRIDAY + timedelta(days=1), 0) == FRIDAY + timedelta(days=1)
+    # Handed in on a Saturday: it counts from the next working day (tests/test_calendar.py has the rules).
+    assert appointment_date(FRIDAY + timedelta(days=1), 0) == FRIDAY + timedelta(days=3)
 
 
 def test_friday_plus_one_is_monday():
@@ -37,7 +39,7 @@ def test_weekends_are_skipped():
     monday = FRIDAY + timedelta(days=3)
     assert appointment_date(monday, 5) == monday + timedelta(days=7)
     assert appointment_date(FRIDAY, 6) == FRIDAY + timedelta(days=10)  # two weekends
-    assert appointment_date(FRIDAY + timedelta(days=1), 1) == monday  # handed in on Saturday
+    assert appointment_date(FRIDAY + timedelta(days=1), 1) == monday + timedelta(days=1)  # handed in on Saturday
 
 
 def test_holidays_are_skipped():
@@ -45,8 +47,9 @@ def test_holidays_are_skipped():
     assert appointment_date(FRIDAY, 1, holidays=[monday]) == monday + timedelta(days=1)
 
 
-def test_datetime_counts_from_its_own_day():
-    assert appointment_date(datetime(2026, 11, 27, 23, 59, tzinfo=VN), 1).weekday() == 0
+def test_datetime_counts_from_its_own_day_in_office_hours():
+    assert appointment_date(datetime(2026, 11, 27, 10, 0, tzinfo=VN), 1).weekday() == 0
+    assert appointment_date(datetime(2026, 11, 27, 23, 59, tzinfo=VN), 1).weekday() == 1  # after closing
 
 
 def test_negative_days_are_refused():
@@ -54,21 +57,28 @@ def test_negative_days_are_refused():
         appointment_date(FRIDAY, -1)
 
 
+VN_HOLIDAYS = holidays.country_holidays("VN", years=range(2019, 2037))
+
+
+def _working(day: date) -> bool:
+    """The package's own word (not the calendar's): a weekday that is no holiday, or a Saturday worked."""
+    return day in VN_HOLIDAYS.weekend_workdays or (day.weekday() < 5 and day not in VN_HOLIDAYS)
+
+
 @given(start=st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 1, 1)), days=st.integers(0, 60))
 def test_appointment_is_exactly_n_working_days_later(start, days):
     due = appointment_date(start, days)
-    working_days_between = sum(
-        1 for k in range(1, (due - start).days + 1) if (start + timedelta(days=k)).weekday() < 5
-    )
-    assert working_days_between == days
-    if days:
-        assert due.weekday() < 5
+    working_days_between = sum(1 for k in range(1, (due - start).days + 1) if _working(start + timedelta(days=k)))
+    # A day off counts from the next working day, which is then the first of the count.
+    assert working_days_between == days + (0 if _working(start) else 1)
+    assert _working(due)
 
 
 def test_receipt_counts_from_the_local_day_of_submission():
-    # 18:30 UTC on Friday is 01:30 on Saturday in Hà Nội: a 0-day procedure is due that Saturday.
-    late = make_receipt(submitted_at=datetime(2026, 11, 27, 18, 30, tzinfo=timezone.utc), processing_days=0)
-    assert late.appointment == FRIDAY + timedelta(days=1)
+    # 10:30 UTC on Friday is 17:30 in Hà Nội, after office hours: a 0-day procedure is due on Monday
+    # (in UTC it would have been that Friday).
+    late = make_receipt(submitted_at=datetime(2026, 11, 27, 10, 30, tzinfo=timezone.utc), processing_days=0)
+    assert late.appointment == FRIDAY + timedelta(days=3)
 
 
 def test_naive_submission_time_is_refused():

@@ -70,8 +70,8 @@ def test_overview_shows_fee_documents_and_code(client, catalog):
         assert proc.code in page.text
         for doc in proc.documents:
             assert doc["vi"] in page.text
-        if proc.fee_vnd:
-            assert f"{proc.fee_vnd:,}".replace(",", ".") in page.text
+        if proc.fee["amount_vnd"]:
+            assert f"{proc.fee['amount_vnd']:,}".replace(",", ".") in page.text
 
 
 def test_unknown_procedure_is_a_friendly_404(client):

@@ -33,6 +33,11 @@ PREFILL_SOURCES = (
 CARD_TEXT_MAX = {"card.full_name": 200, "card.father_name": 200, "card.mother_name": 200,
                  "card.spouse_name": 200, "card.nationality": 500, "card.ethnicity": 500, "card.religion": 500,
                  "card.place_of_origin": 500, "card.residence": 500, "card.identifying_marks": 500}
+# A procedure that asks the citizen how to receive the result names that question "delivery" (its option
+# "buu-chinh": by post) and the address "delivery_address". At a counter the staff's finish page asks it
+# instead (agent/views.py): the wizard skips those pages for staff, and the counter's answer is the one
+# stored, so delivery is asked once and kept once.
+DELIVERY_FIELDS = ("delivery", "delivery_address")
 # Text fields without a max_length of their own (kiosk.core.answers applies the same defaults).
 DEFAULT_MAX_LENGTH = {"text": 200, "textarea": 1000, "email": 254}
 
@@ -43,10 +48,56 @@ _TEXT = {
     "additionalProperties": False,
 }
 _SLUG = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]*$"}
+_WHEN = {
+    "type": "object",
+    "required": ["field", "equals"],
+    "properties": {"field": _SLUG, "equals": {"type": "string"}},
+    "additionalProperties": False,
+}
+_VND = {"type": "integer", "minimum": 0, "maximum": 100_000_000}
+# A fee ground's id: a slug, but not the two words the counter's form uses for "none" and "other".
+_GROUND_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]*$", "not": {"enum": ["none", "other"]}}
+
+# The fee of a procedure as rules over the answers (kiosk/core/fees.py computes it; docs/procedures.md).
+FEE_SCHEMA = {
+    "type": "object",
+    "required": ["amount_vnd"],
+    "additionalProperties": False,
+    "properties": {
+        "amount_vnd": _VND,               # the base amount, in person (0 = free)
+        "online_vnd": _VND,               # the base amount of an online submission, where the law sets one
+        "legal_basis": {"type": "string", "minLength": 1},
+        "note": _TEXT,
+        "copies": {                       # per-copy pricing: the number of copies is an integer answer
+            "type": "object",
+            "required": ["field", "included", "extra_vnd"],
+            "additionalProperties": False,
+            "properties": {"field": _SLUG, "included": {"type": "integer", "minimum": 1}, "extra_vnd": _VND},
+        },
+        "reductions": {                   # a lower base amount when an answer says so
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "when", "amount_vnd", "reason"],
+                "additionalProperties": False,
+                "properties": {"id": _GROUND_ID, "when": _WHEN, "amount_vnd": _VND, "reason": _TEXT},
+            },
+        },
+        "exemptions": {                   # nothing to pay when an answer says so
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "when", "reason"],
+                "additionalProperties": False,
+                "properties": {"id": _GROUND_ID, "when": _WHEN, "reason": _TEXT},
+            },
+        },
+    },
+}
 
 SCHEMA = {
     "type": "object",
-    "required": ["code", "version", "category", "name", "summary", "agency", "fee_vnd", "processing_days",
+    "required": ["code", "version", "category", "name", "summary", "agency", "fee", "processing_days",
                  "documents", "pages"],
     "additionalProperties": False,
     "properties": {
@@ -57,8 +108,7 @@ SCHEMA = {
         "summary": _TEXT,
         "agency": _TEXT,
         "legal_basis": {"type": "string"},
-        "fee_vnd": {"type": "integer", "minimum": 0},
-        "fee_note": _TEXT,
+        "fee": FEE_SCHEMA,
         "processing_days": {"type": "integer", "minimum": 0},
         "keywords": {"type": "array", "items": {"type": "string"}},
         "documents": {
@@ -80,12 +130,7 @@ SCHEMA = {
                 "properties": {
                     "id": _SLUG,
                     "title": _TEXT,
-                    "when": {
-                        "type": "object",
-                        "required": ["field", "equals"],
-                        "properties": {"field": _SLUG, "equals": {"type": "string"}},
-                        "additionalProperties": False,
-                    },
+                    "when": _WHEN,
                     "fields": {
                         "type": "array",
                         "minItems": 1,
@@ -141,13 +186,18 @@ class Procedure:
     name: dict
     summary: dict
     agency: dict
-    fee_vnd: int
     processing_days: int
     documents: list
     pages: list
     keywords: tuple = ()
-    fee_note: dict | None = None
     legal_basis: str = ""
+    # The fee rules (FEE_SCHEMA, with ``reductions`` and ``exemptions`` always present); what is due for
+    # given answers is kiosk.core.fees.fee_for's to say, never read from here.
+    fee: dict | None = None
+
+    def __post_init__(self):
+        if self.fee is None:  # a definition built in code with no fee (loaded ones always have one)
+            object.__setattr__(self, "fee", _fee_rules({"amount_vnd": 0}))
 
     def page(self, page_id: str) -> dict | None:
         return next((p for p in self.pages if p["id"] == page_id), None)
@@ -166,6 +216,40 @@ def _where(path) -> str:
     return out or "(top level)"
 
 
+def _fee_rules(fee: dict) -> dict:
+    return {**fee, "reductions": list(fee.get("reductions", ())), "exemptions": list(fee.get("exemptions", ()))}
+
+
+def _check_fee(fee: dict, fields: dict) -> None:
+    """The fee's rules name fields the procedure asks, with values they can have."""
+    copies = fee.get("copies")
+    if copies is not None:
+        field = fields.get(copies["field"])
+        if field is None or field["type"] != "integer":
+            raise CatalogError(f"fee.copies.field: no integer field is named '{copies['field']}'")
+    seen = set()
+    for kind in ("reductions", "exemptions"):
+        for index, rule in enumerate(fee.get(kind, ())):
+            where = f"fee.{kind}[{index}]"
+            if rule["id"] in seen:
+                raise CatalogError(f"{where}.id: '{rule['id']}' is used by another reduction or exemption")
+            seen.add(rule["id"])
+            _check_condition(where, rule["when"], fields, "field")
+            if kind == "reductions" and rule["amount_vnd"] >= fee["amount_vnd"]:
+                raise CatalogError(f"{where}.amount_vnd: {rule['amount_vnd']} does not reduce the fee "
+                                   f"({fee['amount_vnd']})")
+
+
+def _check_condition(where: str, when: dict, fields: dict, which: str) -> None:
+    """A ``when = {field, equals}`` condition names one of ``fields`` and, for a choice, one of its options."""
+    target = fields.get(when["field"])
+    if target is None:
+        raise CatalogError(f"{where}.when.field: no {which} is named '{when['field']}'")
+    values = [o["value"] for o in target.get("options", [])]
+    if values and when["equals"] not in values:
+        raise CatalogError(f"{where}.when.equals: '{when['equals']}' is not an option of '{target['name']}'")
+
+
 def _check_semantics(data: dict) -> None:
     """What the schema cannot say: unique names, working patterns, conditions that point backwards."""
     seen_pages, seen_fields = set(), {}
@@ -175,13 +259,7 @@ def _check_semantics(data: dict) -> None:
             raise CatalogError(f"{where}.id: '{page['id']}' is used by another page")
         seen_pages.add(page["id"])
         if "when" in page:
-            target = seen_fields.get(page["when"]["field"])
-            if target is None:
-                raise CatalogError(f"{where}.when.field: no earlier field is named '{page['when']['field']}'")
-            values = [o["value"] for o in target.get("options", [])]
-            if values and page["when"]["equals"] not in values:
-                raise CatalogError(f"{where}.when.equals: '{page['when']['equals']}' is not an option of "
-                                   f"'{target['name']}'")
+            _check_condition(where, page["when"], seen_fields, "earlier field")
         for f_index, field in enumerate(page["fields"]):
             fwhere = f"{where}.fields[{f_index}]"
             if field["name"] in seen_fields:
@@ -201,6 +279,7 @@ def _check_semantics(data: dict) -> None:
                     raise CatalogError(f"{fwhere}.pattern: not a valid regular expression ({exc})") from None
                 if "pattern_message" not in field:
                     raise CatalogError(f"{fwhere}.pattern_message: a pattern needs a message saying what to type")
+    _check_fee(data["fee"], seen_fields)
 
 
 def load_procedure(path: Path) -> Procedure:
@@ -217,6 +296,7 @@ def load_procedure(path: Path) -> Procedure:
     except CatalogError as exc:
         raise CatalogError(f"{path.name}: {exc}") from None
     data["keywords"] = tuple(data.get("keywords", ()))
+    data["fee"] = _fee_rules(data["fee"])
     return Procedure(slug=path.stem, **data)
 
 

@@ -24,6 +24,10 @@ DEFAULTS = {
         "kind": "kiosk",
         "name": "Trạm dịch vụ công (thử nghiệm)",
         "agency": "Trung tâm Phục vụ hành chính công",
+        # On the receipt: where results are collected in person (empty: "where you applied"), and the
+        # hotline citizens may call (empty: no hotline line).
+        "result_address": "",
+        "hotline": "",
         "timezone": "Asia/Ho_Chi_Minh",
         # Where the QR on a receipt points. The station serves /track itself; a province may point it at
         # its own public tracking page instead.
@@ -41,6 +45,10 @@ DEFAULTS = {
     # card_reader: "auto" (any PC/SC reader), "none" (no card step), or the start of one reader's name.
     "devices": {"card_reader": "auto", "printer": "auto", "csca_dir": "", "card_wait_seconds": 30},
     "sync": {"export_dir": "/media/usb"},
+    # Working days and office hours (kiosk/core/calendar.py): public holidays come from the `holidays`
+    # package; the station adds the days the government announces each year (dates "yyyy-mm-dd").
+    "calendar": {"office_closes": "17:00", "same_day_until": "15:00", "days_off": [], "working_days": [],
+                 "culture_day": True},
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from . import audit, drafts, outbox, sealing, tracking_code
+from . import audit, drafts, fees, outbox, sealing, tracking_code
 from .catalog import Procedure
 from .masking import mask_name
 from .db import begin_incarnation, incarnation, write_transaction
@@ -46,6 +46,7 @@ class Submitted:
     tracking_code: str
     submitted_at: datetime
     local_day: str  # YYYY-MM-DD, the station's own day
+    fee: fees.Fee | None = None  # the fee due, as stored with the dossier
 
 
 def next_tracking_code(conn: sqlite3.Connection, station_id: str, local_day: str) -> str:
@@ -66,12 +67,12 @@ def _write(conn: sqlite3.Connection, key: bytes, document: dict, **row) -> None:
     conn.execute(
         "INSERT INTO dossiers (submission_id, tracking_code, station_id, channel, procedure_code, "
         "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes, "
-        "staff_id, local_day, fee_due_vnd, applicant_masked) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "staff_id, local_day, fee_due_vnd, applicant_masked, fee_basis) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (sid, document["tracking_code"], document["station_id"], document["channel"], procedure["code"],
          procedure["slug"], procedure["version"], document["submitted_at"], sealing.seal(key, document, sid),
          hashlib.sha256(canonical_json(document)).hexdigest(), row["supersedes"], row["staff_id"],
-         row["local_day"], row["fee_due_vnd"], row["applicant_masked"]))
+         row["local_day"], row["fee_due_vnd"], row["applicant_masked"], row["fee_basis"]))
     outbox.enqueue(conn, sid, document["submitted_at"])
 
 
@@ -85,9 +86,14 @@ def applicant_answer(procedure: Procedure, answers: dict, source: str) -> str | 
 def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str, procedure: Procedure,
            answers: dict, draft_id: str | None = None, supersedes: str | None = None,
            actor: str = "citizen", staff_id: int | None = None, counter: dict | None = None,
+           fee_ground: fees.StaffGround | None = None,
            also_write: Callable[[sqlite3.Connection, Submitted], None] | None = None) -> Submitted | None:
     """Write the dossier. Returns None when ``draft_id`` names a draft that no longer exists, which is
     what a second press of the submit button (or a replayed request) finds.
+
+    The fee due is ``fees.fee_for(procedure, answers, channel, fee_ground)``, worked out here once and
+    kept with the dossier (``fee_due_vnd``, ``fee_basis``, and the sealed document's ``fee``); a
+    reduction or exemption staff recorded (``fee_ground``) is audited under ``actor``.
 
     At a counter, ``counter`` (documents checked, delivery by post, the citizen's consent as recorded
     by staff) goes into the dossier; ``also_write(conn, submitted)`` writes the caller's own rows in the
@@ -97,6 +103,7 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
     local_date = now.astimezone(ZoneInfo(station["timezone"])).date()
     local_day = local_date.strftime("%y%m%d")
     submission_id = str(uuid.uuid4())
+    fee = fees.fee_for(procedure, answers, channel, fee_ground)
     with write_transaction(conn):
         if draft_id is not None and not drafts.take(conn, draft_id):
             return None
@@ -110,15 +117,21 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
             "submitted_at": now.isoformat(timespec="seconds"),
             "answers": answers,
             "supersedes": supersedes,
+            "fee": fee.basis(),
         }
         if counter is not None:
             document["counter"] = counter
         name = applicant_answer(procedure, answers, "card.full_name")
         _write(conn, key, document, supersedes=supersedes, staff_id=staff_id, local_day=local_date.isoformat(),
-               fee_due_vnd=procedure.fee_vnd, applicant_masked=mask_name(name) if name else None)
+               fee_due_vnd=fee.amount_vnd, applicant_masked=mask_name(name) if name else None,
+               fee_basis=json.dumps(fee.basis(sealed=False), ensure_ascii=False, sort_keys=True))
         audit.append(conn, actor, "dossier.submitted", submission_id,
-                     {"tracking_code": code, "procedure": procedure.code, "channel": channel})
-        submitted = Submitted(submission_id, code, now, local_date.isoformat())
+                     {"tracking_code": code, "procedure": procedure.code, "channel": channel,
+                      "fee_vnd": fee.amount_vnd})
+        if fee_ground is not None and fee.kind is not None:  # recorded by staff: who, which ground, how much
+            audit.append(conn, actor, f"fee.{fee.kind}", submission_id,
+                         {"ground": fee.ground, "standard_vnd": fee.standard_vnd, "amount_vnd": fee.amount_vnd})
+        submitted = Submitted(submission_id, code, now, local_date.isoformat(), fee)
         if also_write is not None:
             also_write(conn, submitted)
     return submitted
@@ -145,7 +158,7 @@ def reissue_with_new_code(conn: sqlite3.Connection, key: bytes, submission_id: s
                         "reissued_from": old["tracking_code"]}
             _write(conn, key, document, supersedes=submission_id, staff_id=old["staff_id"],
                    local_day=old["local_day"], fee_due_vnd=old["fee_due_vnd"],
-                   applicant_masked=old["applicant_masked"])
+                   applicant_masked=old["applicant_masked"], fee_basis=old["fee_basis"])
             audit.append(conn, "sync", "dossier.reissued", new_id,
                          {"tracking_code": new_code, "from": old["tracking_code"]})
         reason = (f"tracking_code_taken: gửi lại với mã mới {new_code} / sent again as {new_code}" if new_code
@@ -188,6 +201,16 @@ def tracking_code_and_time(conn: sqlite3.Connection, submission_id: str) -> sqli
     """(``tracking_code``, ``submitted_at``) of a dossier, for its receipt."""
     return conn.execute("SELECT tracking_code, submitted_at FROM dossiers WHERE submission_id = ?",
                         (submission_id,)).fetchone()
+
+
+def fee_of(conn: sqlite3.Connection, submission_id: str) -> tuple[int, dict | None] | None:
+    """(fee due, how it was worked out) of a dossier, as stored at submit (kiosk.core.fees ``basis``;
+    None for a dossier made before the basis was kept), or None when there is no such dossier."""
+    row = conn.execute("SELECT fee_due_vnd, fee_basis FROM dossiers WHERE submission_id = ?",
+                       (submission_id,)).fetchone()
+    if row is None:
+        return None
+    return row["fee_due_vnd"], json.loads(row["fee_basis"]) if row["fee_basis"] else None
 
 
 def payload_sha256(conn: sqlite3.Connection, submission_id: str) -> str | None:

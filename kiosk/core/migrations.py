@@ -13,6 +13,20 @@ from sqlite_utils.migrations import Migrations
 migrations = Migrations("dvc-kiosk")
 
 
+def _dossier_columns_immutable(db: sqlite_utils.Database, added: str) -> None:
+    """Make the dossier's trigger refuse changes to the first columns and to ``added`` (columns a
+    migration adds to what a submitted dossier is)."""
+    db.execute("DROP TRIGGER dossiers_immutable")
+    db.execute(
+        f"""
+        CREATE TRIGGER dossiers_immutable BEFORE UPDATE OF
+            submission_id, tracking_code, station_id, channel, procedure_code, procedure_slug,
+            procedure_version, submitted_at, payload_sha256, supersedes, {added}
+        ON dossiers BEGIN SELECT RAISE(ABORT, 'submitted dossiers are immutable'); END
+        """
+    )
+
+
 @migrations()
 def m001_dossiers(db: sqlite_utils.Database):
     db.execute(
@@ -166,16 +180,7 @@ def m003_counter(db: sqlite_utils.Database):
     db.execute("ALTER TABLE dossiers ADD COLUMN fee_due_vnd INTEGER NOT NULL DEFAULT 0")
     db.execute("ALTER TABLE dossiers ADD COLUMN applicant_masked TEXT")
     db.execute("CREATE INDEX dossiers_day ON dossiers(local_day, staff_id)")
-    db.execute("DROP TRIGGER dossiers_immutable")
-    db.execute(
-        """
-        CREATE TRIGGER dossiers_immutable BEFORE UPDATE OF
-            submission_id, tracking_code, station_id, channel, procedure_code, procedure_slug,
-            procedure_version, submitted_at, payload_sha256, supersedes, staff_id, local_day, fee_due_vnd,
-            applicant_masked
-        ON dossiers BEGIN SELECT RAISE(ABORT, 'submitted dossiers are immutable'); END
-        """
-    )
+    _dossier_columns_immutable(db, "staff_id, local_day, fee_due_vnd, applicant_masked")
 
 
 @migrations()
@@ -299,3 +304,21 @@ def adopt_previous_sets(conn: sqlite3.Connection) -> int:
                                 "WHERE migration_set = ? AND name = ?",
                                 (migrations.name, name, old_set, old_name)).rowcount
     return renamed
+
+
+@migrations()
+def m009_fee_basis(db: sqlite_utils.Database):
+    # How the fee due was worked out (kiosk/core/fees.py, as JSON: the rate, the lines, the reduction's or
+    # exemption's ground and legal reason, who decided it), beside ``fee_due_vnd``: the receipt, the done
+    # page and the staff pages say why the amount is what it is. NULL for dossiers made before.
+    db.execute("ALTER TABLE dossiers ADD COLUMN fee_basis TEXT")
+    _dossier_columns_immutable(db, "staff_id, local_day, fee_due_vnd, applicant_masked, fee_basis")
+
+
+@migrations()
+def m010_receipt_request_keys(db: sqlite_utils.Database):
+    # A staff reprint carries a random key from its form: a replayed or double-clicked request finds its key
+    # taken and prints nothing more (kiosk/receipts.py record_request). Older requests have none.
+    db.execute("ALTER TABLE receipt_prints ADD COLUMN request_key TEXT")
+    db.execute("CREATE UNIQUE INDEX receipt_prints_request_key ON receipt_prints(request_key) "
+               "WHERE request_key IS NOT NULL")

@@ -1,19 +1,24 @@
 """Benchmark: compose one receipt and print it to the fake network printer, as the web app does after a
 submission (status check, render, send, status check), through a real TCP socket on 127.0.0.1."""
 import statistics
+import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from kiosk.receipt_document import Receipt
+from kiosk.receipt_document import Receipt, draw_receipt
 from kiosk.receipts import print_receipt
 from tests.support.fake_printer import FakeNetworkPrinter
 
-# Made-up sample data (no real person).
-SAMPLE_PAYMENT = {"bank_bin": "970436", "account": "0071000123456", "account_name": "UBND PHUONG MAU"}
+# Made-up sample data (no real person, place, account or telephone line).
+SAMPLE_PAYMENT = {"bank_bin": "970436", "account": "0071000123456", "account_name": "UBND PHUONG MAU",
+                  "bank_name": "Vietcombank"}
+DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 def sample_receipt(**changes) -> Receipt:
-    """A receipt with made-up data (benchmarks, tests, the printer's test page); ``changes`` override."""
+    """A receipt with made-up data, as a kiosk prints it (benchmarks, tests, the docs' pictures);
+    ``changes`` override."""
     fields = dict(
         station_name="Bưu điện Trung tâm Sài Gòn – Quầy số 3",
         agency="UBND Phường Sài Gòn",
@@ -26,9 +31,46 @@ def sample_receipt(**changes) -> Receipt:
         fee_vnd=50000,
         tracking_code="K01-261127-0007-X",
         tracking_url="http://127.0.0.1:8080/track/K01-261127-0007-X",
+        competent_agency="Ủy ban nhân dân cấp xã nơi cư trú của người cha hoặc người mẹ",
+        documents_declared=True,
+        delivery="in_person",
+        result_address="Quầy số 3, số 10 đường Mẫu Thử, phường Sài Gòn, TP. Hồ Chí Minh",
+        hotline="1900 0000",
     )
     fields.update(changes)
     return Receipt(**fields)
+
+
+def counter_sample_receipt(**changes) -> Receipt:
+    """The same dossier as a counter prints it, reprinted after sync: the documents checked, the
+    receiving officer, the fee taken in cash, the result by post, and the central's mã hồ sơ."""
+    fields = dict(
+        station_name="Bưu điện Trung tâm Sài Gòn – Quầy số 3",
+        documents=("Tờ khai đăng ký khai sinh theo mẫu", "Giấy chứng sinh (bản chính)",
+                   "Giấy chứng nhận kết hôn của cha mẹ (bản sao)"),
+        documents_declared=False,
+        delivery="post",
+        fee_paid_vnd=50000,
+        officer="Trần Thị Mẫu",
+        central_code="000.00.12.H29-261127-0007",
+        tracking_code="BD01-261127-0007-X",
+        tracking_url="http://127.0.0.1:8080/track/BD01-261127-0007-X",
+    )
+    fields.update(changes)
+    return sample_receipt(**fields)
+
+
+def doc_images(folder: Path = DOC_IMAGES) -> list[Path]:
+    """Draw the docs' pictures of the receipt (docs/printer.md): the kiosk's and the counter's samples at
+    58 and 80 mm, with the station's payment account. ``python -m tests.bench.receipt_bench docs``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, receipt in (("kiosk", sample_receipt()), ("counter", counter_sample_receipt())):
+        for paper_mm, width in ((58, 384), (80, 576)):
+            path = folder / f"receipt-{name}-{paper_mm}mm.png"
+            draw_receipt(receipt, width, SAMPLE_PAYMENT).image.save(path, format="PNG", optimize=True)
+            written.append(path)
+    return written
 
 
 def _percentile(sorted_ms: list[float], q: float) -> float:
@@ -64,4 +106,8 @@ def bench_receipt(n: int = 50, paper_mm: int = 80) -> dict:
 
 
 if __name__ == "__main__":
-    print(bench_receipt())
+    if sys.argv[1:] == ["docs"]:
+        for written in doc_images():
+            print(written)
+    else:
+        print(bench_receipt())

@@ -6,9 +6,16 @@ test chooses: ready, paper low, paper out, cover open, offline (in error), or si
 and never answers). For a printer that is switched off, point the station at :func:`unused_port`.
 
 It understands just enough of ESC/POS to find command boundaries, so that a ``10 04`` pair inside the
-data of a bit image is not taken for a status query (a real printer parses the same way).
+data of a bit image is not taken for a status query (a real printer parses the same way). It answers a
+status query only once it has read everything sent before it, as a real printer does.
+
+Two FAKE faults: ``rate_bps`` makes it a slow printer (it reads at most that many bytes a second, so the
+sender's data waits in the sockets' buffers, as with a thermal printer printing a raster image), and
+``drop_after_bytes`` makes it drop the next connection abruptly (a reset) once that connection has sent it
+that many bytes, as a printer switched off or unplugged in the middle of a job; it then works again.
 """
 import socket
+import struct
 import threading
 import time
 
@@ -45,16 +52,21 @@ class FakeNetworkPrinter:
             printer.data  # every byte received
     """
 
-    def __init__(self, state: str = "ok", *, after_job: str | None = None, answer_delay_s: float = 0.0):
+    def __init__(self, state: str = "ok", *, after_job: str | None = None, answer_delay_s: float = 0.0,
+                 rate_bps: float | None = None, drop_after_bytes: int | None = None):
         if state not in STATES or (after_job is not None and after_job not in STATES):
             raise ValueError(f"state must be one of {', '.join(STATES)}")
         self.state = state
         self.after_job = after_job  # the state to fall into once a job has been cut (paper ran out...)
         self.answer_delay_s = answer_delay_s  # a slow printer: each status answer comes this late
+        self.rate_bps = rate_bps  # FAKE slow printer: reads at most this many bytes a second
+        self.drop_after_bytes = drop_after_bytes  # FAKE fault: reset the next connection after this many bytes
+        self.drops = 0  # connections dropped that way
         self.jobs = 0  # cut commands seen
         self.status_queries: list[int] = []
         self.connections = 0
         self._data = bytearray()
+        self._received: list[bytearray] = []  # per connection, in the order they came
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -97,9 +109,16 @@ class FakeNetworkPrinter:
         with self._lock:
             return bytes(self._data)
 
+    @property
+    def received(self) -> list[bytes]:
+        """What each connection sent, one item per connection (a dropped job's bytes stop short)."""
+        with self._lock:
+            return [bytes(part) for part in self._received]
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._received.clear()
             self.status_queries.clear()
             self.jobs = 0
 
@@ -123,21 +142,43 @@ class FakeNetworkPrinter:
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(0.05)
         pending = bytearray()
+        with self._lock:
+            mine = bytearray()
+            self._received.append(mine)
+        taken = 0  # bytes of this connection
+        next_read = time.monotonic()  # the slow printer's pace
         with conn:
             while not self._stopping.is_set():
+                rate = self.rate_bps
+                if rate:  # a FAKE slow printer: small reads, no faster than rate_bps on average
+                    time.sleep(max(0.0, next_read - time.monotonic()))
                 try:
-                    chunk = conn.recv(65536)
+                    chunk = conn.recv(max(1, int(rate / 50)) if rate else 65536)
                 except socket.timeout:
+                    next_read = time.monotonic()
                     continue
                 except OSError:
                     return
                 if not chunk:
                     return
+                if rate:
+                    next_read = max(next_read, time.monotonic() - 0.05) + len(chunk) / rate
+                drop_at = self.drop_after_bytes
+                dropping = drop_at is not None and taken + len(chunk) >= drop_at
+                if dropping:
+                    chunk = chunk[: drop_at - taken]
+                taken += len(chunk)
                 with self._lock:
                     self._data += chunk
+                    mine += chunk
                 pending += chunk
                 consumed = self._interpret(pending, conn)
                 del pending[:consumed]
+                if dropping:  # a FAKE fault: the printer goes away mid-job (a reset, not a goodbye)
+                    self.drop_after_bytes = None
+                    self.drops += 1
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
 
     def _interpret(self, buf: bytearray, conn: socket.socket) -> int:
         """Walk the commands in ``buf``; answer status queries; return how many bytes were complete."""

@@ -18,7 +18,7 @@ PROCEDURE = Procedure(
     name={"vi": "Cấp bản sao trích lục khai sinh", "en": "Copy of a birth record extract"},
     summary={"vi": "Xin bản sao trích lục khai sinh.", "en": "Ask for a copy of a birth record extract."},
     agency={"vi": "Ủy ban nhân dân cấp xã", "en": "Commune People's Committee"},
-    fee_vnd=8000, processing_days=1, documents=[],
+    fee={"amount_vnd": 8000, "reductions": [], "exemptions": []}, processing_days=1, documents=[],
     pages=[{"id": "nguoi-yeu-cau", "fields": [
         {"name": "full_name", "type": "text", "label": {"vi": "Họ và tên", "en": "Full name"}},
         {"name": "id_number", "type": "id_number", "label": {"vi": "Số CCCD", "en": "ID number"}},
