@@ -17,7 +17,7 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
 from devices.removable_media import MOUNTS, mounted_removable
 from kiosk.core import audit, dossiers, drafts, fees, tracking_code
 from kiosk.core.catalog import DELIVERY_FIELDS
-from kiosk import i18n
+from kiosk import device_words, i18n
 from kiosk.core.answers import normalise
 from kiosk.core.answers import active_answers, first_unanswered
 from kiosk.web import current_draft, get_db, local_target, passive, print_receipt_for, procedure_or_404, receipt_of, wipe_session
@@ -249,7 +249,9 @@ def dossier(code):
     supersedes = dossiers.tracking_code_of(conn, row["supersedes"]) if row["supersedes"] else None
     return render_template("agent/dossier.html", dossier=row, proc=proc, sync=sync, prints=prints, money=money,
                            answers=answers, counter=(document or {}).get("counter"), can_correct=bool(document),
-                           corrected_by=corrected_by, supersedes=supersedes)
+                           corrected_by=corrected_by, supersedes=supersedes,
+                           printer_words=device_words.printer_status,
+                           printer_recovering=current_app.extensions["receipts"].needs_recovery)
 
 
 @bp.post("/d/<code>/correct")

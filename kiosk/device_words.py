@@ -56,8 +56,10 @@ def reader_state(state: Mapping, lang: str | None = None) -> str:
 # --- the printer -------------------------------------------------------------------------------------
 
 def printer_status(status, lang: str | None = None) -> str:
-    """The words of a devices.printer.Status (or of its code)."""
-    return say(f"printer_status_{getattr(status, 'code', status)}", lang)
+    """The words of a devices.printer.Status (or of its code, as a print job row keeps it; "pending" while
+    the job is under way)."""
+    code = getattr(status, "code", status)
+    return say("print_pending" if code == "pending" else f"printer_status_{code}", lang)
 
 
 def print_outcome(outcome, lang: str | None = None) -> str:

@@ -127,19 +127,28 @@ def staff_list_command(data_dir, database):
         click.echo("no staff accounts (kiosk central staff add USERNAME)")
 
 
-@staff_group.command("deactivate")
-@DATA_OPTION
-@DB_OPTION
-@click.argument("username")
-def staff_deactivate_command(data_dir, database, username):
-    """Deactivate USERNAME: it can no longer log in, and its open sessions end at their next request."""
-    c = _central(data_dir, database)
-    try:
-        if not c.store.staff_set_active(username, False):
-            raise click.ClickException(f"no staff account '{username}'")
-    finally:
-        c.store.close()
-    click.echo(f"{username} deactivated")
+def _staff_state_command(name: str, done: str, help_text: str, change) -> None:
+    @staff_group.command(name, help=help_text)
+    @DATA_OPTION
+    @DB_OPTION
+    @click.argument("username")
+    def command(data_dir, database, username):
+        c = _central(data_dir, database)
+        try:
+            if not change(c.store, username):
+                raise click.ClickException(f"no staff account '{username}'")
+        finally:
+            c.store.close()
+        click.echo(f"{username} {done}")
+
+
+_staff_state_command("deactivate", "deactivated",
+                     "Deactivate USERNAME: it can no longer log in, and its open sessions end at their next request.",
+                     lambda store, username: store.staff_set_active(username, False))
+_staff_state_command("activate", "activated", "Let a deactivated USERNAME log in again.",
+                     lambda store, username: store.staff_set_active(username, True))
+_staff_state_command("unlock", "unlocked", "Unlock USERNAME, locked after wrong passwords (it also unlocks by "
+                     "itself after 15 minutes).", lambda store, username: store.staff_unlock(username))
 
 
 @central.command("enrol")

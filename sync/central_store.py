@@ -227,6 +227,12 @@ class SqlCentralStore:
             return cur.execute("UPDATE central_staff SET active = ? WHERE username = ?",
                                (int(active), username)) > 0
 
+    def staff_unlock(self, username: str) -> bool:
+        """End a lock after wrong passwords (an operator who has checked who is asking)."""
+        with self._tx() as cur:
+            return cur.execute("UPDATE central_staff SET failed_logins = 0, locked_until = NULL WHERE username = ?",
+                               (username,)) > 0
+
     def _staff_row_locked(self, cur, username: str):
         """(failed_logins, locked_until, active) of the account, its row locked for this transaction (SQLite:
         the whole database is, by BEGIN IMMEDIATE)."""

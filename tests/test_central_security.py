@@ -551,4 +551,16 @@ def test_staff_commands_add_list_and_deactivate(place):
     central = open_central(place.data, place.database)
     with pytest.raises(LoginRefused):
         central.login("lan", PASSWORD)
+    # Activated again, then locked by wrong passwords and unlocked by an operator: logs in at once.
+    assert runner.invoke(central_group, ["staff", "activate", "lan", *where]).exit_code == 0
+    for _ in range(5):
+        with pytest.raises(LoginRefused):
+            central.login("lan", "not the password")
+    assert ", locked until" in runner.invoke(central_group, ["staff", "list", *where]).output
+    with pytest.raises(LoginRefused):
+        central.login("lan", PASSWORD)
+    assert runner.invoke(central_group, ["staff", "unlock", "lan", *where]).output == "lan unlocked\n"
+    assert "lan\tactive\t" in runner.invoke(central_group, ["staff", "list", *where]).output
+    assert central.login("lan", PASSWORD)
+    assert runner.invoke(central_group, ["staff", "unlock", "nobody", *where]).exit_code != 0
     central.store.close()

@@ -98,6 +98,9 @@ def test_a_dropped_job_is_followed_by_reset_feed_and_cut(tmp_path, catalog):
         assert printer.needs_recovery
         [(detail,)] = _rows(app, "SELECT detail FROM audit_events WHERE action = 'receipt.not_printed'")
         assert json.loads(detail)["interrupted"] is True
+        page = client.get(f"/agent/d/{code}").text  # staff see it, in words, not a code
+        assert "data-printer-recovering" in page and "Lần in trước bị ngắt giữa chừng" in page
+        assert 'data-print-status="offline">' in page and ">offline<" not in page
 
         client.post(f"/agent/d/{code}/reprint", data=_reprint_form(client, code))
         printer.wait()
@@ -106,6 +109,7 @@ def test_a_dropped_job_is_followed_by_reset_feed_and_cut(tmp_path, catalog):
         assert recovered[:4] == ["init", "feed_lines", "cut", "init"]
         assert recovered[4] == "raster" and recovered.count("cut") == 2 and fake.jobs == 2
         assert not printer.needs_recovery
+        assert "data-printer-recovering" not in client.get(f"/agent/d/{code}").text
         assert _rows(app, "SELECT status, ok FROM receipt_prints ORDER BY id") == [("offline", 0), ("ok", 1)]
         [(detail,)] = _rows(app, "SELECT detail FROM audit_events WHERE action = 'receipt.printed'")
         assert json.loads(detail)["recovery"] is True
