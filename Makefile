@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # Packages the station needs to run: a TrueType font with Vietnamese glyphs, PC/SC and what pyscard builds
 # with, the vpcd virtual reader (a simulated card when no reader is attached), libusb for USB printers,
 # espeak-ng for spoken prompts.
-DEBS_RUN := fonts-dejavu-core pcscd vsmartcard-vpcd libpcsclite-dev swig libusb-1.0-0 espeak-ng
+DEBS_RUN := fonts-dejavu-core pcscd vsmartcard-vpcd libpcsclite-dev swig libusb-1.0-0 espeak-ng sane-utils
 # ...and what the tests need on top: a browser, PostgreSQL for the central's storage tests, and libfaketime
 # to move a sync worker's clock in the recovery tests.
 DEBS_TEST := $(DEBS_RUN) chromium postgresql faketime

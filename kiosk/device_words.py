@@ -72,3 +72,10 @@ def print_outcome(outcome, lang: str | None = None) -> str:
     else:
         parts = [(f"printer_status_{outcome.status.code}", {}), ("print_outcome_on_screen", {})]
     return _join(parts, lang)
+
+
+# --- the document scanner ----------------------------------------------------------------------------
+
+def scanner_status(code, lang: str | None = None) -> str:
+    """The words of a devices.scanner.ScanError (or of its code)."""
+    return say(f"scanner_error_{getattr(code, 'code', code)}", lang)

@@ -97,7 +97,10 @@ def test_every_code_the_devices_return_has_its_words():
     import devices.secure_messaging  # noqa: F401  (its CardError subclass counts too)
     from devices import card_errors, passive_auth
     from devices.printer import Status
+    from devices.scanner import CODES as SCANNER_CODES
+    from kiosk.core.pages import CODES as PAGE_CODES
     expected = {f"card_error_{code}" for code in card_errors.all_codes()}
+    expected |= {f"scanner_error_{code}" for code in SCANNER_CODES} | {f"page_error_{code}" for code in PAGE_CODES}
     expected |= {f"card_error_tampered_{reason}" for reason in card_errors.TAMPERED_REASONS}
     expected |= {f"card_pa_{code}" for code in (*passive_auth.REASONS, *passive_auth.FINDINGS, "signed_with_warning")}
     expected |= {f"printer_status_{status.code}" for status in Status}
