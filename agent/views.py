@@ -15,17 +15,15 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
                    url_for)
 
 from devices.removable_media import MOUNTS, mounted_removable
-from kiosk.core import audit, dossiers, drafts, fees, tracking_code
-from kiosk.core.catalog import DELIVERY_FIELDS
 from kiosk import device_words, i18n
-from kiosk.core.answers import normalise
-from kiosk.core.answers import active_answers, first_unanswered
-from kiosk.web import current_draft, get_db, local_target, passive, print_receipt_for, procedure_or_404, receipt_of, wipe_session
+from kiosk.core import audit, dossiers, drafts, fees, outbox, tracking_code
+from kiosk.core.answers import active_answers, first_unanswered, normalise
+from kiosk.core.catalog import DELIVERY_FIELDS
 from kiosk.core.db import write_transaction
-from kiosk.receipts import record_request
-from kiosk.receipts import on_screen_png, prints_of
+from kiosk.receipts import on_screen_png, prints_of, record_request
+from kiosk.web import (current_draft, get_db, local_target, passive, print_receipt_for, procedure_or_404, receipt_of,
+                       wipe_session)
 from sync import notices
-from kiosk.core import outbox
 
 from . import report, staff
 

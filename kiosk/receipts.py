@@ -47,9 +47,10 @@ def _delivery(procedure: Procedure, document: dict | None) -> str | None:
 
 
 def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: Procedure,
-                submission_id: str, tracking_url: str) -> Receipt:
+                submission_id: str, tracking_url: str, calendar: WorkCalendar) -> Receipt:
     """The receipt of a submitted dossier, from the dossier itself (its row, its sealed payload while it is
-    kept), the counter's ledger and staff list, and the station's settings. Names and numbers masked."""
+    kept), the counter's ledger and staff list, and the station's settings and working-day ``calendar``
+    (the app's). Names and numbers masked."""
     row = dossiers.tracking_code_and_time(conn, submission_id)
     dossier = dossiers.find_by_tracking_code(conn, row["tracking_code"])
     document = dossiers.open_payload(conn, key, submission_id)
@@ -72,7 +73,7 @@ def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: P
         documents_declared=document is not None and counter is None,
         delivery=_delivery(procedure, document), result_address=station.get("result_address", ""),
         fee_paid_vnd=paid, officer=officer["display_name"] if officer else None,
-        hotline=station.get("hotline", ""), calendar=WorkCalendar.from_station(config),
+        hotline=station.get("hotline", ""), calendar=calendar,
     )
 
 

@@ -10,7 +10,7 @@ from devices.printer import PrinterSettings, PrinterSettingsError, printer_setti
 from devices.vietqr import PaymentAccount, payment_account
 
 from .core.catalog import Procedure, load_catalog
-from .core.config import ConfigError, check_station
+from .core.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -24,13 +24,13 @@ class StartChecks:
 
 def start_checks(station: dict, catalog: dict[str, Procedure] | None = None) -> StartChecks:
     """Every check made before serving, in the order ``create_app`` meets them: the station file (the
-    schema, the time zone, the card settings), the procedure catalog, the printer settings, the payment
-    account. Raises ConfigError (or CatalogError) with one line naming the file and the key.
+    schema, the time zone, the card settings: checked by ``load_station``, which made ``station``), the
+    procedure catalog, the printer settings, the payment account. Raises ConfigError (or CatalogError)
+    with one line naming the file and the key.
 
     ``station`` is what ``load_station`` returned; ``catalog``, when the caller has loaded it already from
     ``paths.procedures``, is not loaded again.
     """
-    check_station(station)
     if catalog is None:
         catalog = load_catalog(station["paths"].get("procedures"))
     source = station.get("source", "<config>")

@@ -157,7 +157,7 @@ def qr_svg(data: str) -> Markup:
 
 def receipt_of(proc: Procedure, submission_id: str, code: str):
     return receipts.receipt_for(get_db(), current_app.config["PAYLOAD_KEY"], current_app.config["STATION"],
-                                proc, submission_id, tracking_url(code))
+                                proc, submission_id, tracking_url(code), current_app.extensions["calendar"])
 
 
 def print_receipt_for(proc: Procedure, submission_id: str, code: str, actor: str) -> None:

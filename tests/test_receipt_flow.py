@@ -55,7 +55,8 @@ def test_only_the_masked_name_and_number_reach_the_printer(tmp_path, catalog):
     _client, proc, code = _submit_one(app, catalog)
     conn = connect(app.config["DATABASE"])
     (sid,) = conn.execute("SELECT submission_id FROM dossiers WHERE tracking_code = ?", (code,)).fetchone()
-    receipt = receipt_for(conn, app.config["PAYLOAD_KEY"], app.config["STATION"], proc, sid, "http://x/track")
+    receipt = receipt_for(conn, app.config["PAYLOAD_KEY"], app.config["STATION"], proc, sid, "http://x/track",
+                          app.extensions["calendar"])
     assert receipt.applicant_masked == "Nguyễn V** A*" and receipt.id_masked == "********2345"
 
 
@@ -149,7 +150,7 @@ def _drawn(app, proc, code):
     try:
         (sid,) = conn.execute("SELECT submission_id FROM dossiers WHERE tracking_code = ?", (code,)).fetchone()
         receipt = receipt_for(conn, app.config["PAYLOAD_KEY"], app.config["STATION"], proc, sid,
-                              f"http://127.0.0.1:8080/track/{code}")
+                              f"http://127.0.0.1:8080/track/{code}", app.extensions["calendar"])
     finally:
         conn.close()
     return receipt, compose(app.config["STATION"], receipt)
