@@ -9,80 +9,23 @@ import io
 import re
 import struct
 import zlib
-from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+from PIL import Image
 
 from kiosk import i18n
 from kiosk.core import pages
 from kiosk.core.pages import BUDGET_BYTES, PageError, clean_page, pages_to_pdf
-
-FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-A4_300 = (2480, 3508)
-TEXT = ("Ủy ban nhân dân xã Phú Lộc xác nhận ông Nguyễn Văn An, sinh ngày 12/03/1961, "
-        "thường trú tại thôn Đông, đã nộp đủ hồ sơ đăng ký khai tử cho người thân theo quy định. "
-        "Số định danh cá nhân 001061012345; ngày cấp 05/07/2021; nơi cấp Cục Cảnh sát QLHC về TTXH.")
-
-
-def _text_page() -> Image.Image:
-    """A4 at 300 dpi: a black block in the top-left corner (to tell up from down and left from right), a
-    title, and 11-point body text in lines, as a printed form is."""
-    page = Image.new("L", A4_300, 255)
-    draw = ImageDraw.Draw(page)
-    draw.rectangle((150, 150, 450, 450), fill=0)
-    title = ImageFont.truetype(str(FONT), 70)
-    body = ImageFont.truetype(str(FONT), 46)          # 11 pt at 300 dpi
-    draw.text((600, 250), "GIẤY XÁC NHẬN", font=title, fill=0)
-    words, y = (TEXT * 6).split(), 600
-    line = ""
-    for word in words:
-        trial = f"{line} {word}".strip()
-        if draw.textlength(trial, font=body) > A4_300[0] - 300:
-            draw.text((150, y), line, font=body, fill=0)
-            line, y = word, y + 70
-            if y > A4_300[1] - 400:
-                break
-        else:
-            line = trial
-    return page
-
+from tests.support.paper import A4_300, phone_photo, text_page
 
 @pytest.fixture(scope="module")
 def upright() -> Image.Image:
-    return _text_page()
-
-
-def _phone_photo(upright: Image.Image) -> bytes:
-    """What a phone stores: colour, grey paper lit unevenly, noise and blur, sideways with orientation 6."""
-    width, height = upright.size
-    light = Image.linear_gradient("L").resize((width, height)).point(lambda v: 200 + v * 30 // 255)
-    paper = Image.composite(Image.new("L", upright.size, 35), light, ImageOps.invert(upright))
-    noisy = Image.blend(paper, Image.effect_noise(upright.size, 24), 0.12)
-    photo = Image.merge("RGB", (noisy.point(lambda v: min(255, v + 6)), noisy, noisy.point(lambda v: v * 92 // 100)))
-    photo = photo.filter(ImageFilter.GaussianBlur(1.2))
-    sideways = photo.transpose(Image.Transpose.ROTATE_90)   # orientation 6: turn 90° clockwise to view
-    exif = Image.Exif()
-    exif[0x0112] = 6                                      # Orientation
-    exif[0x010F] = "PhoneMaker"
-    exif[0x0110] = "Phone 12"
-    gps = exif.get_ifd(0x8825)                             # the GPS IFD
-    gps[1], gps[2] = "N", (21.0, 1.0, 42.5)
-    gps[3], gps[4] = "E", (105.0, 50.0, 3.2)
-    gps[18] = "WGS-84"
-    gps[27] = b"ASCII\x00\x00\x00GPS"                       # GPSProcessingMethod
-    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-           b'<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="21,1.7N"/>'
-           b"</rdf:RDF></x:xmpmeta>")
-    out = io.BytesIO()
-    sideways.save(out, "JPEG", quality=92, exif=exif.tobytes(), xmp=xmp, comment=b"taken at home",
-                  dpi=(72, 72))
-    return out.getvalue()
+    return text_page()
 
 
 @pytest.fixture(scope="module")
 def photo(upright) -> bytes:
-    data = _phone_photo(upright)
+    data = phone_photo(upright)
     # The fixture carries what the station must drop.
     with Image.open(io.BytesIO(data)) as image:
         assert image.getexif()[0x0112] == 6 and image.getexif().get_ifd(0x8825)

@@ -22,6 +22,8 @@ OWNERS = {
     "outbox": "kiosk/core/outbox.py",
     "audit_events": "kiosk/core/audit.py",
     "drafts": "kiosk/core/drafts.py",
+    "draft_pages": "kiosk/core/documents.py",
+    "dossier_documents": "kiosk/core/documents.py",
     "receipt_prints": "kiosk/receipts.py",
     "staff": "agent/staff.py",
     "staff_sessions": "agent/staff.py",

@@ -19,6 +19,12 @@ CATEGORIES = {
     "giao-thong": {"vi": "Giao thông", "en": "Transport"},
 }
 
+# What a listed paper is to the station (``kind`` of a ``[[documents]]`` entry, default "scan"): pages the
+# citizen or the clerk captures and the dossier carries; the declaration form the wizard's answers already
+# are ("form": nothing to capture); an original shown to the officer and handed back ("show": the ID card,
+# whose chip the station reads).
+DOCUMENT_KINDS = ("scan", "form", "show")
+
 FIELD_TYPES = ("text", "textarea", "date", "year", "integer", "choice", "phone", "email", "id_number")
 
 # What the chip of a CCCD gives (DG13); a field names one of these to be filled from the card.
@@ -115,8 +121,9 @@ SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["vi", "en", "required"],
-                "properties": {"vi": {"type": "string"}, "en": {"type": "string"}, "required": {"type": "boolean"}},
+                "required": ["id", "vi", "en", "required"],
+                "properties": {"id": _SLUG, "vi": {"type": "string"}, "en": {"type": "string"},
+                               "required": {"type": "boolean"}, "kind": {"enum": list(DOCUMENT_KINDS)}},
                 "additionalProperties": False,
             },
         },
@@ -252,6 +259,11 @@ def _check_condition(where: str, when: dict, fields: dict, which: str) -> None:
 
 def _check_semantics(data: dict) -> None:
     """What the schema cannot say: unique names, working patterns, conditions that point backwards."""
+    seen_documents = set()
+    for index, document in enumerate(data["documents"]):
+        if document["id"] in seen_documents:
+            raise CatalogError(f"documents[{index}].id: '{document['id']}' is used by another document")
+        seen_documents.add(document["id"])
     seen_pages, seen_fields = set(), {}
     for p_index, page in enumerate(data["pages"]):
         where = f"pages[{p_index}]"
@@ -296,6 +308,7 @@ def load_procedure(path: Path) -> Procedure:
     except CatalogError as exc:
         raise CatalogError(f"{path.name}: {exc}") from None
     data["keywords"] = tuple(data.get("keywords", ()))
+    data["documents"] = [{"kind": "scan", **document} for document in data["documents"]]
     data["fee"] = _fee_rules(data["fee"])
     return Procedure(slug=path.stem, **data)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from . import audit, drafts, fees, outbox, sealing, tracking_code
+from . import audit, documents, drafts, fees, outbox, sealing, tracking_code
 from .catalog import Procedure
 from .masking import mask_name
 from .db import begin_incarnation, incarnation, write_transaction
@@ -86,7 +86,7 @@ def applicant_answer(procedure: Procedure, answers: dict, source: str) -> str | 
 def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str, procedure: Procedure,
            answers: dict, draft_id: str | None = None, supersedes: str | None = None,
            actor: str = "citizen", staff_id: int | None = None, counter: dict | None = None,
-           fee_ground: fees.StaffGround | None = None,
+           fee_ground: fees.StaffGround | None = None, not_applicable: set[str] = frozenset(),
            also_write: Callable[[sqlite3.Connection, Submitted], None] | None = None) -> Submitted | None:
     """Write the dossier. Returns None when ``draft_id`` names a draft that no longer exists, which is
     what a second press of the submit button (or a replayed request) finds.
@@ -98,6 +98,11 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
     At a counter, ``counter`` (documents checked, delivery by post, the citizen's consent as recorded
     by staff) goes into the dossier; ``also_write(conn, submitted)`` writes the caller's own rows in the
     same transaction (the counter's ledger takes the fee paid in cash: agent/report.py owns that table).
+
+    The draft's captured papers become one PDF each (kiosk/core/documents.py), written in the same
+    transaction and named with their hashes under the document's ``attachments`` (a correction keeps the
+    PDFs of the dossier it replaces where it captured nothing new); ``not_applicable`` lists the optional
+    papers the citizen said they do not have.
     """
     now = datetime.now(timezone.utc)
     local_date = now.astimezone(ZoneInfo(station["timezone"])).date()
@@ -105,6 +110,8 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
     submission_id = str(uuid.uuid4())
     fee = fees.fee_for(procedure, answers, channel, fee_ground)
     with write_transaction(conn):
+        built = (documents.assemble(conn, key, draft_id, procedure, set(not_applicable), carry_from=supersedes)
+                 if draft_id is not None else [])
         if draft_id is not None and not drafts.take(conn, draft_id):
             return None
         code = next_tracking_code(conn, station["id"], local_day)
@@ -121,10 +128,15 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
         }
         if counter is not None:
             document["counter"] = counter
+        if built:
+            document["attachments"] = [item.attachment() for item in built]
+        if not_applicable:
+            document["documents_not_applicable"] = sorted(not_applicable)
         name = applicant_answer(procedure, answers, "card.full_name")
         _write(conn, key, document, supersedes=supersedes, staff_id=staff_id, local_day=local_date.isoformat(),
                fee_due_vnd=fee.amount_vnd, applicant_masked=mask_name(name) if name else None,
                fee_basis=json.dumps(fee.basis(sealed=False), ensure_ascii=False, sort_keys=True))
+        documents.keep(conn, key, submission_id, built)
         audit.append(conn, actor, "dossier.submitted", submission_id,
                      {"tracking_code": code, "procedure": procedure.code, "channel": channel,
                       "fee_vnd": fee.amount_vnd})
@@ -159,6 +171,7 @@ def reissue_with_new_code(conn: sqlite3.Connection, key: bytes, submission_id: s
             _write(conn, key, document, supersedes=submission_id, staff_id=old["staff_id"],
                    local_day=old["local_day"], fee_due_vnd=old["fee_due_vnd"],
                    applicant_masked=old["applicant_masked"], fee_basis=old["fee_basis"])
+            documents.copy_to_new_dossier(conn, key, submission_id, new_id)
             audit.append(conn, "sync", "dossier.reissued", new_id,
                          {"tracking_code": new_code, "from": old["tracking_code"]})
         reason = (f"tracking_code_taken: gửi lại với mã mới {new_code} / sent again as {new_code}" if new_code
@@ -304,5 +317,6 @@ def apply_status(conn: sqlite3.Connection, submission_id: str, station_id: str, 
 
 
 def purge_payload(conn: sqlite3.Connection, submission_id: str) -> None:
-    """Drop the sealed personal data; the row, its hash and codes stay."""
+    """Drop the sealed personal data (its documents' PDFs too); the row, its hash and codes stay."""
     conn.execute("UPDATE dossiers SET payload_sealed = NULL WHERE submission_id = ?", (submission_id,))
+    documents.purge(conn, submission_id)

@@ -61,6 +61,10 @@ def delete(conn: sqlite3.Connection, draft_id: str) -> None:
         conn.execute("DELETE FROM drafts WHERE id = ?", (draft_id,))
 
 
+def exists(conn: sqlite3.Connection, draft_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM drafts WHERE id = ?", (draft_id,)).fetchone() is not None
+
+
 def take(conn: sqlite3.Connection, draft_id: str) -> bool:
     """Delete the draft inside the caller's transaction (the submit that uses it up); False when it was
     already gone."""

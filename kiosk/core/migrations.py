@@ -322,3 +322,54 @@ def m010_receipt_request_keys(db: sqlite_utils.Database):
     db.execute("ALTER TABLE receipt_prints ADD COLUMN request_key TEXT")
     db.execute("CREATE UNIQUE INDEX receipt_prints_request_key ON receipt_prints(request_key) "
                "WHERE request_key IS NOT NULL")
+
+
+@migrations()
+def m011_documents(db: sqlite_utils.Database):
+    # The papers of a dossier (kiosk/core/documents.py). A draft's pages, each sealed and bound to its row,
+    # written one by one as they are captured (a crash loses at most the page being scanned) and deleted
+    # with their draft; at submit, one PDF per document, sealed, kept with the dossier until the central
+    # has it and the dossier is purged.
+    db.execute(
+        """
+        CREATE TABLE draft_pages (
+            id INTEGER PRIMARY KEY,
+            draft_id TEXT NOT NULL,
+            document_id TEXT NOT NULL,               -- the procedure's [[documents]] id
+            position INTEGER NOT NULL,               -- order within the document
+            page_sealed BLOB NOT NULL,               -- the clean page (kiosk/core/pages.py), sealed
+            media_type TEXT NOT NULL,
+            mode TEXT NOT NULL,                      -- gray | bilevel
+            dpi INTEGER NOT NULL,
+            quarter_turns INTEGER NOT NULL DEFAULT 0,  -- turned clockwise by the citizen or clerk
+            size_bytes INTEGER NOT NULL,
+            source TEXT NOT NULL,                    -- scanner | camera | file
+            added_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX draft_pages_draft ON draft_pages(draft_id, document_id, position)")
+    db.execute("CREATE TRIGGER draft_pages_follow_draft AFTER DELETE ON drafts "
+               "BEGIN DELETE FROM draft_pages WHERE draft_id = OLD.id; END")
+    db.execute(
+        """
+        CREATE TABLE dossier_documents (
+            submission_id TEXT NOT NULL REFERENCES dossiers(submission_id),
+            document_id TEXT NOT NULL,
+            position INTEGER NOT NULL,               -- order in the procedure's list
+            sha256 TEXT NOT NULL,                    -- of the PDF: the blob's name at the central
+            size_bytes INTEGER NOT NULL,
+            pages INTEGER NOT NULL,
+            pdf_sealed BLOB,                         -- NULL once the dossier's personal data is purged
+            uploaded_at TEXT,                        -- when the central confirmed it holds the blob
+            PRIMARY KEY (submission_id, document_id)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER dossier_documents_immutable BEFORE UPDATE OF submission_id, document_id, position,
+            sha256, size_bytes, pages ON dossier_documents
+        BEGIN SELECT RAISE(ABORT, 'submitted documents are immutable'); END
+        """
+    )

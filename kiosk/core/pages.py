@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from dataclasses import dataclass
 
 import img2pdf
@@ -116,16 +115,16 @@ def _decode(data: bytes) -> Image.Image:
     if kind == "unsupported":
         raise PageError("unsupported", "an image format the station does not read")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[kind])
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise PageError("too_many_pixels", f"{width}×{height}")
-            image.load()
+        # The size is read from the header and checked before a pixel is decoded. (PIL's own bomb check
+        # is process-wide state; under MAX_PIXELS it never fires, above it this check refuses first.)
+        image = Image.open(io.BytesIO(data), formats=[kind])
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise PageError("too_many_pixels", f"{width}×{height}")
+        image.load()
     except PageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:
         raise PageError("too_many_pixels", str(error)) from None
     except Image.UnidentifiedImageError:
         raise PageError("corrupt", f"not a readable {kind}") from None
@@ -299,3 +298,47 @@ def pages_to_pdf(pages) -> bytes:
     a4 = (img2pdf.mm_to_pt(A4_MM[0]), img2pdf.mm_to_pt(A4_MM[1]))
     layout = img2pdf.get_layout_fun(a4, fit=img2pdf.FitMode.shrink, auto_orient=True)
     return img2pdf.convert([page.data for page in pages], layout_fun=layout)
+
+
+# -- turning and thumbnails (pages the station made itself) ------------------------------------------------
+
+def turned(page: Page, quarter_turns: int) -> Page:
+    """The page turned clockwise by ``quarter_turns`` × 90°, encoded once from the page as captured (a
+    turn is kept beside the page until submit, so turning back and forth costs no generations)."""
+    quarter_turns %= 4
+    if quarter_turns == 0:
+        return page
+    with Image.open(io.BytesIO(page.data)) as image:
+        image.load()
+        upright = image.transpose(_TURNS[quarter_turns])
+    if page.mode == "gray":
+        encoded, media = _encode(upright, "gray", page.dpi, JPEG_QUALITIES[0])
+    else:
+        encoded, media = _encode(upright.convert("1", dither=Image.Dither.NONE), "bilevel", page.dpi)
+    return Page(data=encoded, media_type=media, width=upright.width, height=upright.height, dpi=page.dpi,
+                sha256=hashlib.sha256(encoded).hexdigest(), mode=page.mode)
+
+
+_TURNS = {1: Image.Transpose.ROTATE_270, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_90}
+
+
+def thumbnail(data: bytes, quarter_turns: int = 0, long_side: int = 480) -> bytes:
+    """A JPEG of a page the station stored, ``long_side`` pixels along its longer side, turned as the
+    page will be: large enough on a kiosk screen to see that the page is the right one and readable."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", (long_side, long_side))  # a JPEG decodes at 1/2, 1/4 or 1/8 size: fast
+        small = image.convert("L")
+    small.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
+    if quarter_turns % 4:
+        small = small.transpose(_TURNS[quarter_turns % 4])
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def stored_page(data: bytes, media_type: str, mode: str, dpi: int) -> Page:
+    """A page the station cleaned before, read back from its storage."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    return Page(data=data, media_type=media_type, width=width, height=height, dpi=dpi,
+                sha256=hashlib.sha256(data).hexdigest(), mode=mode)
