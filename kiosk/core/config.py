@@ -43,7 +43,14 @@ DEFAULTS = {
     "session": {"idle_seconds": 120, "warning_seconds": 30, "draft_idle_minutes": 20, "staff_idle_minutes": 15,
                 "staff_max_hours": 12},
     # card_reader: "auto" (any PC/SC reader), "none" (no card step), or the start of one reader's name.
-    "devices": {"card_reader": "auto", "printer": "auto", "csca_dir": "", "card_wait_seconds": 30},
+    # scanner: "auto" (the first scanner SANE finds), "none", or the start of one SANE device name.
+    "devices": {"card_reader": "auto", "printer": "auto", "csca_dir": "", "card_wait_seconds": 30,
+                "scanner": "auto"},
+    # The papers a dossier carries (kiosk/core/documents.py, docs/documents.md). sources: how pages are
+    # captured here, "auto" by the station's kind (kiosk: the scanner; counter: the scanner and files from
+    # a USB stick; mobile: the camera and files), or a list of "scanner", "camera", "file". A source that
+    # is not there (no scanner found) is not offered; with none, no paper is captured and none blocks submit.
+    "documents": {"sources": "auto", "mode": "gray", "dpi": 200, "scan_timeout_seconds": 90},
     "sync": {"export_dir": "/media/usb"},
     # Working days and office hours (kiosk/core/calendar.py): public holidays come from the `holidays`
     # package; the station adds the days the government announces each year (dates "yyyy-mm-dd").
