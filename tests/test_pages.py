@@ -11,12 +11,12 @@ import struct
 import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from kiosk import i18n
 from kiosk.core import pages
 from kiosk.core.pages import BUDGET_BYTES, PageError, clean_page, pages_to_pdf
-from tests.support.paper import A4_300, phone_photo, text_page
+from tests.support.paper import A4_300, page_png, phone_photo, photo_on_a_table, text_page
 
 @pytest.fixture(scope="module")
 def upright() -> Image.Image:
@@ -191,3 +191,39 @@ def test_every_refusal_has_words_in_both_languages():
     for code in pages.CODES:
         words = i18n.MESSAGES[f"page_error_{code}"]
         assert words["vi"] and words["en"] and words["vi"] != words["en"]
+
+
+def _kept_near(original: Image.Image, cleaned: Image.Image) -> float:
+    """How much of the original's ink the cleaned page has within a pixel of the same place at 100 dpi
+    (a photo's sheet is found to a few pixels, not exactly)."""
+    size, box = (827, 1169), (50, 200, 777, 1000)
+    a = _dark_mask(original, size).crop(box)
+    b = _dark_mask(cleaned, size).crop(box).filter(ImageFilter.MaxFilter(3))
+    return sum(1 for x, y in zip(a.tobytes(), b.tobytes()) if x and y) / max(1, a.histogram()[255])
+
+
+@pytest.mark.parametrize("corners", [
+    ((620, 540), (2480, 700), (2600, 3420), (380, 3300)),    # from above and in front, the far edge shorter
+    ((900, 300), (2750, 750), (2250, 3600), (330, 3120)),    # turned about 14° on the table as well
+], ids=["tilted", "turned"])
+def test_a_photo_of_a_sheet_on_a_table_is_cut_out_and_straightened(upright, corners):
+    """A page photographed at an angle on a dark table: the sheet is found, its perspective undone, and
+    the page comes out A4-shaped with its text where it was; without finding the sheet it would not."""
+    photo = photo_on_a_table(upright, corners=corners)
+    page = clean_page(photo, find_sheet=True)
+    with Image.open(io.BytesIO(page.data)) as image:
+        assert abs(image.height / image.width - 297 / 210) < 0.02, image.size
+        before, after, _ = _agreement(upright, image)
+        kept = _kept_near(upright, image)
+        # The black block is in the top-left corner, the table is gone from the edges.
+        small = image.resize((100, 141), Image.Resampling.BOX)
+        assert small.crop((8, 6, 14, 12)).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0)) < 90
+        assert small.crop((90, 130, 98, 139)).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0)) > 200
+    assert page.size_bytes <= BUDGET_BYTES
+    assert 0.7 < after / before < 1.4, f"dark-pixel ratio {before:.4f} before, {after:.4f} after"
+    assert kept > 0.85, f"only {kept:.0%} of the text's dark pixels are where they were"
+    with Image.open(io.BytesIO(clean_page(photo).data)) as as_it_is:
+        assert _kept_near(upright, as_it_is) < 0.5  # the table and the angle: the text is elsewhere
+    # A scan (nothing around the page) is kept whole: the sheet found, if any, is the whole picture.
+    scan, plain = clean_page(page_png(upright), find_sheet=True), clean_page(page_png(upright))
+    assert abs(scan.width - plain.width) <= plain.width // 100 and abs(scan.height - plain.height) <= plain.height // 100

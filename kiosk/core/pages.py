@@ -242,9 +242,81 @@ def _encode(image: Image.Image, mode: str, dpi: int, quality: int = 0) -> tuple[
     return out.getvalue(), "image/tiff"
 
 
+# -- a photographed sheet -------------------------------------------------------------------------------
+
+SHEET_MIN_SHARE = 0.2
+"""A sheet found in a photo covers at least this share of the picture (else it is not the page)."""
+
+
+def _ordered(corners):
+    """Four points as top-left, top-right, bottom-right, bottom-left."""
+    import numpy as np
+    points = np.asarray(corners, dtype="float32").reshape(4, 2)
+    by_sum, by_diff = points.sum(axis=1), np.diff(points, axis=1).ravel()
+    return np.array([points[by_sum.argmin()], points[by_diff.argmin()], points[by_sum.argmax()],
+                     points[by_diff.argmax()]], dtype="float32")
+
+
+def sheet_corners(gray: Image.Image):
+    """The corners of the sheet of paper in a photo (top-left, top-right, bottom-right, bottom-left, in
+    the picture's pixels), or None when no four-sided bright sheet covers enough of it. OpenCV finds the
+    outline: the bright paper against what it lies on (Otsu's threshold), else its edges (Canny)."""
+    import cv2
+    import numpy as np
+    scale = 800 / max(gray.size)
+    small = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
+                        Image.Resampling.BILINEAR) if scale < 1 else gray
+    scale = min(scale, 1.0)
+    pixels = cv2.GaussianBlur(np.asarray(small, dtype=np.uint8), (5, 5), 0)
+    _, bright = cv2.threshold(pixels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))  # text is not a hole
+    edges = cv2.dilate(cv2.Canny(pixels, 50, 150), np.ones((3, 3), np.uint8))
+    area = small.width * small.height
+    for outline in (bright, edges):
+        contours, _ = cv2.findContours(outline, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for contour in sorted(contours, key=cv2.contourArea, reverse=True)[:5]:
+            if cv2.contourArea(contour) < SHEET_MIN_SHARE * area:
+                break
+            hull = cv2.convexHull(contour)
+            approx = cv2.approxPolyDP(hull, 0.02 * cv2.arcLength(hull, True), True)
+            if len(approx) == 4:
+                return _ordered(approx / scale)
+    return None
+
+
+def straightened(gray: Image.Image) -> Image.Image:
+    """The sheet of paper in a photo cut out and seen from straight above (its perspective undone), at
+    the resolution the photo gives it; the photo as it is when no sheet is found (a scan, a close-up)."""
+    import cv2
+    import numpy as np
+    corners = sheet_corners(gray)
+    if corners is None:
+        return gray
+    top_left, top_right, bottom_right, bottom_left = corners
+    tops = (np.linalg.norm(top_right - top_left), np.linalg.norm(bottom_right - bottom_left))
+    sides = (np.linalg.norm(bottom_left - top_left), np.linalg.norm(bottom_right - top_right))
+    # The nearer edge looks longer: the proportions come from the mean of opposite edges, the
+    # resolution from the longer ones. A sheet within 15 % of A4's proportions is A4 (the usual paper).
+    ratio = (sum(sides) / 2) / max(1.0, sum(tops) / 2)
+    a4 = A4_MM[1] / A4_MM[0]
+    if abs(ratio - a4) < 0.15 * a4:
+        ratio = a4
+    elif abs(1 / ratio - a4) < 0.15 * a4:
+        ratio = 1 / a4
+    width = max(max(tops), max(sides) / ratio)
+    height = width * ratio
+    size = (max(1, round(width)), max(1, round(height)))
+    target = np.array([[0, 0], [size[0] - 1, 0], [size[0] - 1, size[1] - 1], [0, size[1] - 1]], dtype="float32")
+    matrix = cv2.getPerspectiveTransform(corners, target)
+    flat = cv2.warpPerspective(np.asarray(gray, dtype=np.uint8), matrix, size, flags=cv2.INTER_CUBIC,
+                               borderMode=cv2.BORDER_REPLICATE)
+    return Image.fromarray(flat, "L")
+
+
 def clean_page(data: bytes, mode: str = "gray", dpi: int | None = None,
-               budget: int = BUDGET_BYTES) -> Page:
-    """One untrusted page image in; a clean page out, or a PageError with a stable code."""
+               budget: int = BUDGET_BYTES, find_sheet: bool = False) -> Page:
+    """One untrusted page image in; a clean page out, or a PageError with a stable code. With
+    ``find_sheet`` (a photo from a camera), the sheet is first found and its perspective undone."""
     if mode not in DEFAULT_DPI:
         raise ValueError(f"mode must be one of {sorted(DEFAULT_DPI)}, not {mode!r}")
     target = int(dpi or DEFAULT_DPI[mode])
@@ -254,8 +326,12 @@ def clean_page(data: bytes, mode: str = "gray", dpi: int | None = None,
         raise PageError("not_an_image", type(data).__name__)
     image = _decode(bytes(data))
     declared = _declared_dpi(image)
-    gray = _levels(_upright_gray(image))
+    upright = _upright_gray(image)
     image.close()
+    if find_sheet:
+        upright = straightened(upright)
+        declared = None  # the sheet's own pixels now: it spans A4 along its longer side
+    gray = _levels(upright)
     # Without a scanner's stated resolution the picture is taken to span an A4 page along its longer side.
     source_dpi = declared or max(gray.size) / A4_LONG_INCHES
 

@@ -4,7 +4,7 @@ JPEG, the picture stored sideways with EXIF orientation 6, GPS tags, an XMP pack
 import io
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 A4_300 = (2480, 3508)
@@ -70,3 +70,42 @@ def page_png(page: Image.Image, dpi: int = 300) -> bytes:
     out = io.BytesIO()
     page.save(out, "PNG", dpi=(dpi, dpi))
     return out.getvalue()
+
+
+def _perspective_coefficients(out_points, in_points) -> tuple:
+    """PIL's PERSPECTIVE data: the 8 coefficients that map each output pixel to the input pixel it shows
+    (solved with numpy's least squares, not with the code under test)."""
+    import numpy as np
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(out_points, in_points):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs += [u, v]
+    solution, *_ = np.linalg.lstsq(np.array(rows, float), np.array(rhs, float), rcond=None)
+    return tuple(float(c) for c in solution)
+
+
+def photo_on_a_table(page: Image.Image, size=(3000, 4000), corners=((620, 540), (2480, 700), (2600, 3420),
+                                                                       (380, 3300))) -> bytes:
+    """A phone photo of ``page`` lying on a dark wooden table, taken at an angle: the sheet is a
+    four-sided shape (``corners``: top-left, top-right, bottom-right, bottom-left) smaller than the
+    picture, lit unevenly, with grain and JPEG; no EXIF orientation."""
+    width, height = size
+    grain = Image.effect_noise((width // 8, height // 8), 40).resize(size, Image.Resampling.BILINEAR)
+    table = Image.blend(Image.new("L", size, 70), grain, 0.35)
+    stripes = Image.linear_gradient("L").rotate(90, expand=True).resize((width, 64)).resize(size)
+    table = Image.blend(table, stripes.point(lambda v: 40 + v // 6), 0.2)
+    src = [(0, 0), (page.width, 0), (page.width, page.height), (0, page.height)]
+    paper = page.convert("L").point(lambda v: 45 + v * 175 // 255)     # ink dark grey, paper light grey
+    data = _perspective_coefficients(corners, src)
+    warped = paper.transform(size, Image.Transform.PERSPECTIVE, data, Image.Resampling.BICUBIC)
+    mask = Image.new("L", page.size, 255).transform(size, Image.Transform.PERSPECTIVE, data,
+                                                    Image.Resampling.BILINEAR)
+    photo = Image.composite(warped, table, mask)
+    light = Image.linear_gradient("L").resize(size).point(lambda v: 215 + v * 40 // 255)
+    photo = ImageChops.multiply(photo, light)
+    photo = Image.blend(photo, Image.effect_noise(size, 20), 0.08).filter(ImageFilter.GaussianBlur(1.0))
+    out = io.BytesIO()
+    photo.convert("RGB").save(out, "JPEG", quality=88)
+    return out.getvalue()
+
