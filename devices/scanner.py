@@ -69,18 +69,20 @@ class Scanner:
     kind: str
 
 
-def _env() -> dict:
+def _env(config_dir: str | None = None) -> dict:
     env = dict(os.environ)
     env["LC_ALL"] = "C"  # SANE's status words in English, to match them
     env.pop("LANGUAGE", None)
+    if config_dir:  # SANE's own folder of backends and their settings (the simulated scanner's)
+        env["SANE_CONFIG_DIR"] = str(config_dir)
     return env
 
 
-def _run(args: list[str], timeout_s: float) -> tuple[int, bytes, str]:
+def _run(args: list[str], timeout_s: float, config_dir: str | None = None) -> tuple[int, bytes, str]:
     """Run scanimage; kill it (and wait for it) when it outlives ``timeout_s``. Raises ScanError."""
     try:
         proc = subprocess.Popen([SCANIMAGE, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=_env(), start_new_session=True)
+                                stderr=subprocess.PIPE, env=_env(config_dir), start_new_session=True)
     except OSError as exc:
         log.error("scanner: cannot run %s (%s); install sane-utils", SCANIMAGE, type(exc).__name__)
         raise ScanError("no_scanner", f"{SCANIMAGE} not found") from None
@@ -109,10 +111,10 @@ def _last_line(stderr: str) -> str:
     return lines[-1].strip()[:200] if lines else ""
 
 
-def find_scanners(timeout_s: float = LIST_TIMEOUT_S) -> list[Scanner]:
+def find_scanners(timeout_s: float = LIST_TIMEOUT_S, config_dir: str | None = None) -> list[Scanner]:
     """The scanners SANE sees, in its order; an empty list when there are none or scanimage fails."""
     try:
-        returncode, out, err = _run(["--formatted-device-list=%d\t%v\t%m\t%t%n"], timeout_s)
+        returncode, out, err = _run(["--formatted-device-list=%d\t%v\t%m\t%t%n"], timeout_s, config_dir)
     except ScanError as exc:
         log.warning("scanner: listing failed (%s)", exc.code)
         return []
@@ -144,15 +146,17 @@ def _short(got: int, want: int) -> bool:
 
 
 def scan_page(device: str | None = None, resolution: int = 300, mode: str = "Gray",
-              timeout_s: float = DEFAULT_TIMEOUT_S, source: str | None = None) -> bytes:
+              timeout_s: float = DEFAULT_TIMEOUT_S, source: str | None = None,
+              config_dir: str | None = None) -> bytes:
     """Scan one A4 page (from the top left corner) and return it as PNG bytes.
 
     ``device``: a :attr:`Scanner.device` (None: the first scanner SANE lists). ``mode``: the backend's
     word (``Gray``, ``Color``, ``Lineart``). ``source``: the backend's word for the feeder or the glass
     (``Flatbed``, ``Automatic Document Feeder``), or None for the scanner's default. A scanner whose glass
-    is smaller than A4 scans what it has. Raises :class:`ScanError` and nothing else."""
+    is smaller than A4 scans what it has. ``config_dir``: a SANE configuration folder instead of the
+    system's (the simulated scanner's, kiosk/simulated_devices.py). Raises :class:`ScanError` and nothing else."""
     if device is None:
-        scanners = find_scanners()
+        scanners = find_scanners(config_dir=config_dir)
         if not scanners:
             raise ScanError("no_scanner", "no SANE devices found")
         device = scanners[0].device
@@ -160,7 +164,7 @@ def scan_page(device: str | None = None, resolution: int = 300, mode: str = "Gra
             "-l", "0", "-t", "0", "-x", str(A4_MM[0]), "-y", str(A4_MM[1])]
     if source:
         args.append(f"--source={source}")
-    returncode, out, err = _run(args, timeout_s)
+    returncode, out, err = _run(args, timeout_s, config_dir)
     if returncode != 0:
         code = _code_of(returncode, err)
         detail = _last_line(err) or f"exit status {returncode}"
