@@ -9,10 +9,12 @@ import base64
 import binascii
 import gzip
 import json
+import logging
 import threading
 import time
 import zlib
 from collections import OrderedDict, deque
+from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 import re
 import secrets
@@ -28,8 +30,8 @@ from flask_wtf.csrf import CSRFProtect
 from kiosk.core import keyfile
 
 from . import protocol
-from .central_store import (BlobStore, CentralStore, Conflict, DocumentKeyError, Prior, Receipt, TrackingCodeTaken,
-                            now_iso, open_store)
+from .central_store import (BlobDamaged, BlobStore, CentralStore, Conflict, DocumentKeyError, Prior, Receipt,
+                            TrackingCodeTaken, now_iso, open_store)
 from .keys import (central_keys_document, ed25519_public, load_or_create_bundle_key, load_or_create_documents_key,
                    load_or_create_signing_key)
 
@@ -50,6 +52,10 @@ _hasher = PasswordHasher()
 # Checking an unknown user name costs the same as a known one, so timing does not tell which names exist.
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 STAFF_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
+PDF = "application/pdf"
+# What staff do with documents (a download), one line each: account, submission id, document id and hash,
+# never a citizen's data. The serving process's log (kiosk central serve) is where operators read it.
+log = logging.getLogger("sync.central")
 
 
 class LoginRefused(Exception):
@@ -68,7 +74,12 @@ class Central:
         self.store = store
         self.restore_window = restore_window
         self.retention_days = retention_days
-        self.blobs = BlobStore(self.data_dir / "blob-store")
+        # Complete blobs are sealed with a key derived from the documents key (docs/sync.md, "Documents at rest").
+        self.blobs = BlobStore(self.data_dir / "blob-store", documents_key=getattr(store, "document_key", None))
+        # Held while a receipt checks its blobs and records the document that names them, and while the
+        # retention decides which blobs no held document names: a blob is never dropped under a receipt.
+        self._naming = threading.Lock()
+        self.last_purge = {"documents": 0, "blobs": 0}
         self.signing_key = load_or_create_signing_key(self.data_dir / "central.ed25519")
         self.bundle_key = load_or_create_bundle_key(self.data_dir / "central.x25519")
         self.max_skew = max_skew
@@ -82,8 +93,15 @@ class Central:
         rows, hashes, codes and statuses stay (docs/sync.md). Returns how many were dropped."""
         now = now or datetime.now(timezone.utc)
         iso = lambda t: t.isoformat(timespec="milliseconds")  # noqa: E731
-        return self.store.purge_documents(iso(now - timedelta(days=self.retention_days)),
-                                          iso(now - timedelta(seconds=self.restore_window)))
+        with self._naming:
+            dropped = self.store.drop_documents(iso(now - timedelta(days=self.retention_days)),
+                                                iso(now - timedelta(seconds=self.restore_window)))
+            # The blobs those documents named go too, unless a document still held names one.
+            candidates = {sha for named in dropped.values() for sha in named}
+            gone = candidates - self.store.named_blobs(candidates)
+            blobs = sum(self.blobs.delete(sha) for sha in sorted(gone))
+        self.last_purge = {"documents": len(dropped), "blobs": blobs}
+        return len(dropped)
 
     # -- staff accounts of the staff page ----------------------------------------------------------------
     def add_staff(self, username: str, password: str) -> None:
@@ -178,13 +196,14 @@ class Central:
         problem = _document_problem(document, station_id, submission_id)
         if problem:
             return rejected(*problem)
-        missing = [a["sha256"] for a in document.get("attachments") or [] if not self.blobs.exists(a["sha256"])]
-        if missing:
-            return 428, {"error": "missing_blobs", "missing": missing}
         try:
-            receipt = self.store.receive(station_id, submission_id, payload_sha256, body.decode(),
-                                         document["tracking_code"], document["procedure"]["code"],
-                                         self.prior(station_id, submission_id, payload_sha256, prior_ack))
+            with self._naming if document.get("attachments") else nullcontext():
+                missing = [a["sha256"] for a in document.get("attachments") or [] if not self.blobs.exists(a["sha256"])]
+                if missing:
+                    return 428, {"error": "missing_blobs", "missing": missing}
+                receipt = self.store.receive(station_id, submission_id, payload_sha256, body.decode(),
+                                             document["tracking_code"], document["procedure"]["code"],
+                                             self.prior(station_id, submission_id, payload_sha256, prior_ack))
         except Conflict:
             return rejected("conflict", "this submission id was received with other content", 409)
         except TrackingCodeTaken:
@@ -497,7 +516,7 @@ STAFF_PAGE = _HEAD + """
 <table><thead><tr><th>Mã hồ sơ <span class="en">Dossier code</span></th><th>Mã tra cứu <span class="en">Tracking code</span></th>
 <th>Thủ tục <span class="en">Procedure</span></th><th>Trạm <span class="en">Station</span></th>
 <th>Tiếp nhận <span class="en">Received</span></th><th>Trạng thái <span class="en">Status</span></th></tr></thead><tbody>
-{% for s in rows %}<tr><td class="code">{{ s.central_code }}</td><td class="code">{{ s.tracking_code }}</td>
+{% for s in rows %}<tr><td class="code"><a href="{{ url_for('central_staff.dossier', submission_id=s.submission_id) }}">{{ s.central_code }}</a></td><td class="code">{{ s.tracking_code }}</td>
 <td>{{ s.procedure_code }}</td><td>{{ s.station_id }}</td><td class="code">{{ s.received_at | local_time }}</td><td>
 <form method="post" action="{{ url_for('central_staff.set_status', submission_id=s.submission_id) }}">
 <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
@@ -508,6 +527,26 @@ STAFF_PAGE = _HEAD + """
 {% if s.document_purged_at %}<span class="en">Nội dung đã xóa theo thời hạn lưu / document dropped after the retention</span>{% endif %}</td></tr>
 {% else %}<tr><td colspan="6">Chưa có hồ sơ. <span class="en">No dossiers yet.</span></td></tr>{% endfor %}
 </tbody></table></body></html>"""
+
+DOSSIER_PAGE = _HEAD + """
+<body><header><h1>Hồ sơ {{ s.central_code }} <span class="en">Dossier</span></h1>
+<form method="post" action="{{ url_for('central_staff.logout') }}"><input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+{{ account }} <button type="submit">Đăng xuất <span lang="en">Log out</span></button></form></header>
+<nav><a href="{{ url_for('central_staff.index') }}">Danh sách hồ sơ <span class="en">All dossiers</span></a></nav>
+<dl><dt>Mã tra cứu <span class="en">Tracking code</span></dt><dd class="code">{{ s.tracking_code }}</dd>
+<dt>Thủ tục <span class="en">Procedure</span></dt><dd>{{ s.procedure_code }}</dd>
+<dt>Trạm <span class="en">Station</span></dt><dd>{{ s.station_id }}</dd>
+<dt>Tiếp nhận <span class="en">Received</span></dt><dd class="code">{{ s.received_at | local_time }}</dd>
+<dt>Trạng thái <span class="en">Status</span></dt><dd>{{ statuses[s.status].vi }} <span class="en">{{ statuses[s.status].en }}</span></dd></dl>
+<h2>Giấy tờ <span class="en">Documents</span></h2>
+{% if s.document_purged_at %}<p>Nội dung và giấy tờ đã xóa theo thời hạn lưu. <span class="en">The document and its papers were dropped after the retention.</span></p>
+{% else %}<table><thead><tr><th>Giấy tờ <span class="en">Document</span></th><th>Số trang <span class="en">Pages</span></th>
+<th>Dung lượng <span class="en">Size</span></th><th>Trung tâm có tệp <span class="en">Held here</span></th><th></th></tr></thead><tbody>
+{% for d in documents %}<tr><td>{{ d.name }}</td><td>{{ d.pages }}</td><td>{{ d.kb }} KB</td>
+<td>{% if d.held %}Có <span class="en">Yes</span>{% else %}Không <span class="en">No</span>{% endif %}</td>
+<td>{% if d.held %}<a href="{{ url_for('central_staff.download', submission_id=s.submission_id, sha256=d.sha256) }}" download>Tải về PDF <span class="en">Download PDF</span></a>{% endif %}</td></tr>
+{% else %}<tr><td colspan="5">Hồ sơ không kèm giấy tờ. <span class="en">No documents attached.</span></td></tr>{% endfor %}
+</tbody></table>{% endif %}</body></html>"""
 
 WRONG = {"vi": "Sai tên đăng nhập hoặc mật khẩu.", "en": "Wrong user name or password."}
 SESSION_KEY = "central_staff"
@@ -622,6 +661,63 @@ def index():
                                   account=session[SESSION_KEY])
 
 
+def _documents(found: dict) -> list[dict]:
+    """The papers a submission's document names, as staff see them (the station's words, checked: a field
+    of the wrong type shows as '?'), and whether the central holds each one's bytes."""
+    if not found["document"]:
+        return []
+    listed = json.loads(found["document"]).get("attachments") or []
+    blobs = _central().blobs
+
+    def whole(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    return [{"sha256": a["sha256"], "name": a["name"] if isinstance(a.get("name"), str) else a["sha256"][:12],
+             "pages": a["pages"] if whole(a.get("pages")) else "?",
+             "kb": -(-a["bytes"] // 1024) if whole(a.get("bytes")) else "?",  # rounded up: 1 byte is 1 KB
+             "held": blobs.exists(a["sha256"])} for a in listed]
+
+
+def _submission_or_404(submission_id: str) -> dict:
+    found = _central().store.submission(submission_id) if UUID.match(submission_id) else None
+    if found is None:
+        abort(404)
+    return found
+
+
+@staff.get("/<submission_id>")
+def dossier(submission_id):
+    """One dossier: its codes and status, and its papers with a download link for each the central holds."""
+    found = _submission_or_404(submission_id)
+    return render_template_string(DOSSIER_PAGE, title=f"Hồ sơ {found['central_code']}", s=found,
+                                  documents=_documents(found), statuses=protocol.STATUSES,
+                                  account=session[SESSION_KEY])
+
+
+@staff.get("/<submission_id>/documents/<sha256>.pdf")
+def download(submission_id, sha256):
+    """A paper of the dossier as its PDF, opened from its sealed blob and checked against its hash; only one
+    the submission's document names (404 otherwise, and once the retention dropped it)."""
+    found = _submission_or_404(submission_id)
+    named = {a["sha256"]: a for a in (json.loads(found["document"]).get("attachments") or [])} \
+        if found["document"] and SHA256.match(sha256) else {}
+    if sha256 not in named:
+        abort(404)
+    try:
+        data = _central().blobs.read(sha256)
+    except FileNotFoundError:
+        abort(404)
+    except BlobDamaged:
+        log.error("staff %s: blob %s of submission %s is damaged", session[SESSION_KEY], sha256, submission_id)
+        abort(500)
+    document_id = str(named[sha256].get("document") or sha256[:12])
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", f"{found['tracking_code']}-{document_id}").strip("-")[:120] or sha256[:12]
+    log.info("staff %s downloaded document %s (sha256 %s) of submission %s", session[SESSION_KEY],
+             re.sub(r"[^A-Za-z0-9_-]+", "-", document_id)[:64], sha256, submission_id)
+    media_type = PDF if named[sha256].get("media_type", PDF) == PDF else "application/octet-stream"
+    return Response(data, 200, {"Content-Disposition": f'attachment; filename="{name}.pdf"'}, mimetype=media_type)
+
+
 @staff.app_template_filter("local_time")
 def local_time(value: str) -> str:
     """A stored UTC time as staff read it: the central's time zone, to the minute."""
@@ -684,6 +780,8 @@ def create_central_app(config: dict | None = None) -> Flask:
                                                  int(app.config["RESTORE_WINDOW"]),
                                                  float(app.config["RETENTION_DAYS"]))
     configure_blobs(app.extensions["dvc_central"], app.config)  # blob limits; expired uploads swept at start
+    # Blobs stored before they were sealed (a central upgraded in place, or put back from such a backup).
+    app.extensions["dvc_central"].blobs_sealed_at_start = app.extensions["dvc_central"].blobs.seal_plain()
     app.extensions["central_login_limiter"] = LoginLimiter()
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # signed by station keys, not a browser session
@@ -714,7 +812,8 @@ def start_purging(central: Central, interval: float = PURGE_INTERVAL_S, announce
             try:
                 dropped = central.purge()
                 if dropped:
-                    announce(f"retention: dropped the documents of {dropped} handed-over dossiers")
+                    announce(f"retention: dropped the documents of {dropped} handed-over dossiers and "
+                             f"{central.last_purge['blobs']} blobs no other held dossier names")
             except Exception as exc:  # noqa: BLE001  (the next round tries again; the API keeps serving)
                 announce(f"retention: purge failed: {exc}")
             if stop.wait(interval):

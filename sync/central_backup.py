@@ -10,7 +10,11 @@ with the sha256 of every file, checked before anything changes.
   ``central.pgdump``; else the pg_dump command to run is printed. The operator restores it with
   ``pg_restore``, then runs ``kiosk central mark-restored`` (docs/deploy.md).
 - ``blob-store/`` is not in the archive: its files are named by their sha256 and never change, so it is
-  copied with rsync *after* the database (every blob a backed-up submission names is then in the copy).
+  copied with rsync *after* the database (every blob a backed-up submission names is then in the copy):
+  ``rsync -a --delete --exclude /partial/``. Like the documents in the database, the complete blobs are
+  sealed (with a key derived from ``central-documents.key``, which the archive carries) and, with
+  ``--delete``, the retention drops them from the copy as it drops documents from the next backup;
+  unfinished uploads (``partial/``, plain until complete) are not copied.
 - ``code-watermark.json`` is never backed up nor touched by a restore: it remembers the official codes
   already reserved, and the store raises each day's sequence past it when it opens a restored database.
 

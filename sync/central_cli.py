@@ -80,8 +80,9 @@ def purge_command(data_dir, database, restore_window_days, retention_days):
         dropped = c.purge()
     finally:
         c.store.close()
-    click.echo(f"Đã xóa nội dung {dropped} hồ sơ đã chuyển xử lý. / Dropped the documents of {dropped} "
-               "handed-over dossiers.")
+    blobs = c.last_purge["blobs"]
+    click.echo(f"Đã xóa nội dung {dropped} hồ sơ đã chuyển xử lý và {blobs} tệp giấy tờ. / Dropped the documents "
+               f"of {dropped} handed-over dossiers and {blobs} blobs no other held dossier names.")
 
 
 @central.group("staff")
@@ -243,7 +244,8 @@ def backup_command(data_dir, database, dest):
                f"submissions, generation {store['generation']}.\n"
                "Tệp chứa khóa của hệ thống trung tâm: giữ kín (quyền 0600). / It holds the central's keys: "
                "keep it secret (mode 0600).\n"
-               f"Chép blob-store sau bước này / copy the blobs after this: rsync -a {data_dir}/blob-store/ <nơi sao lưu>/")
+               "Chép blob-store (đã mã hóa bằng khóa trong tệp) sau bước này / copy the blobs (sealed with a key in the file) "
+               f"after this: rsync -a --delete --exclude /partial/ {data_dir}/blob-store/ <nơi sao lưu>/blob-store/")
     if "pg_dump_command" in made:
         click.echo("pg_dump không có ở máy này: bản sao lưu chỉ có khóa; chạy lệnh sau ở máy có pg_dump (mật khẩu qua "
                    "PGPASSWORD hoặc ~/.pgpass).\npg_dump is not installed here: the backup holds only the keys; "

@@ -8,6 +8,7 @@ start. Blobs live in a ``BlobStore`` folder.
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -22,9 +23,11 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kiosk.core.keyfile import write_durably
+from kiosk.core.keyfile import fsync_folder, write_durably
 
 from .central_migrations import migrate
 
@@ -97,6 +100,14 @@ def open_document(key: bytes, submission_id: str, stored: str) -> str:
         raise DocumentKeyError(f"submission {submission_id}: the document does not open with this key") from None
 
 
+def attachment_hashes(document_json: str | None) -> list[str]:
+    """The sha256 of every blob a dossier document names under ``attachments`` (checked on receipt)."""
+    if not document_json:
+        return []
+    attachments = json.loads(document_json).get("attachments") or []
+    return [a["sha256"] for a in attachments if isinstance(a, dict) and SHA256_NAME.fullmatch(str(a.get("sha256")))]
+
+
 class CentralStore(Protocol):
     def station(self, station_id: str) -> Station | None: ...
     def enrol(self, station_id: str, public_key: str, name: str = "") -> Station: ...
@@ -109,6 +120,8 @@ class CentralStore(Protocol):
     def holds(self, station_id: str, submission_ids: list[str]) -> dict: ...
     def set_status(self, submission_id: str, status: str, actor: str) -> bool: ...
     def purge_documents(self, handed_over_before: str, received_before: str) -> int: ...
+    def drop_documents(self, handed_over_before: str, received_before: str) -> dict[str, list[str]]: ...
+    def named_blobs(self, candidates: set[str]) -> set[str]: ...
     def changes(self, station_id: str, since: int, limit: int = 500) -> list[dict]: ...
     def submissions(self, status: str | None = None, limit: int = 200) -> list[dict]: ...
     def submission(self, submission_id: str) -> dict | None: ...
@@ -194,14 +207,41 @@ class SqlCentralStore:
         """Drop the document of every dossier handed over (its status left 'received') before
         ``handed_over_before`` and received before ``received_before`` (UTC ISO times); the row, its hash,
         codes and status stay. Returns how many were dropped."""
+        return len(self.drop_documents(handed_over_before, received_before))
+
+    def drop_documents(self, handed_over_before: str, received_before: str) -> dict[str, list[str]]:
+        """``purge_documents``, in one transaction, returning {submission_id: the blobs its document named}
+        for each document dropped, so the caller can drop the blobs no held document names any more. A row
+        another central purged meanwhile (PostgreSQL) is not counted twice."""
+        dropped: dict[str, list[str]] = {}
         with self._tx() as cur:
-            purged = cur.execute(
-                "UPDATE submissions SET document = '', document_purged_at = ? WHERE document_purged_at IS NULL "
-                "AND handed_over_at IS NOT NULL AND handed_over_at <= ? AND received_at <= ?",
-                (now_iso(), handed_over_before, received_before))
-        if purged:
+            rows = cur.all("SELECT submission_id, document FROM submissions WHERE document_purged_at IS NULL "
+                           "AND handed_over_at IS NOT NULL AND handed_over_at <= ? AND received_at <= ?",
+                           (handed_over_before, received_before))
+            at = now_iso()
+            for submission_id, document in rows:
+                if cur.execute("UPDATE submissions SET document = '', document_purged_at = ? "
+                               "WHERE submission_id = ? AND document_purged_at IS NULL", (at, submission_id)):
+                    dropped[submission_id] = attachment_hashes(self._open(submission_id, document))
+        if dropped:
             self._forget_old_pages()
-        return purged
+        return dropped
+
+    def named_blobs(self, candidates: set[str]) -> set[str]:
+        """Those of ``candidates`` (sha256) that a document still held names. The documents are sealed, so
+        each held one is opened (hourly, and only when a purge dropped documents that named blobs). Without
+        the key every candidate counts as named: nothing is dropped that might be needed."""
+        if not candidates or self.document_key is None:
+            return set(candidates)
+        with self._tx() as cur:
+            rows = cur.all("SELECT submission_id, document FROM submissions WHERE document_purged_at IS NULL "
+                           "AND document <> ''", ())
+        named: set[str] = set()
+        for submission_id, document in rows:
+            named.update(sha for sha in attachment_hashes(self._open(submission_id, document)) if sha in candidates)
+            if named == candidates:
+                break
+        return named
 
     # -- staff accounts of the staff page (the central decides; this only reads and writes the rows) -----
     _STAFF = ("username", "secret_hash", "failed_logins", "locked_until", "active", "created_at", "last_login_at")
@@ -630,6 +670,26 @@ BLOB_MAX_UPLOADS = 32              # unfinished uploads one station may have at 
 BLOB_SWEEP_INTERVAL_S = 600        # how often a blob request sweeps every station's expired uploads
 BLOB_BLOCK = 4096                  # every blob and upload counts at least one disk block against a quota
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A complete blob at rest: BLOB_SEALED_MAGIC + nonce(12) + AES-256-GCM ciphertext and tag, under a key derived
+# from central-documents.key (HKDF-SHA256, BLOB_KEY_INFO), with "dvc-central-blob/1\n<sha256>" as associated
+# data: a sealed blob renamed to another sha256 does not open. The file keeps the plaintext's sha256 as name.
+BLOB_SEALED_MAGIC = b"DVCBLOB1"
+BLOB_KEY_INFO = b"dvc-central-blobs/1"
+BLOB_OVERHEAD = len(BLOB_SEALED_MAGIC) + 12 + 16
+log = logging.getLogger("sync.central")
+
+
+class BlobDamaged(Exception):
+    """A stored blob does not open with the key, or its bytes do not hash to its name."""
+
+
+def blob_key(documents_key: bytes) -> bytes:
+    """The key complete blobs are sealed with, derived from the documents key (one key file to keep)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=BLOB_KEY_INFO).derive(documents_key)
+
+
+def _blob_aad(sha256: str) -> bytes:
+    return b"dvc-central-blob/1\n" + sha256.encode()
 
 
 class BlobStore:
@@ -643,6 +703,11 @@ class BlobStore:
       name. Each station has its own: another station never sees its offset, appends to it or completes
       it (its chunks go to its own upload, which starts at 0), and cannot block it.
 
+    Complete blobs are sealed at rest (``BLOB_SEALED_MAGIC``, AES-256-GCM under ``blob_key(documents_key)``,
+    bound to the sha256); ``read`` opens them and checks the hash; blobs written before sealing (plain) are
+    still read, and sealed by ``seal_plain`` (at start). Unfinished uploads are plain until complete: the
+    station's chunks are appended as they come, and expire after ``partial_ttl``.
+
     Limits: a blob at most ``max_bytes``; per station, its blobs and unfinished uploads (at their declared
     totals, so an upload cannot grow past what was allowed when it started) at most ``quota_bytes``, and
     at most ``max_uploads`` unfinished at once; an unfinished upload no byte was added to for
@@ -650,10 +715,12 @@ class BlobStore:
     blob request, and each station's own on its every request).
     """
 
-    def __init__(self, root: Path, *, max_bytes: int = BLOB_MAX_BYTES, quota_bytes: int = BLOB_QUOTA_BYTES,
-                 partial_ttl: float = BLOB_PARTIAL_TTL_S, max_uploads: int = BLOB_MAX_UPLOADS,
-                 sweep_interval: float = BLOB_SWEEP_INTERVAL_S):
+    def __init__(self, root: Path, *, documents_key: bytes | None = None, max_bytes: int = BLOB_MAX_BYTES,
+                 quota_bytes: int = BLOB_QUOTA_BYTES, partial_ttl: float = BLOB_PARTIAL_TTL_S,
+                 max_uploads: int = BLOB_MAX_UPLOADS, sweep_interval: float = BLOB_SWEEP_INTERVAL_S):
         self.root = Path(root)
+        # Without the key (a tool that only counts) blobs are read when plain and never completed.
+        self._aead = AESGCM(blob_key(documents_key)) if documents_key is not None else None
         (self.root / "partial").mkdir(parents=True, exist_ok=True)
         self._locks = tuple(threading.Lock() for _ in range(64))  # by sha256, a fixed set: no growth
         self._start_lock = threading.Lock()  # a new upload's quota check and creation, one at a time
@@ -725,7 +792,95 @@ class BlobStore:
         return self._final(sha256).exists()
 
     def read(self, sha256: str) -> bytes:
-        return self._final(sha256).read_bytes()
+        """The blob's bytes, opened and checked against its name; FileNotFoundError when the central does
+        not have it, BlobDamaged when it does not open or does not hash to its name."""
+        raw = self._final(sha256).read_bytes()
+        data = None
+        if raw.startswith(BLOB_SEALED_MAGIC) and self._aead is not None:
+            try:
+                n = len(BLOB_SEALED_MAGIC)
+                data = self._aead.decrypt(raw[n:n + 12], raw[n + 12:], _blob_aad(sha256))
+            except InvalidTag:
+                data = None
+        if data is None:
+            data = raw  # a plain blob from before sealing (or one that happens to start with the magic)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise BlobDamaged(f"blob {sha256} does not open or does not match its name")
+        return data
+
+    def _seal(self, sha256: str, data: bytes) -> bytes:
+        if self._aead is None:
+            raise DocumentKeyError("this blob folder was opened without the documents key: it cannot store blobs")
+        nonce = secrets.token_bytes(12)
+        return BLOB_SEALED_MAGIC + nonce + self._aead.encrypt(nonce, data, _blob_aad(sha256))
+
+    def _write_final(self, sha256: str, data: bytes) -> None:
+        """Write a complete blob sealed, whole or not at all (temporary file, fsync, rename, fsync)."""
+        final = self._final(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        sealed = self._seal(sha256, data)
+        tmp = final.with_name(f".{sha256}.{secrets.token_hex(4)}.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(sealed)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_folder(final.parent)
+
+    @staticmethod
+    def _plain_size(path: Path) -> int:
+        """The blob's own size (what quotas count): the file's, less the seal when it is sealed."""
+        with open(path, "rb") as f:
+            sealed = f.read(len(BLOB_SEALED_MAGIC)) == BLOB_SEALED_MAGIC
+            size = os.fstat(f.fileno()).st_size
+        return size - BLOB_OVERHEAD if sealed and size >= BLOB_OVERHEAD else size
+
+    def seal_plain(self) -> int:
+        """Seal every complete blob still plain (stored before blobs were sealed, or copied back from such a
+        backup); at start. A file that does not start with the magic and hashes to its name is sealed in
+        place (the same name); one that does not is left and logged. Returns how many were sealed."""
+        if self._aead is None:
+            return 0
+        sealed = 0
+        for folder in _subfolders(self.root / "blobs"):
+            for entry in os.scandir(folder):
+                if not SHA256_NAME.fullmatch(entry.name):
+                    continue
+                with self.lock(entry.name):
+                    path = Path(entry.path)
+                    try:
+                        with open(path, "rb") as f:
+                            if f.read(len(BLOB_SEALED_MAGIC)) == BLOB_SEALED_MAGIC:
+                                continue
+                        data = path.read_bytes()
+                    except FileNotFoundError:
+                        continue
+                    if hashlib.sha256(data).hexdigest() != entry.name:
+                        log.warning("blob %s does not hash to its name: left as it is", entry.name)
+                        continue
+                    self._write_final(entry.name, data)
+                    sealed += 1
+        return sealed
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a complete blob and every station's ownership of it (the retention dropped the last
+        document naming it); True when it was there."""
+        with self.lock(sha256):
+            try:
+                self._final(sha256).unlink()
+                existed = True
+            except FileNotFoundError:
+                existed = False
+            for folder in _subfolders(self.root / "owners"):
+                for sha, _size_, name in self._names(folder):
+                    if sha == sha256:
+                        (folder / name).unlink(missing_ok=True)
+        return existed
 
     def offset(self, sha256: str, station_id: str | None = None) -> int:
         """How many bytes of the station's unfinished upload the central already has (0 when none); without
@@ -759,7 +914,7 @@ class BlobStore:
         if upload:
             upload[0].unlink(missing_ok=True)
         try:
-            size = self._final(sha256).stat().st_size
+            size = self._plain_size(self._final(sha256))
         except FileNotFoundError:
             return
         folder = self._owned(station_id)
@@ -804,17 +959,39 @@ class BlobStore:
                 os.fsync(f.fileno())
             if start + len(data) < total:
                 return "partial"
-            digest = hashlib.sha256()
-            with open(partial, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != sha256:
+            whole = partial.read_bytes()  # at most max_bytes
+            if hashlib.sha256(whole).hexdigest() != sha256:
                 partial.unlink()
                 return "hash_mismatch"
-            final = self._final(sha256)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, final)
+            self._write_final(sha256, whole)  # sealed; the plain upload goes
             self._claim(station_id, sha256)
+            return "complete"
+
+    def store(self, station_id: str, sha256: str, data: bytes) -> bool:
+        """Keep a whole blob for a station in one call (a USB bundle's attachment): True when the central
+        holds it now and the station owns it, False when refused (``store_state`` says why)."""
+        return self.store_state(station_id, sha256, data) == "complete"
+
+    def store_state(self, station_id: str, sha256: str, data: bytes) -> str:
+        """As ``append`` with the whole blob at once: 'complete' (stored sealed, or already there: then only
+        owned), 'hash_mismatch', 'too_large' or 'over_quota' (the station's quota, less its own unfinished
+        upload of this blob, which the blob replaces)."""
+        if not SHA256_NAME.fullmatch(sha256) or hashlib.sha256(data).hexdigest() != sha256:
+            return "hash_mismatch"
+        self.sweep_station(station_id)
+        with self.lock(sha256):
+            if self.exists(sha256):
+                self._claim(station_id, sha256)
+                return "complete"
+            if len(data) > self.max_bytes:
+                return "too_large"
+            with self._start_lock:
+                upload = self._upload(station_id, sha256)
+                own = max(upload[1], BLOB_BLOCK) if upload else 0
+                if self.usage(station_id) - own + max(len(data), BLOB_BLOCK) > self.quota_bytes:
+                    return "over_quota"
+                self._write_final(sha256, data)
+                self._claim(station_id, sha256)
             return "complete"
 
     # -- expiry ---------------------------------------------------------------------------------------------
