@@ -12,12 +12,21 @@ the same documents the online path returns. The station applies an ack file exac
 answers. Until then bundled dossiers stay pending: the worker keeps offering them online, and the next
 export includes them again, so a lost stick loses nothing.
 
+A bundle carries the dossiers' documents too: the PDFs not yet confirmed by the central, each under
+``blobs`` (its sha256 and its bytes in base64), checked against its hash and stored in the central's blob
+store before any dossier is received, so a dossier finds its attachments there. One bundle carries at most
+``MAX_BUNDLE_DOCUMENT_BYTES`` of them, so the file stays within what the central reads (64 MiB, and 256 MiB
+inflated); the dossiers whose documents do not fit wait for the next export (``left``). When the ack file
+comes back, the documents of every acknowledged dossier are marked uploaded. A bundle without ``blobs``
+(older stations) reads as before.
+
 This module owns the tables ``sync_bundles`` and ``sync_bundle_items`` (which dossiers went out in which
 bundle); the dossiers and the outbox it reads through the core's functions.
 """
 import base64
 import binascii
 import json
+import logging
 import os
 import sqlite3
 import uuid
@@ -31,18 +40,23 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kiosk.core import audit, dossiers, outbox
+from kiosk.core import audit, documents, dossiers, outbox
 from kiosk.core.db import write_transaction
 from kiosk.core.sealing import open_sealed
 
 from . import protocol
 from .keys import ed25519_public, public_b64
-from .worker import iso, record_ack, record_rejection, utcnow
+from .worker import iso, mark_documents_sent, record_ack, record_rejection, utcnow
 
+log = logging.getLogger("dvc.sync")
 BUNDLE = "dvc-bundle/1"
 ACK_FILE = "dvc-acks/1"
 MAX_BUNDLE_ITEMS = 5000           # dossiers in one bundle (an export takes at most this many)
 MAX_BUNDLE_ITEM_BYTES = 4 << 20   # one dossier's canonical JSON, as a PUT may be
+# The documents (PDF bytes) one bundle carries: base64 inside, compressed, encrypted and base64 again, they
+# take about 1.36 times as much in the file, which the central reads whole (protocol.MAX_BUNDLE_BYTES, 64 MiB).
+MAX_BUNDLE_DOCUMENT_BYTES = 40 << 20
+MAX_BLOB_BYTES = 25 << 20         # one document, as the central's blob store takes (BLOB_MAX_BYTES)
 
 
 class BundleError(ValueError):
@@ -84,12 +98,20 @@ BUNDLE_SCHEMA = {
         "signature": _b64_of(64)}}
 BUNDLE_ITEMS_SCHEMA = {
     "type": "object", "required": ["items"],
-    "properties": {"items": {
-        "type": "array", "maxItems": MAX_BUNDLE_ITEMS,
-        "items": {"type": "object", "required": ["submission_id", "body"],
-                  "properties": {"submission_id": _UUID,
-                                 "body": {"type": "string", "minLength": 2, "maxLength": MAX_BUNDLE_ITEM_BYTES,
-                                          "description": "a dossier's canonical JSON (at most 4 MiB)"}}}}}}
+    "properties": {
+        "items": {
+            "type": "array", "maxItems": MAX_BUNDLE_ITEMS,
+            "items": {"type": "object", "required": ["submission_id", "body"],
+                      "properties": {"submission_id": _UUID,
+                                     "body": {"type": "string", "minLength": 2, "maxLength": MAX_BUNDLE_ITEM_BYTES,
+                                              "description": "a dossier's canonical JSON (at most 4 MiB)"}}}},
+        "blobs": {  # optional: the dossiers' documents (bundles made before documents have none)
+            "type": "array", "maxItems": MAX_BUNDLE_ITEMS,
+            "items": {"type": "object", "required": ["sha256", "data"],
+                      "properties": {"sha256": _SHA256,
+                                     "data": {"type": "string", "minLength": 4,
+                                              "maxLength": (MAX_BLOB_BYTES + 2) // 3 * 4,
+                                              "description": "a document's bytes in base64 (at most 25 MiB)"}}}}}}
 
 
 def _envelope(required: list[str]) -> dict:
@@ -146,7 +168,7 @@ def _check(schema: dict, instance, what: str) -> None:
         return
     path = list(error.absolute_path)
     item = ""
-    if len(path) >= 2 and isinstance(path[1], int):  # items[3] / acks[3] / rejections[3]: name the entry
+    if len(path) >= 2 and isinstance(path[1], int):  # items[3] / blobs[3] / acks[3]: name the entry
         entry = instance[path[0]][path[1]]
         item = f"{'item' if path[0] == 'items' else path[0] + ' entry'} {path[1]}"
         sid = entry.get("submission_id") if isinstance(entry, dict) else None
@@ -202,23 +224,54 @@ def seal_bundle(contents, *, station_id: str, station_key, central_bundle_key, d
     return header, protocol.canonical_json(bundle)
 
 
+def _unsent_documents(conn: sqlite3.Connection, payload_key: bytes, submission_id: str,
+                      carried: dict[str, bytes]) -> dict[str, bytes] | None:
+    """{sha256: PDF} of the dossier's documents the central has not confirmed and the bundle does not carry
+    yet; None when one is not here as its dossier names it (the worker quarantines that dossier)."""
+    found = {}
+    for row in documents.unsent(conn, submission_id):
+        if row["sha256"] in carried or row["sha256"] in found:
+            continue
+        try:
+            pdf = documents.pdf_of(conn, payload_key, submission_id, row["document_id"])
+        except ValueError:
+            return None
+        if pdf is None:
+            return None
+        found[row["sha256"]] = pdf
+    return found
+
+
 def export_bundle(conn: sqlite3.Connection, folder: Path, *, station_id: str, station_key, payload_key: bytes,
-                  central_bundle_key, limit: int = MAX_BUNDLE_ITEMS) -> dict:
-    """Write every pending dossier into a new bundle in ``folder``; record which dossiers it carries.
-    Returns {"path", "bundle_id", "dossiers"} (path None when nothing is pending)."""
+                  central_bundle_key, limit: int = MAX_BUNDLE_ITEMS,
+                  document_bytes: int = MAX_BUNDLE_DOCUMENT_BYTES) -> dict:
+    """Write every pending dossier, with its documents not yet confirmed by the central (at most
+    ``document_bytes`` of them: a dossier whose documents do not fit waits for the next bundle), into a new
+    bundle in ``folder``; record which dossiers it carries. Returns {"path", "bundle_id", "dossiers",
+    "documents", "left"} (path None when nothing is pending; ``left``: dossiers for the next bundle)."""
     rows = outbox.pending_payloads(conn, limit)
     bundle_id = str(uuid.uuid4())
-    if not rows:
-        return {"path": None, "bundle_id": None, "dossiers": 0}
-    items = []
+    items, blobs, left = [], {}, 0
     for row in rows:
         document = open_sealed(payload_key, row["payload_sealed"], row["submission_id"])
         body = protocol.canonical_json(document)
         if protocol.sha256_hex(body) != row["payload_sha256"]:
             continue  # the worker quarantines it; a bundle carries only what the central will accept
+        wanted = _unsent_documents(conn, payload_key, row["submission_id"], blobs)
+        if wanted is None:
+            continue  # as above
+        if sum(map(len, blobs.values())) + sum(map(len, wanted.values())) > document_bytes:
+            left += 1
+            continue
+        blobs.update(wanted)
         items.append({"submission_id": row["submission_id"], "body": body.decode()})
+    if not items:
+        return {"path": None, "bundle_id": None, "dossiers": 0, "documents": 0, "left": left}
+    contents = {"items": items}
+    if blobs:  # a bundle without documents stays as bundles were before
+        contents["blobs"] = [{"sha256": sha, "data": _b64(pdf)} for sha, pdf in blobs.items()]
     created_at = iso(utcnow())
-    _header, data = seal_bundle({"items": items}, station_id=station_id, station_key=station_key,
+    _header, data = seal_bundle(contents, station_id=station_id, station_key=station_key,
                                 central_bundle_key=central_bundle_key, dossiers=len(items), bundle_id=bundle_id,
                                 created_at=created_at)
     folder = Path(folder)
@@ -230,8 +283,8 @@ def export_bundle(conn: sqlite3.Connection, folder: Path, *, station_id: str, st
                      (bundle_id, created_at, path.name, len(items)))
         conn.executemany("INSERT INTO sync_bundle_items (bundle_id, submission_id) VALUES (?, ?)",
                          [(bundle_id, item["submission_id"]) for item in items])
-        audit.append(conn, "sync", "bundle.exported", bundle_id, {"dossiers": len(items)})
-    return {"path": path, "bundle_id": bundle_id, "dossiers": len(items)}
+        audit.append(conn, "sync", "bundle.exported", bundle_id, {"dossiers": len(items), "documents": len(blobs)})
+    return {"path": path, "bundle_id": bundle_id, "dossiers": len(items), "documents": len(blobs), "left": left}
 
 
 def read_bounded(path: str | Path, limit: int) -> bytes:
@@ -258,8 +311,15 @@ def _parsed(data: bytes, what: str, not_one: str):
 
 def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
     """Check and decrypt a bundle at the central: (header, items). Refuses, with a BundleError saying why
-    and naming the item, anything that is not a well-formed bundle of well-formed dossier items, unknown
-    or revoked stations, a bad signature, a ciphertext that does not open. Nothing else is raised."""
+    and naming the item, anything that is not a well-formed bundle of well-formed dossier items and
+    documents, unknown or revoked stations, a bad signature, a ciphertext that does not open. Nothing else
+    is raised."""
+    header, items, _blobs = _opened(central, data)
+    return header, items
+
+
+def _opened(central, data: bytes) -> tuple[dict, list[dict], list[tuple[str, bytes]]]:
+    """``open_bundle`` with the bundle's documents: (header, items, [(sha256, bytes)]), each checked."""
     bundle = _parsed(data, "the bundle", "not a dvc bundle")
     if isinstance(bundle, dict) and isinstance(bundle.get("header"), dict) and bundle["header"].get("format") != BUNDLE:
         raise BundleError(f"not a {BUNDLE} file")
@@ -291,12 +351,13 @@ def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
                           "refused whole, nothing imported") from None
     except (InvalidTag, ValueError, TypeError, binascii.Error, zlib.error):
         raise BundleError("the bundle does not open with this central's key") from None
-    return header, _bundle_items(text, header)
+    return _bundle_contents(text, header)
 
 
-def _bundle_items(text: bytes, header: dict) -> list[dict]:
-    """The dossier items of a decrypted bundle, every one checked (BundleError naming the first that is
-    wrong): refused whole, so nothing of a bundle that is not right is imported."""
+def _bundle_contents(text: bytes, header: dict) -> tuple[dict, list[dict], list[tuple[str, bytes]]]:
+    """(header, the dossier items, the documents as (sha256, bytes)) of a decrypted bundle, every one
+    checked (BundleError naming the first that is wrong, a document that does not hash to its name too):
+    refused whole, so nothing of a bundle that is not right is imported."""
     try:
         contents = protocol.parse_json(text, protocol.MAX_BUNDLE_INFLATED_BYTES)
     except ValueError as exc:  # BadJSON, TooLarge
@@ -315,14 +376,42 @@ def _bundle_items(text: bytes, header: dict) -> list[dict]:
             why = "is not UTF-8 text" if size is None else f"is larger than {MAX_BUNDLE_ITEM_BYTES >> 20} MiB"
             raise BundleError(f"the bundle's dossiers (refused whole, nothing imported): item {n} (submission "
                               f"{item['submission_id']}): items[{n}].body {why}")
-    return items
+    blobs = []
+    for n, blob in enumerate(contents.get("blobs") or []):
+        try:
+            pdf = _unb64(blob["data"])
+        except (ValueError, binascii.Error):
+            pdf = None
+        if pdf is None or protocol.sha256_hex(pdf) != blob["sha256"]:
+            why = "is not base64" if pdf is None else "does not hash to its sha256"
+            raise BundleError(f"the bundle's documents (refused whole, nothing imported): blobs entry {n}: "
+                              f"blobs[{n}].data {why}")
+        blobs.append((blob["sha256"], pdf))
+    return header, items, blobs
+
+
+def _keep_blob(blobs, station_id: str, sha256: str, data: bytes) -> str:
+    """Store a whole document from a bundle for its station; 'complete' or why not (as the blob store says:
+    too large, over the station's quota...). With a store that takes whole blobs (``store_state``) in one
+    call; else as the last chunk of the station's own upload (from where an online upload of it stopped)."""
+    if hasattr(blobs, "store_state"):
+        return blobs.store_state(station_id, sha256, data)
+    start = blobs.offset(sha256, station_id)
+    state = blobs.append(station_id, sha256, start, data[start:], len(data))
+    if state in ("offset_mismatch", "total_mismatch", "hash_mismatch") and start:
+        state = blobs.append(station_id, sha256, 0, data, len(data))  # its upload was dropped meanwhile
+    return state
 
 
 def import_bundle(central, data: bytes) -> tuple[dict, dict]:
     """Receive every dossier of a bundle (idempotent); returns (ack file document, counts). BundleError
     (and nothing else) for a bundle that cannot be imported; each dossier refused gets the central's signed
     refusal in the ack file, as online."""
-    header, items = open_bundle(central, data)
+    header, items, blobs = _opened(central, data)
+    for sha256, pdf in blobs:  # before the dossiers, which the central receives only with their documents
+        state = _keep_blob(central.blobs, header["station_id"], sha256, pdf)
+        if state != "complete":  # its dossier is deferred (428) and stays pending at the station
+            log.warning("bundle %s: a document was not stored (%s)", header["bundle_id"], state)
     acks, refusals = [], []
     counts = {"created": 0, "duplicate": 0, "rejected": 0, "deferred": 0}
     for item in items:
@@ -364,6 +453,7 @@ def apply_ack_file(conn: sqlite3.Connection, data: bytes, *, station_id: str, ce
                 counts["ignored"] += 1
             elif kind == "acks":
                 counts["acknowledged" if record_ack(conn, doc, envelope, "bundle") else "already"] += 1
+                mark_documents_sent(conn, doc["submission_id"])  # the central held them when it received it
             else:
                 changed = record_rejection(conn, doc["submission_id"], doc["code"], f"{doc['code']}: {doc['reason']}")
                 counts["rejected" if changed else "already"] += 1

@@ -35,6 +35,7 @@ class Outcome:
     envelope: dict | None = None
     retry_after: float | None = None
     created: bool = False
+    missing: tuple[str, ...] = ()  # transient 428 missing_blobs: the attachments the central says it lacks
 
 
 class LinkError(Exception):
@@ -203,6 +204,8 @@ class CentralClient:
         """What a non-answer means for the whole request: refused (401/403) or transient."""
         if resp.status in (401, 403):
             return Outcome("refused", f"HTTP {resp.status} {_error_code(resp.body)}")
+        if resp.status == 428:
+            return _missing_blobs(resp.body)
         reason = f"HTTP {resp.status}" + (f" {_error_code(resp.body)}" if resp.status < 500 else "")
         return Outcome("transient", reason, retry_after=parse_retry_after(resp.headers.get("retry-after")))
 
@@ -236,6 +239,8 @@ class CentralClient:
         for sid, _body, sha, _prior in items:
             result = results.get(sid)
             checked = None if result is None else self.answer(result.get("status"), result.get("answer"), sid, sha)
+            if checked is None and result is not None and result.get("status") == 428:
+                checked = _missing_blobs(result.get("answer"))
             if checked is None:
                 status = result.get("status") if result else None
                 checked = Outcome("transient", f"batch item: HTTP {status}" if status else "batch item missing")
@@ -328,6 +333,21 @@ def _read_bounded(resp, limit: int, deadline: float) -> bytes:
             raise LinkError(f"an answer of more than {limit >> 20} MiB")
         parts.append(part)
     return b"".join(parts)
+
+
+def _missing_blobs(answer) -> Outcome:
+    """A 428: transient, with the blobs the central says it lacks when it is its ``missing_blobs`` answer.
+    Not signed, and it need not be: believing a forged one costs a HEAD per document (the central says it
+    has them) and one more try."""
+    try:
+        told = answer if isinstance(answer, dict) else protocol.parse_json(answer, protocol.MAX_ANSWER_BYTES)
+        missing = told["missing"] if told.get("error") == "missing_blobs" else []
+    except (ValueError, KeyError, TypeError, AttributeError):
+        missing = []
+    hashes = tuple(sha for sha in missing if isinstance(sha, str) and len(sha) == 64)[:1000] \
+        if isinstance(missing, list) else ()
+    return Outcome("transient", f"HTTP 428 missing_blobs ({len(hashes)})" if hashes else "HTTP 428",
+                   missing=hashes)
 
 
 def _blob_offset(body: bytes, total: int) -> int:

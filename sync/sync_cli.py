@@ -166,10 +166,14 @@ def export_command(folder):
         result = export_station_bundle(config, conn, Path(folder))
     finally:
         conn.close()
-    if result["path"] is None:
+    if result["path"] is None and not result.get("left"):
         click.echo("Không có hồ sơ đang chờ / nothing is waiting")
-    else:
-        click.echo(f"{result['dossiers']} dossiers -> {result['path']} (they stay waiting until acknowledged)")
+    elif result["path"] is not None:
+        click.echo(f"{result['dossiers']} dossiers, {result.get('documents', 0)} documents -> {result['path']} "
+                   "(they stay waiting until acknowledged)")
+    if result.get("left"):
+        click.echo(f"Còn {result['left']} hồ sơ chưa vừa gói này: xuất thêm lần nữa / {result['left']} more "
+                   "dossiers did not fit in this bundle: export again")
 
 
 @sync.command("import-acks")

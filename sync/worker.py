@@ -12,6 +12,12 @@ changes, purge payloads whose acknowledgement is older than the retention period
 - refused (401/403: station unknown, revoked, clock wrong): nothing is blamed on a dossier; the worker
   backs off and ``sync status`` shows why.
 
+A dossier's documents (its PDFs, kiosk/core/documents.py) go first: before a batch is sent, every attachment
+of its dossiers the central has not confirmed is uploaded as a resumable blob (``upload_blob``, chunks of
+``blob_chunk_bytes``) and marked uploaded. A cut defers the dossiers not yet ready (the next try resumes at
+the central's offset); the ready ones are sent. A 428 ``missing_blobs`` (the central lost blobs) marks the
+dossier's documents unsent again and defers it, so the next pass uploads them again.
+
 The worker may be killed at any instant: the central's receipt is idempotent and the station records an
 acknowledgement in one transaction, so a dossier acknowledged but not yet recorded is simply sent again
 and gets the same acknowledgement.
@@ -31,13 +37,13 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 
-from kiosk.core import audit, dossiers, outbox
+from kiosk.core import audit, documents, dossiers, outbox
 from kiosk.core.db import connect, write_transaction
 from kiosk.core.dossiers import STATUSES
 from kiosk.core.sealing import open_sealed
 
 from . import protocol
-from .client import MAX_RETRY_AFTER_S, CentralClient, LinkError, Outcome
+from .client import MAX_RETRY_AFTER_S, BlobRefused, CentralClient, LinkError, Outcome
 
 log = logging.getLogger("dvc.sync")
 CENTRAL_RESTORED = "central_restored"  # the reason given to rows sent again after the central went back
@@ -53,6 +59,7 @@ class SyncSettings:
     idle_interval: float = 15.0   # between cycles with nothing to do
     pull_limit: int = 500
     batch_http: bool = True       # many dossiers per request (POST /submissions/batch, gzip); PUT one by one if not
+    blob_chunk_bytes: int = 64 * 1024  # a document is uploaded in chunks this big: a cut at 64 kbit/s loses ~8 s
 
     @classmethod
     def from_config(cls, config: dict) -> "SyncSettings":
@@ -99,6 +106,12 @@ def record_ack(conn: sqlite3.Connection, document: dict, envelope: dict, via: st
         if before and before != document["central_code"]:
             audit.append(conn, "sync", "dossier.code_changed", sid, {"from": before, "to": document["central_code"]})
     return True
+
+
+def mark_documents_sent(conn: sqlite3.Connection, submission_id: str) -> int:
+    """The central acknowledged the dossier, so it holds every document the dossier names (it receives none
+    without them): mark those not marked yet (a dossier that went by USB, or was acknowledged as a duplicate)."""
+    return sum(documents.mark_uploaded(conn, row["sha256"]) for row in documents.unsent(conn, submission_id))
 
 
 def record_rejection(conn: sqlite3.Connection, submission_id: str, code: str, reason: str) -> bool:
@@ -182,6 +195,7 @@ class SyncWorker:
         """Record an acknowledgement or a refusal; False for an outcome that must wait."""
         if outcome.kind == "acked":
             record_ack(self.conn, outcome.document, outcome.envelope, "online")
+            mark_documents_sent(self.conn, row["submission_id"])
             counts["acked" if outcome.created else "duplicate"] += 1
             self.check_store(outcome.document.get("store"))
             return True
@@ -202,6 +216,56 @@ class SyncWorker:
         counts["refused" if outcome.kind == "refused" else "transient"] += 1
         self.retry_after = outcome.retry_after or 0.0
         log.info("sync: %s for %d dossier(s) (%s); the rest waits", outcome.kind, len(rows), outcome.reason)
+
+    def _missing_blobs(self, rows) -> None:
+        """The central answered 428 missing_blobs (it lost blobs: restored, or its blob folder replaced): the
+        dossiers' documents are sent again (a HEAD skips each it does have)."""
+        with write_transaction(self.conn):
+            marked = documents.mark_unsent(self.conn, [row["submission_id"] for row in rows])
+        log.info("sync: the central lacks documents of %d dossier(s): %d to upload again", len(rows), marked)
+
+    def upload_documents(self, items: list, counts: dict) -> tuple[list, list, Outcome | None]:
+        """Upload the documents of the dossiers about to be sent, oldest first, each blob resumed where the
+        central stopped and marked uploaded when it has it. Returns (the items ready to send, the rows that
+        must wait, why they wait). A cut or a refusal to take more (quota, too many uploads) stops the
+        uploads: that dossier and the later ones wait, the earlier ones go. A blob the central will never
+        take (too large) or a PDF that is not here as its dossier names it quarantines that dossier only."""
+        ready = []
+        for index, (row, body) in enumerate(items):
+            sid = row["submission_id"]
+            problem = None
+            try:
+                for document in documents.unsent(self.conn, sid):
+                    if self.stopping():
+                        return ready, [], None
+                    pdf = documents.pdf_of(self.conn, self.payload_key, sid, document["document_id"])
+                    if pdf is None:
+                        problem = ("local_documents", f"local_documents: the PDF of {document['document_id']} "
+                                                      "is no longer here")
+                        break
+                    documents.mark_uploaded(self.conn, self.client.upload_blob(pdf, self.settings.blob_chunk_bytes))
+            except InvalidTag:
+                # As for the payload: a key that opens nothing is the station's problem, not the dossier's.
+                return ready, [r for r, _ in items[index:]], Outcome(
+                    "refused", "the payload key does not open a sealed document")
+            except ValueError:
+                problem = ("local_documents", "local_documents: a document's PDF does not match the hash its "
+                                              "dossier names")
+            except BlobRefused as exc:
+                if exc.code != "blob_too_large":  # blob_quota_exceeded, too_many_uploads: wait, tell staff
+                    return ready, [r for r, _ in items[index:]], Outcome("refused", str(exc))
+                problem = ("blob_too_large", f"blob_too_large: a document of this dossier is larger than the "
+                                             f"central takes ({exc.reason})")
+            except LinkError as exc:
+                if self.stopping():
+                    return ready, [], None
+                return ready, [r for r, _ in items[index:]], Outcome("transient", f"document upload: {exc}")
+            if problem is None:
+                ready.append((row, body))
+            else:
+                record_rejection(self.conn, sid, *problem)
+                counts["rejected"] += 1
+        return ready, [], None
 
     def push(self) -> dict:
         """Send what is due, batch by batch, until nothing is due or the link fails."""
@@ -229,6 +293,11 @@ class SyncWorker:
                     counts["rejected"] += 1
                 else:
                     items.append((row, body))
+            items, unready, why = self.upload_documents(items, counts)
+            if self.stopping():
+                return counts  # cut short by a stop: what is uploaded stays uploaded, no backoff
+            if unready:
+                self._wait(unready, why, counts)  # the link failed: send what is ready, then stop
             if self.use_batch and items:
                 result = self.client.post_batch([(r["submission_id"], b, r["payload_sha256"], _prior(r))
                                                  for r, b in items])
@@ -242,8 +311,13 @@ class SyncWorker:
                 else:
                     waiting = [(row, outcome) for (row, _), outcome in zip(items, result, strict=True)
                                if not self._apply(row, outcome, counts)]
+                    missing = [row for row, outcome in waiting if outcome.missing]
+                    if missing:
+                        self._missing_blobs(missing)
                     if waiting:
                         self._wait([row for row, _ in waiting], waiting[0][1], counts)
+                        return counts
+                    if unready:
                         return counts
                     continue
             for row, body in items:
@@ -254,8 +328,12 @@ class SyncWorker:
                 if outcome.kind == "transient" and self.stopping():
                     return counts
                 if not self._apply(row, outcome, counts):
+                    if outcome.missing:
+                        self._missing_blobs([row])
                     self._wait([row], outcome, counts)
                     return counts
+            if unready:
+                return counts
         return counts
 
     # -- pull ------------------------------------------------------------------------------------------
@@ -365,10 +443,15 @@ class SyncWorker:
         """The central went back in time: send again every dossier it acknowledged before (another store
         generation, or all of them when the generation did not change), each with its acknowledgement so
         it keeps its code; read the status feed again from the start; check the purged ones with the
-        central (``reconcile_purged``); and tell staff."""
+        central (``reconcile_purged``); and tell staff. The documents of every dossier waiting to be sent are
+        marked unsent, so the next push checks each with the central (HEAD) and uploads what it lost."""
         key = store_key(store)
         with write_transaction(self.conn):
             resent = outbox.resend_acknowledged(self.conn, f"{CENTRAL_RESTORED}: {reason}", resend_all, key or "")
+            # Its blob folder may have gone back too: every waiting dossier's documents are offered again
+            # (a HEAD skips each the central still has; those purged here cannot be resent anyway).
+            waiting = outbox.pending_payloads(self.conn, outbox.pending_count(self.conn))
+            documents.mark_unsent(self.conn, [row["submission_id"] for row in waiting])
             purged = outbox.sent_purged_count(self.conn)
             event = {"at": iso(utcnow()), "reason": reason, "resent": resent, "to_check": purged,
                      "generation": (store or {}).get("generation")}

@@ -43,15 +43,16 @@ DEFAULTS = {
     "session": {"idle_seconds": 120, "warning_seconds": 30, "draft_idle_minutes": 20, "staff_idle_minutes": 15,
                 "staff_max_hours": 12},
     # card_reader: "auto" (any PC/SC reader), "none" (no card step), or the start of one reader's name.
-    # scanner: "auto" (the first scanner SANE finds), "none", or the start of one SANE device name.
+    # scanner: "auto" (the first scanner SANE finds), "none", or the start of one SANE device name;
+    # scanner_config_dir: a SANE configuration folder instead of the system's (the simulated scanner's).
     "devices": {"card_reader": "auto", "printer": "auto", "csca_dir": "", "card_wait_seconds": 30,
-                "scanner": "auto"},
+                "scanner": "auto", "scanner_config_dir": ""},
     # The papers a dossier carries (kiosk/core/documents.py, docs/documents.md). sources: how pages are
     # captured here, "auto" by the station's kind (kiosk: the scanner; counter: the scanner and files from
     # a USB stick; mobile: the camera and files), or a list of "scanner", "camera", "file". A source that
     # is not there (no scanner found) is not offered; with none, no paper is captured and none blocks submit.
     "documents": {"sources": "auto", "mode": "gray", "dpi": 200, "scan_timeout_seconds": 90},
-    "sync": {"export_dir": "/media/usb"},
+    "sync": {"export_dir": "/media/usb", "blob_chunk_bytes": 65536},
     # Working days and office hours (kiosk/core/calendar.py): public holidays come from the `holidays`
     # package; the station adds the days the government announces each year (dates "yyyy-mm-dd").
     "calendar": {"office_closes": "17:00", "same_day_until": "15:00", "days_off": [], "working_days": [],

@@ -15,9 +15,11 @@ from tests.support.paper_dossiers import distinct_page, submit_with_papers
 TARGET_S = 120.0  # a dossier with its papers within two minutes on the weak link
 
 
-def bench_documents(link: Link | None = WEAK_LINK, seed: int = 1, chunk_bytes: int = 64 * 1024) -> dict:
-    """One row: {name, n (pages), seconds, pdf_bytes_per_page, wire_bytes_per_page, requests, acked}."""
-    pages = [distinct_page(1000 + n) for n in range(5)]
+def bench_documents(link: Link | None = WEAK_LINK, seed: int = 1, chunk_bytes: int = 64 * 1024,
+                    mode: str = "gray") -> dict:
+    """One row: {name, n (pages), seconds, pdf_bytes_per_page, wire_bytes_per_page, requests, acked}; ``mode``
+    is the station's ``[documents] mode`` the pages are cleaned in (gray, the default, or bilevel)."""
+    pages = [distinct_page(1000 + n, mode) for n in range(5)]
     with tempfile.TemporaryDirectory(prefix="dvc-bench-") as tmp:
         folder = Path(tmp)
         with CentralThread(folder / "central") as central:
@@ -39,17 +41,21 @@ def bench_documents(link: Link | None = WEAK_LINK, seed: int = 1, chunk_bytes: i
                 proxy.stop()
     where = "loopback" if link is None else (f"{link.bandwidth_bps / 1000:g} kbit/s, {link.rtt_s * 1000:g} ms RTT, "
                                              f"{link.loss:.0%} loss")
-    return {"name": f"one dossier with 5 scanned pages (3 + 2), {where}", "n": 5, "seconds": round(elapsed, 1),
-            "pdf_bytes_per_page": round(pdf_bytes / 5), "wire_bytes_per_page": round((proxy.bytes_up + proxy.bytes_down) / 5),
+    return {"name": f"one dossier with 5 scanned pages (3 + 2, {mode}), {where}", "n": 5, "seconds": round(elapsed, 1),
+            "pdf_bytes_per_page": round(pdf_bytes / 5),
+            "wire_bytes_per_page": round((proxy.bytes_up + proxy.bytes_down) / 5),
             "requests": sum(proxy.faults.values()), "acked": totals.get("acked", 0), "target_s": TARGET_S}
 
 
-def print_documents_row(row: dict) -> None:
+def print_documents_rows(rows: list[dict]) -> None:
     print("| documents benchmark | pages | seconds | PDF bytes per page | bytes on the wire per page | requests |")
     print("|---|---:|---:|---:|---:|---:|")
-    print(f"| {row['name']} (target < {row['target_s']:.0f} s) | {row['n']} | {row['seconds']:.1f} | "
-          f"{row['pdf_bytes_per_page']} | {row['wire_bytes_per_page']} | {row['requests']} |")
+    for row in rows:
+        print(f"| {row['name']} (target < {row['target_s']:.0f} s) | {row['n']} | {row['seconds']:.1f} | "
+              f"{row['pdf_bytes_per_page']} | {row['wire_bytes_per_page']} | {row['requests']} |")
 
 
 if __name__ == "__main__":
-    print_documents_row(bench_documents())
+    import sys
+
+    print_documents_rows([bench_documents(mode=mode) for mode in (sys.argv[1:] or ["gray", "bilevel"])])

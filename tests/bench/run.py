@@ -154,6 +154,8 @@ def print_sync_table(rows: list[dict]) -> None:
 
 def run_all(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> int:
     from tests.bench.card_bench import bench_card_read
+    from tests.bench.documents_bench import bench_documents, print_documents_rows
+    from tests.bench.pages_bench import bench_pages, print_page_sizes
     from tests.bench.receipt_bench import bench_receipt
     from tests.bench.sync_bench import bench_sync
 
@@ -165,6 +167,8 @@ def run_all(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> int:
     for row in card_rows:
         row["name"] = f"{row['name']} ({row['apdus']} APDUs)"
     rows += card_rows
+    page_rows, page_sizes = bench_pages()
+    rows += page_rows
     print(f"wizard: {clients} concurrent clients, {rounds} whole applications each, over loopback HTTP, "
           f"{think_ms} ms pause before each request; "
           "page load: navigation start to load event in headless Chromium, one browser; "
@@ -174,6 +178,10 @@ def run_all(clients: int = 8, rounds: int = 6, think_ms: int = 0) -> int:
     print_table(rows)
     print()
     print_sync_table(bench_sync())
+    print()
+    print_documents_rows([bench_documents(mode="gray"), bench_documents(mode="bilevel")])
+    print()
+    print_page_sizes(page_sizes)
     return 0
 
 
