@@ -94,7 +94,7 @@ def run_command(once, until_empty, max_seconds, verbose):
 
 def status_report(conn) -> dict:
     """What `sync status` shows: counts by state, the oldest waiting, quarantined reasons, bundles."""
-    from kiosk.core import dossiers, outbox
+    from kiosk.core import documents, dossiers, outbox
 
     from .bundle import bundled_pending
     from .notices import notices
@@ -109,7 +109,7 @@ def status_report(conn) -> dict:
     return {"pending": states.get("pending", 0), "sent": states.get("sent", 0),
             "rejected": states.get("rejected", 0), "oldest_pending": oldest,
             "last_error": last_error, "bundled_pending": bundled,
-            "purged": dossiers.purged_count(conn),
+            "purged": dossiers.purged_count(conn), "documents_pending_bytes": documents.pending_bytes(conn),
             "changes_cursor": int(state.get("changes_cursor", 0)),
             "last_cycle": json.loads(state["last_cycle"]) if "last_cycle" in state else None,
             "quarantined": rejected, **notices(conn)}
@@ -131,6 +131,8 @@ def status_command(as_json):
                f"{report['bundled_pending']} also in a USB bundle)")
     click.echo(f"Đã gửi / sent: {report['sent']}   Bị từ chối / refused: {report['rejected']}   "
                f"purged: {report['purged']}")
+    if report["documents_pending_bytes"]:
+        click.echo(f"Giấy tờ chờ gửi / documents to send: {report['documents_pending_bytes'] / 1024:,.0f} KB")
     if report["last_error"]:
         click.echo(f"Last error: {report['last_error']}")
     if report["clock_warning"]:

@@ -17,6 +17,7 @@ from kiosk.core.sealing import load_or_create_key
 from sync.bundle import BundleError, apply_ack_file, export_bundle, import_bundle, seal_bundle
 from sync.central import open_central
 from sync.keys import load_central_keys, load_or_create_signing_key
+from sync.sync_cli import status_report
 from sync.worker import station_paths, worker_from_config
 from tests.support.faulty_proxy import FaultMix, FaultyProxy, Script
 from tests.support.harness import CentralThread, enrol, make_station
@@ -66,8 +67,11 @@ def test_a_dossier_with_two_documents_reaches_the_central_with_exactly_its_pdfs(
         kept = pdfs(config, sid)
         assert len(kept) == 2 and all(hashlib.sha256(pdf).hexdigest() == sha for sha, pdf in kept.items())
         worker = worker_from_config(config)
+        # `kiosk sync status` says how much of the papers waits to be sent.
+        assert status_report(worker.conn)["documents_pending_bytes"] == sum(map(len, kept.values()))
         report = worker.run(until_empty=True, max_seconds=30)
         assert report["acked"] == 1 and unsent(worker, sid) == []
+        assert status_report(worker.conn)["documents_pending_bytes"] == 0
         assert stored_blobs(tmp_path / "central") == set(kept)
         for sha, pdf in kept.items():
             held = central.central.blobs.read(sha)
