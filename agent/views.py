@@ -1,5 +1,5 @@
-"""Staff screens (/agent): log in, submit on a citizen's behalf with the documents checklist, fee and
-consent, find and reprint dossiers, the day's report and its sign-off, the rejected queue.
+"""Staff screens (/agent): log in, submit on a citizen's behalf with the papers captured in the wizard and
+the originals shown, fee and consent, find and reprint dossiers, the day's report and its sign-off, the rejected queue.
 
 The questions themselves are the citizen's wizard (/p/...), the same pages and checks; after "check
 answers" a logged-in staff member comes here to finish instead of to the citizen's consent page.
@@ -15,8 +15,8 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
                    url_for)
 
 from devices.removable_media import MOUNTS, mounted_removable
-from kiosk import device_words, i18n
-from kiosk.core import audit, dossiers, drafts, fees, outbox, tracking_code
+from kiosk import capture, device_words, i18n
+from kiosk.core import audit, documents, dossiers, drafts, fees, outbox, tracking_code
 from kiosk.core.answers import active_answers, first_unanswered, normalise
 from kiosk.core.catalog import DELIVERY_FIELDS
 from kiosk.core.db import write_transaction
@@ -28,7 +28,7 @@ from sync import notices
 from . import report, staff
 
 bp = Blueprint("agent", __name__, url_prefix="/agent")
-SUPERSEDES_KEY = "_supersedes"  # in a draft's answers: the dossier this correction replaces
+SUPERSEDES_KEY = drafts.SUPERSEDES_KEY  # in a draft's answers: the dossier this correction replaces
 
 
 def _today() -> str:
@@ -263,7 +263,10 @@ def correct(code):
     document = dossiers.open_payload(conn, current_app.config["PAYLOAD_KEY"], row["submission_id"])
     if document is None:
         abort(404)
-    answers = {**document["answers"], SUPERSEDES_KEY: row["submission_id"]}
+    # The papers the citizen said they do not have stay so; the pages captured stay with the old dossier,
+    # carried into the new one unless captured again (kiosk.core.documents.assemble).
+    answers = {**document["answers"], SUPERSEDES_KEY: row["submission_id"],
+               documents.NOT_APPLICABLE_KEY: document.get("documents_not_applicable", [])}
     draft_id = drafts.create(conn, current_app.config["PAYLOAD_KEY"], proc.slug, proc.version, answers)
     session["draft"] = {"id": draft_id, "slug": proc.slug}
     with write_transaction(conn):
@@ -325,6 +328,38 @@ def _delivery_default(answers: dict) -> tuple[str, str]:
     return "counter", ""
 
 
+def _papers(proc, draft_id: str, answers: dict) -> dict:
+    """What the finish page says of the procedure's papers. ``listed``: the declaration (the wizard's
+    answers) and the papers captured in the wizard's steps, read-only, each with its words (pages, kept
+    from the dossier a correction replaces, not held); ``to_tick``: what staff check by hand, the
+    originals shown to them, and the paper copies handed in when this station captures no pages;
+    ``missing``: the ids of required captured papers with no page."""
+    conn = get_db()
+    captured = {d["id"] for d in capture.steps(proc)}
+    counts = {k: len(v) for k, v in documents.pages_of(conn, draft_id).items()}
+    kept, marked = capture.carried(conn, answers), documents.not_applicable(answers)
+    listed, to_tick, received = [], [], []
+    for paper in proc.documents:
+        if paper["kind"] == "form":
+            listed.append((paper, i18n.t("documents_form_filled")))
+            received.append(paper["id"])
+        elif paper["id"] in captured:
+            if counts.get(paper["id"]):
+                words = i18n.t("document_pages", n=counts[paper["id"]])
+            elif paper["id"] in kept:
+                words = i18n.t("document_carried")
+            else:
+                words = i18n.t("document_not_applicable" if paper["id"] in marked else "document_none_yet")
+            listed.append((paper, words))
+            if counts.get(paper["id"]) or paper["id"] in kept:
+                received.append(paper["id"])
+        else:
+            to_tick.append(paper)
+    missing = {d["id"] for d in capture.missing(conn, proc, draft_id, answers)}
+    return {"listed": listed, "to_tick": to_tick, "received": received, "missing": missing,
+            "captures": bool(captured)}
+
+
 def _read_fee_ground(proc, values: dict, full_vnd: int) -> tuple[fees.StaffGround | None, dict]:
     """The reduction or exemption staff chose (``values``: the form's), and the errors. ``full_vnd`` is
     the fee without any, the most an "other" amount may be."""
@@ -361,6 +396,11 @@ def finish(slug):
     missing = first_unanswered(proc, answers)
     if missing is not None:
         return redirect(url_for("citizen.question", slug=slug, page_id=missing["id"]), code=303)
+    if request.method == "GET":
+        paper = capture.first_unanswered(get_db(), proc, draft_id, answers)
+        if paper is not None:  # a paper's step not dealt with yet: there first, as the check page does
+            return redirect(url_for("citizen.document", slug=slug, document_id=paper["id"]), code=303)
+    papers = _papers(proc, draft_id, answers)
     station = current_app.config["STATION"]
     channel = station["station"]["kind"]
     answered = {k: v for k, v in active_answers(proc, answers).items() if k not in DELIVERY_FIELDS}
@@ -372,7 +412,7 @@ def finish(slug):
                           "fee_ground": declared["id"] if declared else fees.NONE, "fee_other_reason": "",
                           "fee_other_amount": "", "fee": None, "consent": False}
     if request.method == "POST":
-        values = {"documents": {int(i) for i in form.getlist("documents") if i.isdigit()},
+        values = {"documents": set(form.getlist("documents")) & {d["id"] for d in papers["to_tick"]},
                   "delivery": form.get("delivery", "counter"), "address": normalise(form.get("address", ""), True),
                   "fee_ground": form.get("fee_ground", values["fee_ground"])[:64],
                   "fee_other_reason": normalise(form.get("fee_other_reason", ""))[:300],
@@ -392,9 +432,11 @@ def finish(slug):
             if form.get("action") != "recalculate":
                 errors["fee"] = i18n.t("fee_due_changed", amount=f"{fee.amount_vnd:,}".replace(",", "."))
             else:
-                return _render_finish(proc, errors, values, fee, full_vnd)
-        lacking = [doc[i18n.current_language()] for i, doc in enumerate(proc.documents)
-                   if doc["required"] and i not in values["documents"]]
+                return _render_finish(proc, errors, values, fee, full_vnd, papers)
+        # The same words as the citizen's consent page: required papers with no page, and required
+        # originals (or, with no capture here, paper copies) not ticked.
+        lacking = [doc[i18n.current_language()] for doc in proc.documents if doc["required"] and (
+            doc["id"] in papers["missing"] or (doc in papers["to_tick"] and doc["id"] not in values["documents"]))]
         if lacking:
             errors["documents"] = i18n.t("documents_missing", documents="; ".join(lacking))
         if values["delivery"] not in ("counter", "post"):
@@ -408,8 +450,8 @@ def finish(slug):
             errors["consent"] = i18n.t("consent_not_recorded")
         if not errors:
             counter = {
-                "documents_checked": [proc.documents[i]["vi"] for i in sorted(values["documents"])
-                                      if i < len(proc.documents)],
+                "documents_checked": [doc["vi"] for doc in proc.documents
+                                      if doc["id"] in papers["received"] or doc["id"] in values["documents"]],
                 "delivery": {"method": values["delivery"],
                              **({"address": values["address"]} if values["delivery"] == "post" else {})},
                 "consent_recorded_by": g.staff["username"],
@@ -423,19 +465,20 @@ def finish(slug):
                 get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
                 channel=channel, procedure=proc, answers=answered, fee_ground=ground,
                 draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
-                also_write=take_fee if taken else None, supersedes=answers.get(SUPERSEDES_KEY))
+                also_write=take_fee if taken else None, supersedes=answers.get(SUPERSEDES_KEY),
+                not_applicable=documents.not_applicable(answers))
             session.pop("draft", None)
             if submitted is None:
                 return redirect(url_for("agent.home"), code=303)
             print_receipt_for(proc, submitted.submission_id, submitted.tracking_code, actor=g.staff["username"])
             flash(i18n.t("submitted_for_citizen"))
             return redirect(url_for("agent.dossier", code=submitted.tracking_code), code=303)
-    return _render_finish(proc, errors, values, fee, full_vnd)
+    return _render_finish(proc, errors, values, fee, full_vnd, papers)
 
 
-def _render_finish(proc, errors: dict, values: dict, fee: fees.Fee, full_vnd: int):
+def _render_finish(proc, errors: dict, values: dict, fee: fees.Fee, full_vnd: int, papers: dict):
     return render_template("agent/finish.html", proc=proc, errors=errors, values=values, fee=fee.basis(),
-                           fee_choices=fees.grounds(proc) if full_vnd else None), 422 if errors else 200
+                           papers=papers, fee_choices=fees.grounds(proc) if full_vnd else None), 422 if errors else 200
 
 
 # --- the day's report, the rejected queue ------------------------------------------------------------

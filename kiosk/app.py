@@ -13,7 +13,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from agent import views as agent_views
 
-from . import audio, card_views, citizen, i18n, web
+from . import audio, capture, card_views, citizen, i18n, web
 from .core import catalog, db, keyfile, sealing
 from .core.calendar import WorkCalendar
 from .core.config import data_dir, load_station
@@ -57,6 +57,7 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     printer_connection = start_checks(station, app.config["CATALOG"]).printer.connection
     app.extensions["receipts"] = ReceiptPrinter(app.config["DATABASE"], station, printer_connection != "none")
     web.init_db(app)
+    capture.init_app(app)  # before the CSRF check: it raises the body limit of page uploads
     csrf.init_app(app)
 
     # The station's working days: every page's processing times and due dates, and the receipts.

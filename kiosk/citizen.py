@@ -1,21 +1,27 @@
-"""The citizen's path: choose a procedure, one question per page, check answers, consent, submit.
+"""The citizen's path: choose a procedure, one question per page, one step per paper to capture (when
+the station offers a way to capture it: kiosk/capture.py), check answers, consent, submit.
 
 Every page is a plain form post that works without JavaScript; with htmx (hx-boost on <body>) only the
 inside of <main> is fetched and swapped. State changes answer 303 (post/redirect/get); a page with
 errors answers 422 with the error summary.
 """
+import logging
 import unicodedata
 
 from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, send_file, session,
                    url_for)
 
+from devices.scanner import ScanError
+
 from .core import answers as answers_mod
-from . import audio, i18n, receipts, web
+from . import audio, capture, device_words, i18n, receipts, web
 from .web import get_db
-from .core import dossiers, drafts, fees, tracking_code
+from .core import documents, dossiers, drafts, fees, tracking_code
+from .core import pages as pages_mod
 from .core.catalog import CATEGORIES, DELIVERY_FIELDS, Procedure
 
 bp = Blueprint("citizen", __name__)
+log = logging.getLogger(__name__)
 
 
 # --- fees --------------------------------------------------------------------------------------------
@@ -111,6 +117,7 @@ def start(slug):
     if existing is None:
         draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version)
         session["draft"] = {"id": draft_id, "slug": proc.slug}
+    capture.station_scanner().start()  # found (or not) long before the citizen reaches the papers
     return _see_other("citizen.question", slug=slug, page_id=proc.pages[0]["id"])
 
 
@@ -130,14 +137,20 @@ def card_value(answers: dict, field: dict):
     return value
 
 
+def _asked_pages(proc: Procedure, answers: dict) -> list[dict]:
+    """The question pages this person is asked, in order (staff skip the delivery question)."""
+    return [p for p in answers_mod.active_pages(proc, answers) if not _staff_skips(p)]
+
+
 def _render_question(proc, page, shown, errors, status=200, change=False, answers=None, prefilled=()):
-    active = [p for p in answers_mod.active_pages(proc, answers or {}) if not _staff_skips(p)]
+    active = _asked_pages(proc, answers or {})
     step = next((i for i, p in enumerate(active) if p["id"] == page["id"]), 0) + 1
     back = url_for("citizen.check", slug=proc.slug) if change else (
         url_for("citizen.question", slug=proc.slug, page_id=active[step - 2]["id"]) if step > 1
         else url_for("citizen.overview", slug=proc.slug))
+    total = len(active) + len(capture.steps(proc))  # the paper steps count too
     return render_template("citizen/question.html", proc=proc, page=page, shown=shown, errors=errors,
-                           step=step, total=len(active), back=back, change=change, prefilled=prefilled), status
+                           step=step, total=total, back=back, change=change, prefilled=prefilled), status
 
 
 @bp.route("/p/<slug>/q/<page_id>", methods=["GET", "POST"])
@@ -156,7 +169,7 @@ def question(slug, page_id):
     if _staff_skips(page):  # not asked of staff (a correction's draft may still lead here): straight on
         _leave_to_counter(proc, answers)
         drafts.save(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, answers)
-        return _go_on(proc, page, answers, change)
+        return _go_on(proc, page, draft_id, answers, change)
 
     if request.method == "GET":
         shown, prefilled = {}, set()
@@ -181,23 +194,225 @@ def question(slug, page_id):
     if not drafts.save(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, answers):
         session.pop("draft", None)
         return _see_other("citizen.overview", slug=slug)
-    return _go_on(proc, page, answers, change)
+    return _go_on(proc, page, draft_id, answers, change)
 
 
-def _go_on(proc: Procedure, page: dict, answers: dict, change: bool):
+def _go_on(proc: Procedure, page: dict, draft_id: str, answers: dict, change: bool):
     """Where the wizard goes after ``page``: the next question (while changing an answer, the first one
-    still unanswered), else the check page."""
+    still unanswered), else the papers, else the check page."""
     missing = answers_mod.first_unanswered(proc, answers)
     if change:
         if missing is None:
-            return _see_other("citizen.check", slug=proc.slug)
+            return _after_questions(proc, draft_id, answers, change)
         return redirect(url_for("citizen.question", slug=proc.slug, page_id=missing["id"], change=1), code=303)
     active = answers_mod.active_pages(proc, answers)
     ids = [p["id"] for p in active]
     later = [p for p in active[ids.index(page["id"]) + 1:] if not _staff_skips(p)] if page["id"] in ids else []
     if later:
         return _see_other("citizen.question", slug=proc.slug, page_id=later[0]["id"])
-    return _see_other("citizen.check", slug=proc.slug)
+    return _after_questions(proc, draft_id, answers, change)
+
+
+def _after_questions(proc: Procedure, draft_id: str, answers: dict, change: bool, after: str | None = None):
+    """The questions are done (or the paper ``after`` is): the next paper's step in the order of the list
+    (while changing, the first one not dealt with yet), else the check page."""
+    if change:
+        paper = capture.first_unanswered(get_db(), proc, draft_id, answers)
+    else:
+        ids = [d["id"] for d in capture.steps(proc)]
+        later = ids[ids.index(after) + 1:] if after in ids else ([] if after else ids)
+        paper = {"id": later[0]} if later else None
+    if paper is None:
+        return _see_other("citizen.check", slug=proc.slug)
+    return redirect(url_for("citizen.document", slug=proc.slug, document_id=paper["id"],
+                            **({"change": 1} if change else {})), code=303)
+
+
+# --- one step per paper ----------------------------------------------------------------------------------
+
+def _paper_step(slug: str, document_id: str):
+    """(procedure, paper, draft id, answers) of a paper step, or the answer that sends the person elsewhere:
+    the overview without a draft, the check page for a paper this station does not capture."""
+    proc = web.procedure_or_404(slug)
+    if document_id not in {d["id"] for d in proc.documents}:
+        abort(404)
+    draft = web.current_draft(proc)
+    if draft is None:
+        return _see_other("citizen.overview", slug=slug)
+    paper = next((d for d in capture.steps(proc) if d["id"] == document_id), None)
+    if paper is None:
+        return _see_other("citizen.check", slug=slug)
+    return proc, paper, draft[0], draft[1]
+
+
+def _back_to_step(proc: Procedure, paper: dict, change: bool):
+    return redirect(url_for("citizen.document", slug=proc.slug, document_id=paper["id"],
+                            **({"change": 1} if change else {})), code=303)
+
+
+def _render_document(proc: Procedure, paper: dict, draft_id: str, answers: dict, errors: dict | None = None,
+                     change: bool = False):
+    conn = get_db()
+    papers = capture.steps(proc)
+    asked = _asked_pages(proc, answers)
+    index = [d["id"] for d in papers].index(paper["id"])
+    if change:
+        back = url_for("citizen.check", slug=proc.slug)
+    elif index:
+        back = url_for("citizen.document", slug=proc.slug, document_id=papers[index - 1]["id"])
+    elif asked:
+        back = url_for("citizen.question", slug=proc.slug, page_id=asked[-1]["id"])
+    else:
+        back = url_for("citizen.overview", slug=proc.slug)
+    page_list = documents.pages_of(conn, draft_id).get(paper["id"], [])
+    return render_template(
+        "citizen/document.html", proc=proc, paper=paper, pages=page_list, sources=capture.offered(),
+        marked=paper["id"] in documents.not_applicable(answers), carried=paper["id"] in capture.carried(conn, answers),
+        errors=errors or {}, step=len(asked) + index + 1, total=len(asked) + len(papers), back=back, change=change,
+        full=len(page_list) >= documents.MAX_PAGES_PER_DOCUMENT), 422 if errors else 200
+
+
+def _dealt_with(conn, paper: dict, draft_id: str, answers: dict) -> bool:
+    """The paper has a page, is kept from the dossier a correction replaces, or (an optional one) the
+    citizen said they do not have it."""
+    return (bool(documents.pages_of(conn, draft_id).get(paper["id"])) or paper["id"] in capture.carried(conn, answers)
+            or (not paper["required"] and paper["id"] in documents.not_applicable(answers)))
+
+
+@bp.route("/p/<slug>/giay-to/<document_id>", methods=["GET", "POST"])
+def document(slug, document_id):
+    """One paper: its pages so far, and what can be done with them; "continue", and for a paper the
+    citizen may not have, "I do not have this paper" (and its undo)."""
+    opened = _paper_step(slug, document_id)
+    if not isinstance(opened, tuple):
+        return opened
+    proc, paper, draft_id, answers = opened
+    change = request.values.get("change") == "1"
+    if request.method == "GET":
+        return _render_document(proc, paper, draft_id, answers, change=change)
+    action = request.form.get("action")
+    if action in ("not_applicable", "undo_not_applicable") and not paper["required"]:
+        answers = documents.with_not_applicable(answers, paper["id"], action == "not_applicable")
+        if not drafts.save(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, answers):
+            session.pop("draft", None)
+            return _see_other("citizen.overview", slug=slug)
+        return _back_to_step(proc, paper, change)
+    if not _dealt_with(get_db(), paper, draft_id, answers):
+        key = "document_needs_page" if paper["required"] else "document_needs_page_or_none"
+        return _render_document(proc, paper, draft_id, answers, {"add-page": i18n.t(key)}, change)
+    return _after_questions(proc, draft_id, answers, change, after=paper["id"])
+
+
+def _captured(source: str) -> pages_mod.Page:
+    """One page from ``source`` (the scanner, or the file posted as ``page``). Raises ScanError or
+    PageError; the scanner no longer offered (gone since the page was shown) is no scanner."""
+    station = current_app.config["STATION"]
+    if source not in capture.offered():
+        if source != "scanner":  # a form this station never shows
+            abort(400)
+        raise ScanError("no_scanner", "not offered")
+    if source == "scanner":
+        return capture.scan(station)
+    return capture.from_upload(request.files.get("page"), station, find_sheet=source == "camera")
+
+
+def _capture_error(error: Exception) -> str:
+    """The words of a refused page or a scanner's trouble (the code goes to the log, never the image)."""
+    log.info("page not captured: %s %s", type(error).__name__, getattr(error, "code", ""))
+    if isinstance(error, ScanError):
+        return device_words.scanner_status(error)
+    return i18n.t(f"page_error_{error.code}")
+
+
+def _capture(proc: Procedure, paper: dict, draft_id: str, answers: dict, keep):
+    """Capture one page from the posted source and ``keep(page, source)`` it; on a refused page or a
+    scanner's trouble, the step again with its words (422), nothing kept."""
+    change = request.values.get("change") == "1"
+    source = request.form.get("source", "")
+    if source not in documents.SOURCES:
+        abort(400)
+    if source != "scanner" and not getattr(request.files.get("page"), "filename", ""):
+        return _render_document(proc, paper, draft_id, answers, {"add-page": i18n.t("document_no_file")}, change)
+    try:
+        page = _captured(source)
+    except (ScanError, pages_mod.PageError) as error:
+        return _render_document(proc, paper, draft_id, answers, {"add-page": _capture_error(error)}, change)
+    try:
+        kept = keep(page, source)
+    except documents.TooManyPages:
+        words = i18n.t("document_too_many_pages", n=documents.MAX_PAGES_PER_DOCUMENT,
+                       total=documents.MAX_PAGES_PER_DRAFT)
+        return _render_document(proc, paper, draft_id, answers, {"add-page": words}, change)
+    if not kept:  # the draft is gone (ended, or idle too long)
+        session.pop("draft", None)
+        return _see_other("citizen.overview", slug=proc.slug)
+    return _back_to_step(proc, paper, change)
+
+
+@bp.post("/p/<slug>/giay-to/<document_id>/them")
+def document_add(slug, document_id):
+    """A page added after the paper's others: scanned, or a photo or a file posted (multipart)."""
+    opened = _paper_step(slug, document_id)
+    if not isinstance(opened, tuple):
+        return opened
+    proc, paper, draft_id, answers = opened
+    key = current_app.config["PAYLOAD_KEY"]
+
+    def keep(page, source):
+        added = documents.add_page(get_db(), key, draft_id, paper["id"], page, source)
+        if added is not None and paper["id"] in documents.not_applicable(answers):  # the citizen has it after all
+            drafts.save(get_db(), key, draft_id, documents.with_not_applicable(answers, paper["id"], False))
+        return added is not None
+
+    return _capture(proc, paper, draft_id, answers, keep)
+
+
+@bp.post("/p/<slug>/giay-to/<document_id>/trang/<int:page_id>/lai")
+def document_retake(slug, document_id, page_id):
+    """A page scanned or photographed again: the new one takes its place."""
+    opened = _paper_step(slug, document_id)
+    if not isinstance(opened, tuple):
+        return opened
+    proc, paper, draft_id, answers = opened
+
+    def keep(page, source):
+        # A page already removed (another tab) has nothing to replace: the step shows what there is.
+        documents.replace_page(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, page_id, page, source)
+        return True
+
+    return _capture(proc, paper, draft_id, answers, keep)
+
+
+@bp.post("/p/<slug>/giay-to/<document_id>/trang/<int:page_id>")
+def document_page(slug, document_id, page_id):
+    """Turn a page a quarter clockwise, or remove it."""
+    opened = _paper_step(slug, document_id)
+    if not isinstance(opened, tuple):
+        return opened
+    proc, paper, draft_id, _answers = opened
+    action = request.form.get("action")
+    if action == "turn":
+        documents.turn_page(get_db(), draft_id, page_id, 1)
+    elif action == "remove":
+        documents.remove_page(get_db(), draft_id, page_id)
+    else:
+        abort(400)
+    return _back_to_step(proc, paper, request.values.get("change") == "1")
+
+
+@bp.get("/p/<slug>/giay-to/<document_id>/trang/<int:page_id>.jpg")
+@web.passive
+def page_thumbnail(slug, document_id, page_id):
+    """A page of this session's own draft, small, turned as it will be sent; never kept by a browser."""
+    ref = session.get("draft")
+    if not ref or ref.get("slug") != slug:
+        abort(404)
+    found = documents.page_image(get_db(), current_app.config["PAYLOAD_KEY"], ref["id"], page_id)
+    if found is None:
+        abort(404)
+    response = current_app.response_class(pages_mod.thumbnail(*found), mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # --- check, consent, submit ----------------------------------------------------------------------------
@@ -215,18 +430,52 @@ def _summary_rows(proc: Procedure, answers: dict) -> list[dict]:
     return rows
 
 
+def _paper_rows(proc: Procedure, draft_id: str, answers: dict) -> list[dict]:
+    """Each paper the wizard asked for: how many pages it has, or that the citizen does not have it."""
+    conn = get_db()
+    captured, marked, kept = documents.pages_of(conn, draft_id), documents.not_applicable(answers), \
+        capture.carried(conn, answers)
+    rows = []
+    for paper in capture.steps(proc):
+        count = len(captured.get(paper["id"], []))
+        if count:
+            value = i18n.t("document_pages", n=count)
+        elif paper["id"] in kept:
+            value = i18n.t("document_carried")
+        elif paper["id"] in marked and not paper["required"]:
+            value = i18n.t("document_not_applicable")
+        else:
+            value = i18n.t("document_none_yet")
+        rows.append({"label": paper[i18n.current_language()], "value": value, "document": paper["id"],
+                     "change_url": url_for("citizen.document", slug=proc.slug, document_id=paper["id"], change=1)})
+    return rows
+
+
+def _not_ready(proc: Procedure, draft_id: str, answers: dict):
+    """Where the person goes first when something is not answered yet: a question, else a paper's step;
+    None when everything is."""
+    missing = answers_mod.first_unanswered(proc, answers)
+    if missing is not None:
+        return _see_other("citizen.question", slug=proc.slug, page_id=missing["id"])
+    paper = capture.first_unanswered(get_db(), proc, draft_id, answers)
+    if paper is not None:
+        return _see_other("citizen.document", slug=proc.slug, document_id=paper["id"])
+    return None
+
+
 @bp.get("/p/<slug>/check")
 def check(slug):
     proc = web.procedure_or_404(slug)
     draft = web.current_draft(proc)
     if draft is None:
         return _see_other("citizen.overview", slug=slug)
-    missing = answers_mod.first_unanswered(proc, draft[1])
-    if missing is not None:
-        return _see_other("citizen.question", slug=slug, page_id=missing["id"])
+    elsewhere = _not_ready(proc, *draft)
+    if elsewhere is not None:
+        return elsewhere
     rows = [row for row in _summary_rows(proc, draft[1])
             if not (getattr(g, "staff", None) and row["field"] in DELIVERY_FIELDS)]  # asked on the finish page
-    return render_template("citizen/check.html", proc=proc, rows=rows, fee=_fee_due(proc, draft[1]))
+    return render_template("citizen/check.html", proc=proc, rows=rows, papers=_paper_rows(proc, *draft),
+                           fee=_fee_due(proc, draft[1]))
 
 
 @bp.route("/p/<slug>/submit", methods=["GET", "POST"])
@@ -239,11 +488,20 @@ def consent(slug):
             return _see_other("citizen.done")
         return _see_other("citizen.overview", slug=slug)
     draft_id, answers = draft
+    if request.method == "GET":
+        elsewhere = _not_ready(proc, draft_id, answers)
+        if elsewhere is not None:
+            return elsewhere
+        return render_template("citizen/consent.html", proc=proc, errors={}, fee=_fee_due(proc, answers))
     missing = answers_mod.first_unanswered(proc, answers)
     if missing is not None:
         return _see_other("citizen.question", slug=slug, page_id=missing["id"])
-    if request.method == "GET":
-        return render_template("citizen/consent.html", proc=proc, errors={}, fee=_fee_due(proc, answers))
+    # A required paper without a page (removed in another tab, or after the check page) blocks submit.
+    lacking = capture.missing(get_db(), proc, draft_id, answers)
+    if lacking:
+        names = "; ".join(d[i18n.current_language()] for d in lacking)
+        return render_template("citizen/consent.html", proc=proc, fee=_fee_due(proc, answers), lacking=lacking,
+                               errors={"documents": i18n.t("documents_missing", documents=names)}), 422
     if request.form.get("consent") != "yes":
         return render_template("citizen/consent.html", proc=proc, fee=_fee_due(proc, answers),
                                errors={"consent": i18n.t("error_consent")}), 422
@@ -252,7 +510,7 @@ def consent(slug):
     submitted = dossiers.submit(
         get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
         channel=station["station"]["kind"], procedure=proc, answers=answers_mod.active_answers(proc, answers),
-        draft_id=draft_id,
+        draft_id=draft_id, not_applicable=documents.not_applicable(answers),
     )
     session.pop("draft", None)
     if submitted is not None:

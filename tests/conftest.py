@@ -11,6 +11,7 @@ from hypothesis import settings
 from tests.support.fake_printer import unused_port
 from kiosk.app import create_app
 from tests.support.live_station import LiveStation  # noqa: F401  (tests import it from here)
+from tests.support.sane import sane_sees_nothing  # noqa: F401  (the fixture below uses it)
 from kiosk.core.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,13 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_system_scanners(sane_sees_nothing):
+    """Every station app, and every `kiosk serve` the tests start, sees no scanner unless its test sets
+    one up (tests/support/sane.py): the system's SANE backends probe the network for seconds."""
+    return sane_sees_nothing
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from kiosk.cli import main
 from kiosk.core.db import connect
 
 from .conftest import csrf_token
-from .wizard import answer_all, submit
+from .wizard import add_page, answer_all, submit
 
 PIN = "246810"
 
@@ -58,7 +58,7 @@ def _finish(client, proc, **overrides):
     assert page.status_code == 200, page.text[:500]
     form = {"csrf_token": csrf_token(page.text), "delivery": "counter", "consent": "yes",
             "fee": str(fees.fee_for(proc, {}, "counter").amount_vnd),
-            "documents": [str(i) for i, d in enumerate(proc.documents) if d["required"]]}
+            "documents": [d["id"] for d in proc.documents if d["required"] and d["kind"] == "show"]}
     form.update(overrides)
     return client.post(f"/agent/p/{proc.slug}/finish", data=form)
 
@@ -142,10 +142,22 @@ def test_submit_for_a_citizen_with_checklist_fee_post_and_receipt(tmp_path, cata
         check = client.get(f"/p/{proc.slug}/check")
         assert f'href="/agent/p/{proc.slug}/finish"' in check.text
 
-        missing = _finish(client, proc, documents=[])
+        # The required paper was captured in the wizard: listed read-only with its pages, no checkbox.
+        finish = client.get(f"/agent/p/{proc.slug}/finish")
+        paper = next(d for d in proc.documents if d["required"] and d["kind"] == "scan")
+        assert f'data-document="{paper["id"]}">1 trang<' in finish.text and f'id="doc-{paper["id"]}"' not in finish.text
+        # Its page removed meanwhile (another tab): the finish page's form is refused with the paper named.
+        step = f"/p/{proc.slug}/giay-to/{paper['id']}"
+        page = client.get(step)
+        remove = re.search(r'action="([^"]+/trang/\d+)"', page.text).group(1)
+        assert client.post(remove, data={"csrf_token": csrf_token(page.text), "action": "remove"}).status_code == 303
+        missing = client.post(f"/agent/p/{proc.slug}/finish", data={
+            "csrf_token": csrf_token(finish.text), "delivery": "counter", "consent": "yes",
+            "fee": str(fees.fee_for(proc, {}, "counter").amount_vnd)})
         assert missing.status_code == 422
-        required = [d["vi"] for d in proc.documents if d["required"]]
-        assert "Còn thiếu giấy tờ bắt buộc: " + "; ".join(required) in missing.text
+        assert "Còn thiếu giấy tờ bắt buộc: " + paper["vi"] in missing.text
+        assert client.get(f"/agent/p/{proc.slug}/finish").headers["Location"] == step  # back to its step
+        assert add_page(client, step).status_code == 303
         no_address = _finish(client, proc, delivery="post", address="")
         assert no_address.status_code == 422 and "Hãy ghi địa chỉ nhận kết quả" in no_address.text
         assert _rows(app, "SELECT COUNT(*) FROM dossiers") == [(0,)]
@@ -323,6 +335,9 @@ def test_a_correction_is_a_new_dossier_that_names_the_old_one(tmp_path, catalog)
     assert started.headers["Location"].endswith(f"/p/{proc.slug}/check")
     check = client.get(f"/p/{proc.slug}/check")
     assert "Nguyễn Văn An" in check.text  # the old answers, ready to change
+    # The old dossier's papers: the death notice kept, the authorisation still not held.
+    assert 'data-document="giay-bao-tu">Giữ giấy tờ của hồ sơ trước<' in check.text
+    assert 'data-document="uy-quyen">Không có<' in check.text
     name_page = next(p for p in proc.pages if p["fields"][0]["name"] == "applicant_name")
     form = client.get(f"/p/{proc.slug}/q/{name_page['id']}?change=1")
     client.post(f"/p/{proc.slug}/q/{name_page['id']}", data={"csrf_token": csrf_token(form.text), "change": "1",
@@ -333,6 +348,8 @@ def test_a_correction_is_a_new_dossier_that_names_the_old_one(tmp_path, catalog)
     rows = dict(_rows(app, "SELECT tracking_code, supersedes FROM dossiers"))
     ids = dict(_rows(app, "SELECT tracking_code, submission_id FROM dossiers"))
     assert rows[first] is None and rows[second] == ids[first]
+    kept = dict(_rows(app, "SELECT submission_id, sha256 FROM dossier_documents WHERE document_id = 'giay-bao-tu'"))
+    assert kept[ids[second]] == kept[ids[first]]  # the same PDF, carried into the correction
     assert "Đã có hồ sơ sửa đổi thay thế" in client.get(f"/agent/d/{first}").text
     assert f"sửa đổi và thay thế hồ sơ {first}" in client.get(f"/agent/d/{second}").text
     actions = [a for (a,) in _rows(app, "SELECT action FROM audit_events")]

@@ -96,3 +96,54 @@ def test_language_switch_in_the_browser(live_station, page):
     page.get_by_role("link", name="Switch to English").click()
     page.wait_for_selector("text=Which service do you need?")
     assert page.locator("html").get_attribute("lang") == "en"
+
+
+def test_a_paper_step_with_a_file_in_the_browser(tmp_path, browser, catalog):
+    """A station that takes files: the wizard's paper step, a page chosen as a file, its thumbnail seen,
+    the optional paper marked as not held, then the check page; the step passes axe at phone width."""
+    from tests.support.live_station import LiveStation
+
+    from .test_accessibility import _check
+    from tests.support.paper import small_page
+
+    proc = catalog["dang-ky-khai-tu"]
+    paper = next(d for d in proc.documents if d["id"] == "giay-bao-tu")
+    station = LiveStation(tmp_path / "live", extra='[devices]\nscanner = "none"\n[documents]\nsources = ["file"]\n')
+    station.start()
+    context = browser.new_context(viewport={"width": 360, "height": 740})
+    page = context.new_page()
+    try:
+        page.goto(f"{station.url}/p/{proc.slug}")
+        page.get_by_role("button", name="Bắt đầu").click()
+        for _ in range(len(proc.pages)):
+            page.wait_for_url(re.compile(r"/(q|giay-to)/[^/]+$"))
+            if "/giay-to/" in page.url:
+                break
+            page.locator("h1").wait_for()
+            fill_page_in_browser(page, proc)
+            before = page.url
+            page.locator("#main").get_by_role("button", name="Tiếp tục").click()
+            page.wait_for_function("url => location.href !== url", arg=before)
+        assert page.url.endswith(f"/giay-to/{paper['id']}")
+        assert page.locator("h1").inner_text() == paper["vi"]
+        page.get_by_label("Chọn tệp ảnh (ví dụ từ USB)").set_input_files(
+            {"name": "trang-1.png", "mimeType": "image/png", "buffer": small_page()})
+        page.get_by_role("button", name="Thêm tệp này").click()
+        thumbnail = page.get_by_role("img", name=f"Trang 1 của {paper['vi']}")
+        thumbnail.wait_for()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle())
+        assert thumbnail.evaluate("img => img.naturalHeight > img.naturalWidth")
+        problems = []
+        _check(page, "paper step", problems)
+        assert problems == []
+        page.locator("#main").get_by_role("button", name="Tiếp tục").click()
+        page.wait_for_url(re.compile(r"/giay-to/uy-quyen$"))
+        page.get_by_role("button", name="Tôi không có giấy tờ này").click()
+        page.get_by_text("Đã ghi nhận: bạn không có giấy tờ này.").wait_for()
+        page.locator("#main").get_by_role("button", name="Tiếp tục").click()
+        page.wait_for_url(re.compile(r"/check$"))
+        papers = page.locator("[data-papers]").inner_text()
+        assert "1 trang" in papers and "Không có" in papers
+    finally:
+        context.close()
+        station.stop()

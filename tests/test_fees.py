@@ -170,7 +170,7 @@ def _finish(client, proc, **overrides):
     shown = re.search(r'name="fee_due_shown" value="(\d+)"', page.text).group(1)
     form = {"csrf_token": csrf_token(page.text), "delivery": "counter", "consent": "yes", "fee_due_shown": shown,
             "fee": re.search(r'id="fee" name="fee" [^>]*value="(\d*)"', page.text).group(1),
-            "documents": [str(i) for i, d in enumerate(proc.documents) if d["required"]]}
+            "documents": [d["id"] for d in proc.documents if d["required"] and d["kind"] == "show"]}
     form.update(overrides)
     return page, client.post(f"/agent/p/{proc.slug}/finish", data=form)
 

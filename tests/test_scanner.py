@@ -14,35 +14,12 @@ from devices import scanner
 from devices.scanner import CODES, ScanError, expected_size, find_scanners, scan_page
 from kiosk import i18n
 from kiosk.device_words import scanner_status
+from tests.support.sane import sane  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("scanimage") is None,
                                 reason="scanimage is missing: scripts/ensure-debian-packages sane-utils")
 
 LOW_DPI = 50  # small pages keep the file fast
-
-
-def sane_config(folder: Path, backends: str = "test", **options) -> Path:
-    """A SANE config folder: dll.conf naming ``backends``, test.conf with ``options`` (test backend keys,
-    ``_`` for ``-``). The virtual glass is made A4-sized (its default is 200 mm square)."""
-    folder.mkdir(exist_ok=True)
-    (folder / "dll.conf").write_text(backends + "\n")
-    settings = {"number_of_devices": 1, "geometry_max": "300.0", "resolution": "300.0", **options}
-    lines = []
-    for key, value in settings.items():
-        key = key.replace("_", "-") if key not in ("number_of_devices", "geometry_max") else key
-        lines.append(f'{key} {value}')
-    (folder / "test.conf").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-@pytest.fixture
-def sane(tmp_path, monkeypatch):
-    """Point SANE at a config folder of this test's; call it with test backend options."""
-    def configure(backends="test", **options):
-        folder = sane_config(tmp_path / "sane.d", backends, **options)
-        monkeypatch.setenv("SANE_CONFIG_DIR", str(folder))
-        return folder
-    return configure
 
 
 def scanimage_processes(config_dir: Path) -> list[int]:

@@ -1,5 +1,10 @@
 """Walking through a procedure with Flask's test client, the way a citizen does with a browser."""
+import functools
+import io
+import re
 from urllib.parse import urlsplit
+
+from tests.support.paper import small_page
 
 from tests.support.samples import form_for_page
 
@@ -21,9 +26,40 @@ def answer(client, path: str, form: dict, headers=None):
     return client.post(path, data={"csrf_token": csrf_token(page.text), **form}, headers=headers)
 
 
-def answer_all(client, proc, overrides: dict | None = None, headers=None) -> list[str]:
-    """Answer every page with valid sample answers (``overrides`` by field name) until the check page.
-    Returns the paths of the question pages visited."""
+@functools.lru_cache(maxsize=1)
+def add_page(client, step: str, data: bytes | None = None, source: str = "file", name: str = "trang.png",
+             headers=None):
+    """Post one page file to a paper's step (``step``: its path) the way its form does."""
+    page = client.get(step, headers=headers)
+    assert page.status_code in (200, 422), step
+    return client.post(f"{step}/them", headers=headers, content_type="multipart/form-data",
+                       data={"csrf_token": csrf_token(page.text), "source": source,
+                             "page": (io.BytesIO(small_page() if data is None else data), name)})
+
+
+def deal_with_papers(client, path: str, headers=None) -> str:
+    """On the paper steps from ``path``: a small page for a required paper, "I do not have this paper" for
+    an optional one, then continue; returns where the wizard goes after them."""
+    while "/giay-to/" in path:
+        page = client.get(path, headers=headers)
+        assert page.status_code == 200, path
+        if 'data-required="yes"' in page.text and 'data-pages="' not in page.text:
+            assert add_page(client, path, headers=headers).status_code == 303
+        elif 'value="not_applicable"' in page.text:
+            response = client.post(path, headers=headers, data={"csrf_token": csrf_token(page.text),
+                                                                "action": "not_applicable"})
+            assert response.status_code == 303
+        page = client.get(path, headers=headers)
+        response = client.post(path, headers=headers, data={"csrf_token": csrf_token(page.text), "action": "continue"})
+        assert response.status_code == 303, (path, re.sub(r"\s+", " ", response.text)[:1500])
+        path = urlsplit(response.headers["Location"]).path
+    return path
+
+
+def answer_all(client, proc, overrides: dict | None = None, headers=None, papers: bool = True) -> list[str]:
+    """Answer every page with valid sample answers (``overrides`` by field name), then, on a station that
+    captures pages, deal with each paper's step (``deal_with_papers``), until the check page; with
+    ``papers=False``, stop at the first paper's step. Returns the paths of the question pages visited."""
     path, visited = start(client, proc.slug), []
     while "/q/" in path:
         page = proc.page(path.rsplit("/", 1)[1])
@@ -40,6 +76,9 @@ def answer_all(client, proc, overrides: dict | None = None, headers=None) -> lis
         visited.append(path)
         path = urlsplit(response.headers["Location"]).path
         assert len(visited) <= len(proc.pages), "the wizard went in a loop"
+    if not papers and "/giay-to/" in path:
+        return visited + [path]
+    path = deal_with_papers(client, path, headers)
     assert path == f"/p/{proc.slug}/check"
     return visited
 

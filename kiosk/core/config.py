@@ -51,7 +51,9 @@ DEFAULTS = {
     # captured here, "auto" by the station's kind (kiosk: the scanner; counter: the scanner and files from
     # a USB stick; mobile: the camera and files), or a list of "scanner", "camera", "file". A source that
     # is not there (no scanner found) is not offered; with none, no paper is captured and none blocks submit.
-    "documents": {"sources": "auto", "mode": "gray", "dpi": 200, "scan_timeout_seconds": 90},
+    # mode: "bilevel" (black and white, about 37 KB per A4 text page: five pages cross a 64 kbit/s link in
+    # under a minute) or "gray" (tones kept, up to 150 KB per page: over two minutes for five).
+    "documents": {"sources": "auto", "mode": "bilevel", "dpi": 300, "scan_timeout_seconds": 90},
     "sync": {"export_dir": "/media/usb", "blob_chunk_bytes": 65536},
     # Working days and office hours (kiosk/core/calendar.py): public holidays come from the `holidays`
     # package; the station adds the days the government announces each year (dates "yyyy-mm-dd").

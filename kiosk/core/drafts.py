@@ -11,6 +11,9 @@ from datetime import datetime, timedelta, timezone
 from . import sealing
 from .db import write_transaction
 
+SUPERSEDES_KEY = "_supersedes"  # in a draft's answers: the dossier a correction replaces (agent/views.py)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -5,9 +5,11 @@ the real server, keeps the session cookie, and reads the CSRF token from each pa
 """
 import http.client
 import re
+import secrets
 import time
 from urllib.parse import urlencode, urlsplit
 
+from .paper import small_page
 from .samples import form_for_page
 
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -21,13 +23,23 @@ class HttpCitizen:
         self.cookie = ""
         self.timings: list[tuple[str, float, float | None]] = []   # (step, client ms, server ms)
 
-    def request(self, step: str, method: str, path: str, form: dict | None = None):
-        body = urlencode(form).encode() if form is not None else None
+    def request(self, step: str, method: str, path: str, form: dict | None = None, file: bytes | None = None):
+        """One request; with ``file``, the form goes as multipart with the file as its ``page``."""
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        if file is not None:
+            boundary = secrets.token_hex(12)
+            parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                     for k, v in (form or {}).items()]
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="page"; filename="trang.png"\r\n'
+                         f"Content-Type: image/png\r\n\r\n".encode() + file + b"\r\n")
+            body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+            headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+        else:
+            body = urlencode(form).encode() if form is not None else None
+            if body is not None:
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
         if self.think_s:
             time.sleep(self.think_s)
-        headers = {"Cookie": self.cookie} if self.cookie else {}
-        if body is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
         started = time.perf_counter()
         self.connection.request(method, path, body=body, headers=headers)
         response = self.connection.getresponse()
@@ -57,9 +69,34 @@ class HttpCitizen:
             if status != 303:
                 raise RuntimeError(f"{path}: answer refused ({status})")
             path = urlsplit(location).path
+        path = self.papers(path)
         self.request("check answers", "GET", path)
         _, _, page = self.request("consent", "GET", f"/p/{proc.slug}/submit")
         return _TOKEN.search(page).group(1)
+
+    def papers(self, path: str) -> str:
+        """The paper steps from ``path``: a page file for a required paper, "I do not have this paper" for
+        an optional one, then on; returns where the wizard goes after them."""
+        while "/giay-to/" in path:
+            _, _, page = self.request("paper (GET)", "GET", path)
+            token = _TOKEN.search(page).group(1)
+            if 'data-required="yes"' in page and 'data-pages="' not in page:
+                status, _, _ = self.request("paper (upload)", "POST", f"{path}/them",
+                                            {"csrf_token": token, "source": "file"}, file=small_page())
+            elif 'value="not_applicable"' in page:
+                status, _, _ = self.request("paper (not held)", "POST", path,
+                                            {"csrf_token": token, "action": "not_applicable"})
+            else:
+                status = 303
+            if status != 303:
+                raise RuntimeError(f"{path}: paper refused ({status})")
+            _, _, page = self.request("paper (GET)", "GET", path)
+            status, location, _ = self.request("paper (continue)", "POST", path,
+                                               {"csrf_token": _TOKEN.search(page).group(1), "action": "continue"})
+            if status != 303:
+                raise RuntimeError(f"{path}: continue refused ({status})")
+            path = urlsplit(location).path
+        return path
 
     def submit(self, proc, token: str) -> None:
         """Press submit; returns once the station has answered that the dossier is submitted."""

@@ -65,6 +65,18 @@ def phone_photo(upright: Image.Image) -> bytes:
 
 
 
+def small_page() -> bytes:
+    """A small page as a PNG (a form's block and lines): quick to clean, enough to be a page."""
+    page = Image.new("L", (700, 990), 255)
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((40, 40, 160, 160), fill=0)
+    for y in range(220, 940, 30):
+        draw.line((40, y, 640, y), fill=0, width=3)
+    out = io.BytesIO()
+    page.save(out, "PNG")
+    return out.getvalue()
+
+
 def page_png(page: Image.Image, dpi: int = 300) -> bytes:
     """The page as a scanner's PNG at ``dpi``."""
     out = io.BytesIO()
