@@ -6,6 +6,7 @@ inside of <main> is fetched and swapped. State changes answer 303 (post/redirect
 errors answers 422 with the error summary.
 """
 import logging
+import functools
 import unicodedata
 
 from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, send_file, session,
@@ -230,19 +231,23 @@ def _after_questions(proc: Procedure, draft_id: str, answers: dict, change: bool
 
 # --- one step per paper ----------------------------------------------------------------------------------
 
-def _paper_step(slug: str, document_id: str):
-    """(procedure, paper, draft id, answers) of a paper step, or the answer that sends the person elsewhere:
-    the overview without a draft, the check page for a paper this station does not capture."""
-    proc = web.procedure_or_404(slug)
-    if document_id not in {d["id"] for d in proc.documents}:
-        abort(404)
-    draft = web.current_draft(proc)
-    if draft is None:
-        return _see_other("citizen.overview", slug=slug)
-    paper = next((d for d in capture.steps(proc) if d["id"] == document_id), None)
-    if paper is None:
-        return _see_other("citizen.check", slug=slug)
-    return proc, paper, draft[0], draft[1]
+def _paper_step(view):
+    """A view of one paper's step, called with (procedure, paper, draft id, answers, the URL's other
+    values); the person is sent elsewhere instead: to the overview without a draft, to the check page for
+    a paper this station does not capture."""
+    @functools.wraps(view)
+    def opened(slug: str, document_id: str, **values):
+        proc = web.procedure_or_404(slug)
+        if document_id not in {d["id"] for d in proc.documents}:
+            abort(404)
+        draft = web.current_draft(proc)
+        if draft is None:
+            return _see_other("citizen.overview", slug=slug)
+        paper = next((d for d in capture.steps(proc) if d["id"] == document_id), None)
+        if paper is None:
+            return _see_other("citizen.check", slug=slug)
+        return view(proc, paper, draft[0], draft[1], **values)
+    return opened
 
 
 def _back_to_step(proc: Procedure, paper: dict, change: bool):
@@ -280,13 +285,10 @@ def _dealt_with(conn, paper: dict, draft_id: str, answers: dict) -> bool:
 
 
 @bp.route("/p/<slug>/giay-to/<document_id>", methods=["GET", "POST"])
-def document(slug, document_id):
+@_paper_step
+def document(proc, paper, draft_id, answers):
     """One paper: its pages so far, and what can be done with them; "continue", and for a paper the
     citizen may not have, "I do not have this paper" (and its undo)."""
-    opened = _paper_step(slug, document_id)
-    if not isinstance(opened, tuple):
-        return opened
-    proc, paper, draft_id, answers = opened
     change = request.values.get("change") == "1"
     if request.method == "GET":
         return _render_document(proc, paper, draft_id, answers, change=change)
@@ -295,7 +297,7 @@ def document(slug, document_id):
         answers = documents.with_not_applicable(answers, paper["id"], action == "not_applicable")
         if not drafts.save(get_db(), current_app.config["PAYLOAD_KEY"], draft_id, answers):
             session.pop("draft", None)
-            return _see_other("citizen.overview", slug=slug)
+            return _see_other("citizen.overview", slug=proc.slug)
         return _back_to_step(proc, paper, change)
     if not _dealt_with(get_db(), paper, draft_id, answers):
         key = "document_needs_page" if paper["required"] else "document_needs_page_or_none"
@@ -350,12 +352,9 @@ def _capture(proc: Procedure, paper: dict, draft_id: str, answers: dict, keep):
 
 
 @bp.post("/p/<slug>/giay-to/<document_id>/them")
-def document_add(slug, document_id):
+@_paper_step
+def document_add(proc, paper, draft_id, answers):
     """A page added after the paper's others: scanned, or a photo or a file posted (multipart)."""
-    opened = _paper_step(slug, document_id)
-    if not isinstance(opened, tuple):
-        return opened
-    proc, paper, draft_id, answers = opened
     key = current_app.config["PAYLOAD_KEY"]
 
     def keep(page, source):
@@ -368,12 +367,9 @@ def document_add(slug, document_id):
 
 
 @bp.post("/p/<slug>/giay-to/<document_id>/trang/<int:page_id>/lai")
-def document_retake(slug, document_id, page_id):
+@_paper_step
+def document_retake(proc, paper, draft_id, answers, page_id):
     """A page scanned or photographed again: the new one takes its place."""
-    opened = _paper_step(slug, document_id)
-    if not isinstance(opened, tuple):
-        return opened
-    proc, paper, draft_id, answers = opened
 
     def keep(page, source):
         # A page already removed (another tab) has nothing to replace: the step shows what there is.
@@ -384,12 +380,9 @@ def document_retake(slug, document_id, page_id):
 
 
 @bp.post("/p/<slug>/giay-to/<document_id>/trang/<int:page_id>")
-def document_page(slug, document_id, page_id):
+@_paper_step
+def document_page(proc, paper, draft_id, _answers, page_id):
     """Turn a page a quarter clockwise, or remove it."""
-    opened = _paper_step(slug, document_id)
-    if not isinstance(opened, tuple):
-        return opened
-    proc, paper, draft_id, _answers = opened
     action = request.form.get("action")
     if action == "turn":
         documents.turn_page(get_db(), draft_id, page_id, 1)

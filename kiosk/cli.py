@@ -17,6 +17,7 @@ station_option = click.option(
 def main():
     """dvc-kiosk: citizen kiosk, post-office counter and mobile-team station for online public services."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pikepdf").setLevel(logging.WARNING)  # img2pdf's PDF engine announces itself at INFO
 
 
 def _load(station_file, overrides=None):
