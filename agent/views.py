@@ -81,7 +81,8 @@ def _ended_message(reason: str | None) -> str:
 def staff_context():
     if not getattr(g, "staff", None):
         return {"staff": None}
-    return {"staff": g.staff, "waiting": outbox.waiting(get_db()), "notices": notices.notices(get_db())}
+    return {"staff": g.staff, "waiting": outbox.waiting(get_db()), "notices": notices.notices(get_db()),
+            "papers_waiting_kb": -(-documents.pending_bytes(get_db()) // 1024)}
 
 
 def login_required(role: str | None = None):
@@ -324,7 +325,8 @@ def _delivery_default(answers: dict) -> tuple[str, str]:
     """What the counter's delivery question starts from: the citizen's own answer when the draft has one
     (a correction of a kiosk dossier brings it along), else collection at the counter."""
     if answers.get("delivery") == "buu-chinh":
-        return "post", answers.get("delivery_address") or ""
+        address = answers.get("delivery_address") or ""
+        return "post", address.get("text", "") if isinstance(address, dict) else address  # an address answer
     return "counter", ""
 
 

@@ -266,6 +266,10 @@ def test_rejected_queue_and_waiting_banner(tmp_path, catalog):
     code = _counter_submit(client, catalog["dang-ky-khai-tu"])
     home = client.get("/agent/")
     assert re.search(r'data-waiting="1">1 hồ sơ đang chờ gửi đi, hồ sơ cũ nhất chờ (vài giây|\d+ phút)', home.text)
+    # Its paper waits too, and how much of it (what a mobile team's link has to carry).
+    with sqlite3.connect(app.config["DATABASE"]) as conn:
+        (size,) = conn.execute("SELECT sum(size_bytes) FROM dossier_documents").fetchone()
+    assert size and f"(kèm {-(-size // 1024)} KB giấy tờ)" in home.text
     with sqlite3.connect(app.config["DATABASE"]) as conn:
         conn.execute("UPDATE outbox SET state = 'rejected', last_error = 'Thiếu chữ ký số'")
     page = client.get("/agent/rejected")
