@@ -15,6 +15,7 @@ from flask import (Blueprint, abort, current_app, g, redirect, render_template, 
 from devices.scanner import ScanError
 
 from .core import answers as answers_mod
+from .core import address_answer
 from . import audio, capture, device_words, i18n, receipts, web
 from .web import get_db
 from .core import documents, dossiers, drafts, fees, tracking_code
@@ -64,6 +65,7 @@ def _error_text(error, field: dict) -> str:
     if isinstance(error, dict):
         return i18n.pick(error)
     key, params = error
+    params = {name: i18n.pick(value) if isinstance(value, dict) else value for name, value in params.items()}
     return i18n.t(key, label=i18n.pick(field["label"]), **params)
 
 
@@ -183,9 +185,19 @@ def question(slug, page_id):
             shown[field["name"]] = answers_mod.shown_from_value(field, value)
         return _render_question(proc, page, shown, {}, change=change, answers=answers, prefilled=prefilled)
 
+    pressed = address_answer.pressed(page["fields"], request.form)
+    if pressed is not None:  # an address field's "Tìm" or "convert": the page again (200), nothing answered
+        shown = {f["name"]: answers_mod.read_field(f, request.form).shown for f in page["fields"]}
+        shown[pressed[0]] = pressed[1]
+        return _render_question(proc, page, shown, {}, change=change, answers=answers)
+
     readings = {f["name"]: answers_mod.read_field(f, request.form) for f in page["fields"]}
     fields = {f["name"]: f for f in page["fields"]}
     errors = {name: _error_text(r.error, fields[name]) for name, r in readings.items() if r.error is not None}
+    if not errors:  # each answer reads well: now they must agree with each other (ID number vs birth date)
+        agreed = {**answers, **{name: r.value for name, r in readings.items()}}
+        errors = {name: _error_text(error, fields[name])
+                  for name, error in answers_mod.cross_check(proc, agreed, page).items()}
     if errors:
         shown = {name: r.shown for name, r in readings.items()}
         return _render_question(proc, page, shown, errors, status=422, change=change, answers=answers)

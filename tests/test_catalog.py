@@ -46,6 +46,38 @@ def test_malformed_definition_names_file_and_field(tmp_path, transform, message)
         load_catalog(_broken(tmp_path, transform))
 
 
+_EXTRA_PAGE = ("\n[[pages]]\nid = 'zz'\n{title}[[pages.fields]]\nname = '{name}'\ntype = 'text'\n"
+               "label = {{vi='{vi}', en='{en}'}}\nhint = {{vi='{hint}', en='Commune'}}\n")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (dict(name="huyen", vi="Xã", en="Commune"), r"fields\[0\]\.name: 'huyen' asks for a district"),
+    (dict(name="address_district", vi="Xã", en="Commune"), r"name: 'address_district' asks for a district"),
+    (dict(name="dia_chi", vi="Quận/huyện", en="Commune"), r"label\.vi: asks for a district \('Quận/huyện'\)"),
+    (dict(name="dia_chi", vi="Xã", en="District"), r"label\.en: asks for a district"),
+    (dict(name="dia_chi", vi="Huyện nơi sinh", en="Place"), r"label\.vi: asks for a district"),
+    (dict(name="dia_chi", vi="Xã", en="Commune", title="title = {vi='Quận, huyện', en='x'}\n"),
+     r"title\.vi: asks for a district"),
+])
+def test_a_definition_that_asks_a_district_is_refused(tmp_path, extra, message):
+    """Since 1 July 2025 there is no district level (NQ 202/2025/QH15): `kiosk check` refuses the question."""
+    page = _EXTRA_PAGE.format(**{"title": "", "hint": "Xã", **extra})
+    with pytest.raises(CatalogError, match=r"dang-ky-khai-tu\.toml: pages\[\d+\]\..*" + message):
+        load_catalog(_broken(tmp_path, lambda s: s + page))
+
+
+@pytest.mark.parametrize("extra", [
+    dict(name="dia_chi", vi="Xã, phường hoặc đặc khu", en="Commune, ward or special zone",
+         hint="Quận 1 cũ nay là phường Sài Gòn, phường Bến Thành…"),  # a hint may name an old district
+    dict(name="quan_he", vi="Quan hệ với chủ hộ", en="Relationship"),  # "quan" (relation) is not "quận"
+    dict(name="ten_truyen", vi="Tên huyền thoại", en="Legend"),  # "huyền" is not "huyện" (a slug has no
+    # tone marks, so a field named "…_huyen_…" is refused whatever it means: choose another name)
+])
+def test_words_that_only_look_like_a_district_are_fine(tmp_path, extra):
+    page = _EXTRA_PAGE.format(**{"title": "", "hint": "Xã", **extra})
+    load_catalog(_broken(tmp_path, lambda s: s + page))
+
+
 def test_duplicate_code_is_refused(tmp_path):
     folder = _broken(tmp_path, lambda s: s)
     shutil.copy(folder / "dang-ky-khai-tu.toml", folder / "zz-copy.toml")

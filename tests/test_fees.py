@@ -345,7 +345,8 @@ def test_a_correction_at_the_counter_starts_from_the_citizens_delivery_answer(tm
     page = client.get(f"/agent/d/{code}")
     client.post(f"/agent/d/{code}/correct", data={"csrf_token": csrf_token(page.text)})
     finish = client.get(f"/agent/p/{proc.slug}/finish").text
-    assert 'value="post" checked' in finish and "Số 12, đường Lê Lợi" in finish
+    # The citizen's address answer (tests/support/samples.py), as its one line of text.
+    assert 'value="post" checked' in finish and "Số 1 Tràng Tiền, Phường Hoàn Kiếm, Thành phố Hà Nội" in finish
     _page, done = _finish(client, proc, delivery="post", address="Số 12, đường Lê Lợi, Thành phố Hồ Chí Minh")
     assert done.status_code == 303, done.text[:2000]
     [(second,)] = _rows(app, "SELECT submission_id FROM dossiers WHERE supersedes = ?", first)

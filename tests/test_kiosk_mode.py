@@ -42,7 +42,7 @@ def test_idle_warning_can_be_extended_then_wipes_everything(live_station, page, 
     page.get_by_role("button", name="Bắt đầu").click()
     page.wait_for_url(re.compile(r"/q/"))
     first = proc.pages[0]
-    name_field = next(f for f in first["fields"] if f["type"] == "text")
+    name_field = next(f for f in first["fields"] if f["type"] in ("text", "name"))
     page.locator(f"[name='{name_field['name']}']").fill("Lê Thị Hồng Nhung")
     for name, value in form_for_page(first).items():
         if name != name_field["name"]:
@@ -98,7 +98,7 @@ def test_on_screen_keyboard_types_vietnamese_and_never_hides_the_field(live_stat
     page.goto(f"{live_station.url}/p/{proc.slug}")
     page.get_by_role("button", name="Bắt đầu").click()
     page.wait_for_url(re.compile(r"/q/"))
-    text_field = next(f for f in proc.pages[0]["fields"] if f["type"] == "text")
+    text_field = next(f for f in proc.pages[0]["fields"] if f["type"] in ("text", "name"))
     field = page.locator(f"[name='{text_field['name']}']")
     field.click()
     keyboard = page.locator("#osk")

@@ -25,7 +25,12 @@ CATEGORIES = {
 # whose chip the station reads).
 DOCUMENT_KINDS = ("scan", "form", "show")
 
-FIELD_TYPES = ("text", "textarea", "date", "year", "integer", "choice", "phone", "email", "id_number")
+FIELD_TYPES = ("text", "textarea", "date", "year", "integer", "choice", "phone", "email", "id_number", "name",
+               "time")
+# A place in Viet Nam in the units since 1 July 2025 (kiosk/core/address_answer.py): chosen, not typed, so
+# it takes no length, pattern or options; filled from the card only by its residence (converted).
+FIELD_TYPES += ("address",)
+ADDRESS_KEYS_REFUSED = ("min_length", "max_length", "pattern", "pattern_message", "options", "min", "max", "date")
 
 # What the chip of a CCCD gives (DG13); a field names one of these to be filled from the card.
 PREFILL_SOURCES = (
@@ -45,7 +50,13 @@ CARD_TEXT_MAX = {"card.full_name": 200, "card.father_name": 200, "card.mother_na
 # stored, so delivery is asked once and kept once.
 DELIVERY_FIELDS = ("delivery", "delivery_address")
 # Text fields without a max_length of their own (kiosk.core.answers applies the same defaults).
-DEFAULT_MAX_LENGTH = {"text": 200, "textarea": 1000, "email": 254}
+DEFAULT_MAX_LENGTH = {"text": 200, "textarea": 1000, "email": 254, "name": 200}
+# Since 1 July 2025 there is no district level (NQ 202/2025/QH15: province, then commune/ward/special zone):
+# a definition may not ask for one. What counts as asking: a field's name, its label or its page's title
+# naming a "huyện"/"quận"/"district" (the words on their own, not "huyền" or "quán"). A hint is free text
+# and may mention an old district ("Quận 1 cũ nay là phường Sài Gòn"): hints are not checked.
+_DISTRICT_WORDS = re.compile(r"\b(huyện|quận|districts?)\b", re.IGNORECASE)
+_DISTRICT_NAME_PARTS = {"huyen", "district", "districts"}
 
 _TEXT = {
     "type": "object",
@@ -257,6 +268,24 @@ def _check_condition(where: str, when: dict, fields: dict, which: str) -> None:
         raise CatalogError(f"{where}.when.equals: '{when['equals']}' is not an option of '{target['name']}'")
 
 
+def _check_no_district(pages: list) -> None:
+    """No question asks for a district: that level of government ended on 1 July 2025."""
+    for p_index, page in enumerate(pages):
+        for lang, text in page.get("title", {}).items():
+            if _DISTRICT_WORDS.search(text):
+                raise CatalogError(f"pages[{p_index}].title.{lang}: asks for a district ('{text}'); since "
+                                   "1 July 2025 there are only provinces and communes, wards or special zones")
+        for f_index, field in enumerate(page["fields"]):
+            fwhere = f"pages[{p_index}].fields[{f_index}]"
+            if _DISTRICT_NAME_PARTS & set(re.split(r"[_-]", field["name"])):
+                raise CatalogError(f"{fwhere}.name: '{field['name']}' asks for a district; since 1 July 2025 "
+                                   "there are only provinces and communes, wards or special zones")
+            for lang, text in field["label"].items():
+                if _DISTRICT_WORDS.search(text):
+                    raise CatalogError(f"{fwhere}.label.{lang}: asks for a district ('{text}'); since 1 July 2025 "
+                                       "there are only provinces and communes, wards or special zones")
+
+
 def _check_semantics(data: dict) -> None:
     """What the schema cannot say: unique names, working patterns, conditions that point backwards."""
     seen_documents = set()
@@ -279,9 +308,15 @@ def _check_semantics(data: dict) -> None:
             seen_fields[field["name"]] = field
             if field["type"] == "choice" and "options" not in field:
                 raise CatalogError(f"{fwhere}.options: a choice field needs options")
+            if field["type"] == "address":
+                refused = next((key for key in ADDRESS_KEYS_REFUSED if key in field), None)
+                if refused:
+                    raise CatalogError(f"{fwhere}.{refused}: an address field does not take '{refused}'")
+                if field.get("prefill", "card.residence") != "card.residence":
+                    raise CatalogError(f"{fwhere}.prefill: an address field is filled only from card.residence")
             needed = CARD_TEXT_MAX.get(field.get("prefill", ""))
             limit = field.get("max_length", DEFAULT_MAX_LENGTH.get(field["type"], 200))
-            if needed and field["type"] in ("text", "textarea") and limit < needed:
+            if needed and field["type"] in ("text", "textarea", "name") and limit < needed:
                 raise CatalogError(f"{fwhere}.max_length: {limit} is shorter than what the card can give "
                                    f"({field['prefill']}, up to {needed} characters)")
             if "pattern" in field:
@@ -291,6 +326,7 @@ def _check_semantics(data: dict) -> None:
                     raise CatalogError(f"{fwhere}.pattern: not a valid regular expression ({exc})") from None
                 if "pattern_message" not in field:
                     raise CatalogError(f"{fwhere}.pattern_message: a pattern needs a message saying what to type")
+    _check_no_district(data["pages"])
     _check_fee(data["fee"], seen_fields)
 
 

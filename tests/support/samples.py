@@ -5,7 +5,7 @@ Used by the benchmarks and the tests to walk through any procedure in the catalo
 import re
 from datetime import date, timedelta
 
-_TEXT_CANDIDATES = ("Nguyễn Văn An", "08:15", "AB123456", "001099012345", "12")
+_TEXT_CANDIDATES = ("Nguyễn Văn An", "08:15", "AB123456", "001090012345", "12")
 
 
 def form_for_field(field: dict, today: date | None = None) -> dict[str, str]:
@@ -25,7 +25,15 @@ def form_for_field(field: dict, today: date | None = None) -> dict[str, str]:
     if kind == "email":
         return {name: "an.nguyen@example.com"}
     if kind == "id_number":
-        return {name: "001099012345"}
+        # 001: Hà Nội (Thông tư 07/2016/TT-BCA annex); 0: a man born 1900-1999; 90: in 1990, as the sample
+        # date and year of birth above and the first option (nam) of a sex question say.
+        return {name: "001090012345"}
+    if kind == "name":
+        return {name: "Nguyễn Văn An"}
+    if kind == "time":
+        return {name: "9h30"}
+    if kind == "address":  # Thành phố Hà Nội (01), Phường Hoàn Kiếm (00070): kiosk/core/units.py
+        return {f"{name}__province": "01", f"{name}__commune": "00070", f"{name}__street": "Số 1 Tràng Tiền"}
     if kind == "textarea":
         return {name: "Số 12, đường Lê Lợi, phường Bến Thành, Thành phố Hồ Chí Minh"}
     if "pattern" in field:
@@ -47,7 +55,16 @@ def fill_page_in_browser(page, proc) -> None:
     """Answer the question page a Playwright ``page`` shows, with the sample answers (benchmarks and
     browser tests): radios are checked, every other input typed."""
     page_id = page.url.split("?")[0].rsplit("/", 1)[1]
+    for field in proc.page(page_id)["fields"]:
+        if field["type"] == "address":  # the picker: province, search the commune, choose it, the street
+            name = field["name"]
+            page.locator(f"select[name='{name}__province']").select_option("01")
+            page.locator(f"[name='{name}__q']").fill("hoan kiem")
+            page.locator(f"button[name='address_search'][value='{name}']").click()
+            page.locator(f"input[type=radio][name='{name}__commune'][value='00070']").check()
     for name, value in form_for_page(proc.page(page_id)).items():
+        if name.endswith(("__province", "__commune")):
+            continue
         radio = page.locator(f"input[type=radio][name='{name}'][value='{value}']")
         if radio.count():
             radio.check()
