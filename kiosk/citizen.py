@@ -665,6 +665,17 @@ def patterns():
                            qr=web.qr_svg("http://127.0.0.1:8080/track/K01-261128-0042-1"))
 
 
+def _central_tracking():
+    """This app's way to ask the central about a dossier taken at another station (sync/tracking.py),
+    made on first use and kept by the app."""
+    from sync.tracking import CentralTracking
+
+    tracking = current_app.extensions.get("central_tracking")
+    if tracking is None:
+        tracking = current_app.extensions["central_tracking"] = CentralTracking(current_app.config["STATION"])
+    return tracking
+
+
 @bp.get("/track")
 def track():
     text = request.args.get("code")
@@ -678,18 +689,39 @@ def track():
         error = i18n.t("track_invalid")
     else:
         dossier = dossiers.find_by_tracking_code(get_db(), text)
-        if dossier is None:
-            error = i18n.t("track_not_found")
-        else:
+        if dossier is not None:
             return _see_other("citizen.track_code", code=dossier["tracking_code"])
+        if _central_tracking().connected():
+            # Taken at another station, perhaps: the code's own page asks the central (once per lookup).
+            return _see_other("citizen.track_code", code="-".join(text.upper().replace("-", " ").split()))
+        error = i18n.t("track_not_found")
     return render_template("citizen/track.html", code=text, dossier=None, errors={"code": error}), 422
 
 
 @bp.get("/track/<code>")
 def track_code(code):
-    dossier = dossiers.find_by_tracking_code(get_db(), code) if tracking_code.is_valid(code) else None
-    if dossier is None:
+    """The dossier of a tracking code: this station's own, else what the central says of one taken at
+    another station; when the central cannot be asked, a page that says so (never a guess)."""
+    if not tracking_code.is_valid(code):
         abort(404)
-    proc = web.catalog().get(dossier["procedure_slug"])
-    return render_template("citizen/track.html", code=dossier["tracking_code"], dossier=dossier, proc=proc,
-                           replaced_by=dossiers.replaced_by(get_db(), dossier["submission_id"]), errors={})
+    dossier = dossiers.find_by_tracking_code(get_db(), code)
+    if dossier is not None:
+        proc = web.catalog().get(dossier["procedure_slug"])
+        return render_template("citizen/track.html", code=dossier["tracking_code"], dossier=dossier, proc=proc,
+                               replaced_by=dossiers.replaced_by(get_db(), dossier["submission_id"]), errors={})
+    answer = _central_tracking().lookup(code)
+    if answer.kind == "not_connected":
+        abort(404)
+    if answer.kind == "found" and answer.dossier["status"] in dossiers.CENTRAL_STATUSES:
+        remote = answer.dossier
+        proc = next((p for p in web.catalog().values() if p.code == remote["procedure_code"]), None)
+        return render_template("citizen/track.html", code=code, dossier=None, remote=remote, proc=proc, errors={})
+    headers = {}
+    if answer.kind == "not_found":
+        status, error = 404, i18n.t("track_not_found_central")
+    elif answer.kind == "busy":
+        status, error = 503, i18n.t("track_central_busy")
+        headers["Retry-After"] = str(int((answer.retry_after or 60) + 0.999))
+    else:
+        status, error = 503, i18n.t("track_central_unreachable")
+    return render_template("citizen/track.html", code=code, dossier=None, errors={"code": error}), status, headers

@@ -32,6 +32,7 @@ from kiosk.core import keyfile
 from . import protocol
 from .central_store import (BlobDamaged, BlobStore, CentralStore, Conflict, DocumentKeyError, Prior, Receipt,
                             TrackingCodeTaken, now_iso, open_store)
+from .notify import sender_from_config
 from .keys import (central_keys_document, ed25519_public, load_or_create_bundle_key, load_or_create_documents_key,
                    load_or_create_signing_key)
 
@@ -48,6 +49,9 @@ MAX_FAILURES = 5              # wrong passwords in a row that lock a staff accou
 LOCKOUT = timedelta(minutes=15)  # ... for this long
 LOGIN_ATTEMPTS = 10           # login attempts one client may make ...
 LOGIN_WINDOW_S = 60           # ... in this many seconds
+TRACK_RATE = 1.0              # tracking questions one station may ask per second, on average ...
+TRACK_BURST = 30              # ... and at most this many at once (a token bucket per station)
+NOTIFY_INTERVAL_S = 5.0       # how often the notification sender looks for due rows (0: no sender thread)
 _hasher = PasswordHasher()
 # Checking an unknown user name costs the same as a known one, so timing does not tell which names exist.
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
@@ -392,6 +396,62 @@ def holds(station_id):
                                       "store": central.store.identity(), "at": now_iso(),
                                       "restore_window_s": central.restore_window,
                                       "held": central.store.holds(station_id, ids)}))
+
+
+class TrackLimiter:
+    """A token bucket per station for tracking questions: ``burst`` at once, refilled at ``rate`` per
+    second, in this process. A station whose tracking page is scripted cannot read the whole province's
+    statuses at speed; each station's citizens are held back only by their own station's questions."""
+
+    def __init__(self, rate: float = TRACK_RATE, burst: float = TRACK_BURST, stations: int = 100_000):
+        self.rate, self.burst, self.stations = float(rate), float(burst), stations
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, station_id: str, now: float | None = None) -> float:
+        """0 when the question may be answered (a token is taken), else the seconds until one is there."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, at = self._buckets.pop(station_id, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            self._buckets[station_id] = (tokens, now)
+            while len(self._buckets) > self.stations:
+                self._buckets.popitem(last=False)
+            if tokens >= 1:
+                self._buckets[station_id] = (tokens - 1, now)
+                return 0.0
+            return (1 - tokens) / self.rate if self.rate > 0 else 3600.0
+
+
+TRACKING_CODE = re.compile(r"^[0-9A-Za-z-]{4,40}$")
+NONCE = re.compile(r"^[0-9a-f]{0,64}$")
+
+
+@api.get("/track/<tracking_code>")
+def track(tracking_code):
+    """What any enrolled station may tell a citizen about a dossier, found by its tracking code (dashes and
+    case ignored): status, official code, procedure code, received and last-change times and the station
+    that took it, never a name, a number or an answer. Signed (``dvc-central-track/1``, echoing the code,
+    the asking station and its ``nonce``, so an answer cannot be replayed for another question); 404 with
+    the same signed document saying ``found: false`` for an unknown code; 429 past the station's budget."""
+    wait = current_app.extensions["central_track_limiter"].take(_station_id())
+    if wait:
+        return Response(json.dumps({"error": "too_many", "message": "too many tracking questions from this "
+                                    "station; try again later", "retry_after": int(wait + 0.999)}), 429,
+                        {"Retry-After": str(int(wait + 0.999))}, mimetype="application/json")
+    nonce = request.args.get("nonce", "")
+    if not TRACKING_CODE.match(tracking_code) or not NONCE.match(nonce):
+        return _error(400, "bad_tracking_code", "a tracking code is letters, digits and dashes")
+    central = _central()
+    found = central.store.tracked(tracking_code)
+    document = {"type": protocol.TRACK, "tracking_code": tracking_code, "asked_by": _station_id(), "nonce": nonce,
+                "at": now_iso(), "found": found is not None}
+    if found is None:
+        return Response(json.dumps({"error": "not_found", **central.sign(document)}, ensure_ascii=False), 404,
+                        mimetype="application/json")
+    document["dossier"] = {key: found[key] for key in ("status", "central_code", "received_at", "procedure_code",
+                                                        "status_at", "station_id", "station_name")}
+    return _signed(200, central.sign(document))
 
 
 def _check_sha(sha256: str):
@@ -760,7 +820,8 @@ def create_central_app(config: dict | None = None) -> Flask:
     """The central's Flask app. Config: DATA_DIR (keys, blobs, default SQLite file), DATABASE (a SQLite path
     or a postgresql:// URL), AGENCY_CODE (starts each mã hồ sơ), MAX_CLOCK_SKEW, RESTORE_WINDOW (seconds: the
     oldest backup its operators may restore; stations keep payloads that long), RETENTION_DAYS (a handed-over
-    dossier's document is dropped this long after), SESSION_COOKIE_SECURE (behind TLS). The staff page needs
+    dossier's document is dropped this long after), SESSION_COOKIE_SECURE (behind TLS), the BLOB_* limits,
+    TRACK_RATE/TRACK_BURST (tracking questions per station) and the NOTIFY_* settings (docs/sync.md). The staff page needs
     an account (``kiosk central staff add``); the session key is ``DATA_DIR/central-session.key``."""
     app = Flask(__name__)
     data_dir = Path((config or {}).get("DATA_DIR", "var/central"))
@@ -783,12 +844,32 @@ def create_central_app(config: dict | None = None) -> Flask:
     # Blobs stored before they were sealed (a central upgraded in place, or put back from such a backup).
     app.extensions["dvc_central"].blobs_sealed_at_start = app.extensions["dvc_central"].blobs.seal_plain()
     app.extensions["central_login_limiter"] = LoginLimiter()
+    app.extensions["central_track_limiter"] = TrackLimiter(float(app.config.get("TRACK_RATE", TRACK_RATE)),
+                                                           float(app.config.get("TRACK_BURST", TRACK_BURST)))
+    configure_notifications(app)
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # signed by station keys, not a browser session
     app.register_blueprint(api)
     app.register_blueprint(staff)
     app.after_request(_security_headers)
     return app
+
+
+def configure_notifications(app: Flask) -> None:
+    """Citizens told of status changes (sync/notify.py) when the config names a channel (NOTIFY_SMTP_HOST,
+    NOTIFY_SMS_URL or NOTIFY_SMS_GATEWAY): from then on a status change queues a row per consented channel,
+    and a sender thread sends them every NOTIFY_INTERVAL seconds (at once after a change; 0: no thread,
+    ``app.extensions["central_notifications"].send_due()`` does one pass)."""
+    central = app.extensions["dvc_central"]
+    sender = sender_from_config(central.store, app.config)
+    app.extensions["central_notifications"] = sender
+    if sender is None:
+        return
+    central.store.notify_channels = frozenset(sender.channels)
+    central.store.on_queued = sender.wake.set
+    interval = float(app.config.get("NOTIFY_INTERVAL", NOTIFY_INTERVAL_S))
+    if interval > 0:
+        sender.start(interval)
 
 
 def _security_headers(response: Response) -> Response:

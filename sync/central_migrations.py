@@ -46,6 +46,11 @@ _STATIONS = """CREATE TABLE stations (
 _CHANGES = """CREATE TABLE changes (
         station_id TEXT NOT NULL, seq {counter} NOT NULL, submission_id TEXT NOT NULL, status TEXT NOT NULL,
         at TEXT NOT NULL, actor TEXT NOT NULL, PRIMARY KEY (station_id, seq))"""
+_NOTIFICATIONS = """CREATE TABLE notifications (
+        station_id TEXT NOT NULL, seq {counter} NOT NULL, channel TEXT NOT NULL, submission_id TEXT NOT NULL,
+        status TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL, claimed_until TEXT, created_at TEXT NOT NULL, sent_at TEXT,
+        last_error TEXT, PRIMARY KEY (station_id, seq, channel))"""
 
 MIGRATIONS: list[Migration] = [
     # The schema as the central made it before it had migrations (adopted as is on such a database).
@@ -89,6 +94,17 @@ MIGRATIONS: list[Migration] = [
         """CREATE TABLE central_staff (
         username TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, failed_logins INTEGER NOT NULL DEFAULT 0,
         locked_until TEXT, active INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, last_login_at TEXT)""",
+    )),
+    # Telling citizens of status changes (sync/notify.py, docs/sync.md "Notifications"): one row per status
+    # change and channel the citizen consented to, keyed by the change it tells of, so a change is queued
+    # once and sent once. No address here: it stays in the sealed document and goes with it (retention).
+    # And tracking at any station: a dossier found by its tracking code as typed (dashes left out).
+    Migration("m004_notifications_and_tracking", (
+        Dialects(sqlite=_NOTIFICATIONS.format(counter="INTEGER"), postgres=_NOTIFICATIONS.format(counter="BIGINT")),
+        "CREATE INDEX notifications_due ON notifications(state, next_attempt_at)",
+        "CREATE INDEX notifications_submission ON notifications(submission_id)",
+        Dialects(sqlite="CREATE INDEX submissions_tracking_compact ON submissions(replace(tracking_code, '-', ''))",
+                 postgres="CREATE INDEX submissions_tracking_compact ON submissions((replace(tracking_code, '-', '')))"),
     )),
 ]
 

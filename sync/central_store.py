@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from kiosk.core.keyfile import fsync_folder, write_durably
 
 from .central_migrations import migrate
+from .notify import document_contacts
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,11 @@ class SqlCentralStore:
         self.watermark = Path(watermark) if watermark else None
         self._reserved: dict[str, int] = {}
         self._watermark_lock = threading.Lock()
+        # The channels this central notifies citizens through (sync/notify.py): a status change queues a
+        # row for each of them the dossier's document consents to; none set, nothing is queued.
+        # ``on_queued`` (the sender's wake-up) is called after a transaction that queued one.
+        self.notify_channels: frozenset[str] = frozenset()
+        self.on_queued = None
         # The schema, and the store's identity (made once, with the database): sync/central_migrations.py.
         migrate(self._conn(), dialect)
         self.sealed_at_start = self._seal_plain_documents() if document_key is not None else 0
@@ -223,6 +229,9 @@ class SqlCentralStore:
                 if cur.execute("UPDATE submissions SET document = '', document_purged_at = ? "
                                "WHERE submission_id = ? AND document_purged_at IS NULL", (at, submission_id)):
                     dropped[submission_id] = attachment_hashes(self._open(submission_id, document))
+                    # The address went with the document: what was still to tell cannot be told.
+                    cur.execute("UPDATE notifications SET state = 'dropped', last_error = 'document dropped' "
+                                "WHERE submission_id = ? AND state = 'pending'", (submission_id,))
         if dropped:
             self._forget_old_pages()
         return dropped
@@ -478,13 +487,29 @@ class SqlCentralStore:
             self._reserve(day, int(number))
         return True
 
-    def _record_change(self, cur, station_id: str, submission_id: str, status: str, at: str, actor: str):
+    def _record_change(self, cur, station_id: str, submission_id: str, status: str, at: str, actor: str,
+                       document_json: str | None = None) -> int:
+        """Record a status change (and queue its notifications, for the channels the dossier's document
+        consents to, in the same transaction: a change is told once, never lost); returns how many were
+        queued."""
         # The per-station sequence is taken under the station row's lock, so changes commit in seq order
         # and a reader of ``since=N`` never skips one that commits later with a smaller number.
         (seq,) = cur.one("UPDATE stations SET last_change = last_change + 1 WHERE station_id = ? "
                          "RETURNING last_change", (station_id,))
         cur.execute("INSERT INTO changes (station_id, seq, submission_id, status, at, actor) "
                     "VALUES (?, ?, ?, ?, ?, ?)", (station_id, seq, submission_id, status, at, actor))
+        queued = 0
+        if self.notify_channels and document_json:
+            for channel in sorted(set(document_contacts(document_json)) & self.notify_channels):
+                queued += cur.execute(
+                    "INSERT INTO notifications (station_id, seq, channel, submission_id, status, next_attempt_at, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station_id, seq, channel) DO NOTHING",
+                    (station_id, seq, channel, submission_id, status, at, at))
+        return queued
+
+    def _queued(self, count: int) -> None:
+        if count and self.on_queued is not None:
+            self.on_queued()
 
     def _existing(self, cur, submission_id: str, station_id: str, payload_sha256: str) -> Receipt | None:
         row = cur.one("SELECT station_id, payload_sha256, central_code, received_at FROM submissions "
@@ -526,15 +551,21 @@ class SqlCentralStore:
                 (submission_id, station_id, payload_sha256, code, tracking_code, procedure_code,
                  seal_document(self.document_key, submission_id, document_json), at, "received", at))
             if inserted:
-                self._record_change(cur, station_id, submission_id, "received", at, "central")
-                return Receipt(submission_id, station_id, payload_sha256, code, at, created=True)
+                # A dossier sent again after a restore (with its earlier acknowledgement) was told of already.
+                queued = self._record_change(cur, station_id, submission_id, "received", at, "central",
+                                             document_json if prior is None else None)
+                receipt = Receipt(submission_id, station_id, payload_sha256, code, at, created=True)
+        if inserted:
+            self._queued(queued)
+            return receipt
         # Lost a race with a concurrent first receipt (PostgreSQL, READ COMMITTED): read the winner's.
         with self._tx() as cur:
             return self._existing(cur, submission_id, station_id, payload_sha256)
 
     def set_status(self, submission_id: str, status: str, actor: str) -> bool:
         with self._tx() as cur:
-            row = cur.one("SELECT station_id, status FROM submissions WHERE submission_id = ?", (submission_id,))
+            row = cur.one("SELECT station_id, status, document FROM submissions WHERE submission_id = ?",
+                          (submission_id,))
             if row is None or row[1] == status:
                 return False
             at = now_iso()
@@ -543,8 +574,10 @@ class SqlCentralStore:
             cur.execute("UPDATE submissions SET status = ?, status_at = ?, handed_over_at = "
                         "COALESCE(handed_over_at, ?) WHERE submission_id = ?",
                         (status, at, at if status != "received" else None, submission_id))
-            self._record_change(cur, row[0], submission_id, status, at, actor)
-            return True
+            document = self._open(submission_id, row[2]) if self.notify_channels else None
+            queued = self._record_change(cur, row[0], submission_id, status, at, actor, document)
+        self._queued(queued)
+        return True
 
     def head(self, station_id: str) -> int:
         """The station's latest change number: a station whose cursor is past it saw a newer store."""
@@ -593,6 +626,81 @@ class SqlCentralStore:
     def count(self) -> int:
         with self._tx() as cur:
             return cur.one("SELECT COUNT(*) FROM submissions", ())[0]
+
+    # -- tracking at any station ------------------------------------------------------------------------
+    def tracked(self, tracking_code: str) -> dict | None:
+        """What any station may tell a citizen about the dossier with this tracking code (dashes and case
+        ignored): codes, procedure, times, status and the station that took it; never the document."""
+        compact = re.sub(r"[^0-9A-Z]", "", tracking_code.upper())
+        with self._tx() as cur:
+            row = cur.one("SELECT s.tracking_code, s.status, s.central_code, s.received_at, s.procedure_code, "
+                          "s.status_at, s.station_id, st.name FROM submissions s "
+                          "JOIN stations st ON st.station_id = s.station_id "
+                          "WHERE replace(s.tracking_code, '-', '') = ? ORDER BY s.received_at DESC LIMIT 1",
+                          (compact,))
+        if row is None:
+            return None
+        return dict(zip(("tracking_code", "status", "central_code", "received_at", "procedure_code", "status_at",
+                         "station_id", "station_name"), row))
+
+    # -- notifications (sync/notify.py sends them; the rows say what is due) ----------------------------
+    _NOTIFICATION = ("station_id", "seq", "channel", "submission_id", "status", "state", "attempts",
+                     "next_attempt_at", "created_at", "sent_at", "last_error")
+
+    def due_notifications(self, now: str, limit: int = 100) -> list[dict]:
+        """Pending rows due at ``now`` and not claimed by a sender, in the order of the changes, with the
+        tracking code; a row waits while an earlier one of its dossier and channel is pending, so a citizen
+        never hears "done" before "received"."""
+        with self._tx() as cur:
+            rows = cur.all("SELECT n.station_id, n.seq, n.channel, n.submission_id, n.status, n.attempts, "
+                           "s.tracking_code FROM notifications n JOIN submissions s ON s.submission_id = n.submission_id "
+                           "WHERE n.state = 'pending' AND n.next_attempt_at <= ? "
+                           "AND (n.claimed_until IS NULL OR n.claimed_until <= ?) "
+                           "AND NOT EXISTS (SELECT 1 FROM notifications e WHERE e.submission_id = n.submission_id "
+                           "AND e.channel = n.channel AND e.state = 'pending' AND e.seq < n.seq) "
+                           "ORDER BY n.station_id, n.seq LIMIT ?", (now, now, limit))
+        return [dict(zip(("station_id", "seq", "channel", "submission_id", "status", "attempts", "tracking_code"), r))
+                for r in rows]
+
+    def claim_notification(self, key: tuple, now: str, until: str) -> bool:
+        """Take a pending row for sending until ``until``; False when another sender holds it or it is done."""
+        with self._tx() as cur:
+            return cur.execute("UPDATE notifications SET claimed_until = ? WHERE station_id = ? AND seq = ? "
+                               "AND channel = ? AND state = 'pending' AND (claimed_until IS NULL OR claimed_until <= ?)",
+                               (until, *key, now)) > 0
+
+    def notification_sent(self, key: tuple, at: str) -> None:
+        with self._tx() as cur:
+            cur.execute("UPDATE notifications SET state = 'sent', sent_at = ?, claimed_until = NULL, "
+                        "attempts = attempts + 1, last_error = NULL "
+                        "WHERE station_id = ? AND seq = ? AND channel = ?", (at, *key))
+
+    def notification_retry(self, key: tuple, attempts: int, next_attempt_at: str, error: str) -> None:
+        with self._tx() as cur:
+            cur.execute("UPDATE notifications SET attempts = ?, next_attempt_at = ?, last_error = ?, "
+                        "claimed_until = NULL WHERE station_id = ? AND seq = ? AND channel = ? AND state = 'pending'",
+                        (attempts, next_attempt_at, error[:300], *key))
+
+    def notification_given_up(self, key: tuple, state: str, error: str, attempts: int | None = None) -> None:
+        """``failed`` (tried too often) or ``dropped`` (nothing to send it with, or to)."""
+        with self._tx() as cur:
+            cur.execute("UPDATE notifications SET state = ?, last_error = ?, claimed_until = NULL, "
+                        "attempts = COALESCE(?, attempts) WHERE station_id = ? AND seq = ? AND channel = ?",
+                        (state, error[:300], attempts, *key))
+
+    def notification_contacts(self, submission_id: str) -> dict[str, str]:
+        """{channel: address} the dossier's sealed document consents to; empty once it was dropped."""
+        with self._tx() as cur:
+            row = cur.one("SELECT document FROM submissions WHERE submission_id = ?", (submission_id,))
+        return document_contacts(self._open(submission_id, row[0])) if row else {}
+
+    def notifications(self, submission_id: str | None = None) -> list[dict]:
+        """The queue's rows (of one submission), for staff and tests: no addresses are kept in it."""
+        where, args = ("WHERE submission_id = ?", (submission_id,)) if submission_id else ("", ())
+        with self._tx() as cur:
+            rows = cur.all(f"SELECT {', '.join(self._NOTIFICATION)} FROM notifications {where} "
+                           "ORDER BY station_id, seq, channel", args)
+        return [dict(zip(self._NOTIFICATION, r)) for r in rows]
 
 
 class _SqliteCursor:

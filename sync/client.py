@@ -10,10 +10,11 @@ import email.utils
 import gzip
 import hashlib
 import http.client
+import secrets
 import time
 import zlib
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from . import protocol
 
@@ -51,6 +52,18 @@ class BlobRefused(LinkError):
     def __init__(self, code: str, reason: str, document: dict):
         super().__init__(f"blob refused: {code}: {reason}"[:300])
         self.code, self.reason, self.document = code, reason, document
+
+
+class TrackBusy(LinkError):
+    """The central has answered this station's tracking questions as fast as it will (429): ask again after
+    ``retry_after`` seconds (None when it did not say)."""
+
+    def __init__(self, retry_after: float | None):
+        super().__init__(f"tracking: HTTP 429, retry after {retry_after}")
+        self.retry_after = retry_after
+
+
+TRACK_FIELDS = ("status", "central_code", "received_at", "procedure_code", "status_at", "station_id", "station_name")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -272,6 +285,29 @@ class CentralClient:
         if doc.get("station_id") != self.station_id or not isinstance(doc.get("held"), dict):
             raise protocol.NotGenuine("a holds answer for another station")
         return doc
+
+    def track(self, tracking_code: str) -> dict | None:
+        """What the central says of the dossier with this tracking code, taken by any station: a dict of
+        TRACK_FIELDS, or None when it knows no such code. Only a signed dvc-central-track/1 answering this
+        very question (the code, this station, a fresh nonce) is believed: anything else raises
+        protocol.NotGenuine; network trouble raises LinkError, a 429 TrackBusy."""
+        nonce = secrets.token_hex(16)
+        resp = self.request("GET", f"/api/v1/track/{quote(tracking_code, safe='')}?nonce={nonce}")
+        if resp.status == 429:
+            raise TrackBusy(parse_retry_after(resp.headers.get("retry-after")))
+        if resp.status not in (200, 404):
+            raise LinkError(f"tracking: HTTP {resp.status} {_error_code(resp.body)}")
+        doc = protocol.open_document(self.central_key, resp.body, protocol.TRACK)
+        if (doc.get("tracking_code"), doc.get("asked_by"), doc.get("nonce")) != (tracking_code, self.station_id, nonce):
+            raise protocol.NotGenuine("a tracking answer to another question")
+        if resp.status == 404 or doc.get("found") is not True:
+            if resp.status == 200 or doc.get("found") is not False:
+                raise protocol.NotGenuine("a tracking answer whose status and content disagree")
+            return None
+        dossier = doc.get("dossier")
+        if not isinstance(dossier, dict) or not all(isinstance(dossier.get(k), str) for k in TRACK_FIELDS):
+            raise protocol.NotGenuine("a tracking answer without the dossier's fields")
+        return {k: dossier[k] for k in TRACK_FIELDS}
 
     def upload_blob(self, data: bytes, chunk_size: int = 256 * 1024) -> str:
         """Send a blob (content-addressed, resumable): HEAD first to skip what the central has or to resume

@@ -83,6 +83,32 @@ def applicant_answer(procedure: Procedure, answers: dict, source: str) -> str | 
                  if f.get("prefill") == source and answers.get(f["name"])), None)
 
 
+# The question a procedure asks to let the central tell the citizen of status changes (docs/sync.md,
+# "Notifications"); the answers that mean yes.
+NOTIFY_CONSENT = "notify_consent"
+CONSENT_YES = (True, "yes", "co", "có")
+
+
+def notify_contacts(procedure: Procedure, answers: dict) -> dict | None:
+    """The dossier document's ``notify`` object, ``{"email", "sms", "consent": true}``, or None: only when
+    the procedure asks ``notify_consent`` and the citizen answered yes, with the first answered field of type
+    email and of type phone (the applicant's own, ``applicant_*``, before any other); no consent question,
+    no consent or no address, no notification."""
+    fields = procedure.fields()
+    if not any(f["name"] == NOTIFY_CONSENT for f in fields) or answers.get(NOTIFY_CONSENT) not in CONSENT_YES:
+        return None
+
+    def first(kind: str) -> str | None:
+        names = [f["name"] for f in fields if f.get("type") == kind and answers.get(f["name"])]
+        names.sort(key=lambda name: not name.startswith("applicant_"))  # stable: the applicant's first
+        return str(answers[names[0]]) if names else None
+
+    email, sms = first("email"), first("phone")
+    if not email and not sms:
+        return None
+    return {"email": email, "sms": sms, "consent": True}
+
+
 def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str, procedure: Procedure,
            answers: dict, draft_id: str | None = None, supersedes: str | None = None,
            actor: str = "citizen", staff_id: int | None = None, counter: dict | None = None,
@@ -132,6 +158,9 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
             document["attachments"] = [item.attachment() for item in built]
         if not_applicable:
             document["documents_not_applicable"] = sorted(not_applicable)
+        notify = notify_contacts(procedure, answers)
+        if notify is not None:
+            document["notify"] = notify
         name = applicant_answer(procedure, answers, "card.full_name")
         _write(conn, key, document, supersedes=supersedes, staff_id=staff_id, local_day=local_date.isoformat(),
                fee_due_vnd=fee.amount_vnd, applicant_masked=mask_name(name) if name else None,
