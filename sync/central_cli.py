@@ -37,6 +37,20 @@ RETENTION_OPTION = click.option(
     help="Drop a dossier's document this many days after it was handed over (its status left 'received').")
 
 
+# The notification channels (docs/sync.md, "Notifications") come from the environment, so a password or a
+# gateway token is never on a command line: DVC_CENTRAL_NOTIFY_SMTP_HOST and the others below.
+NOTIFY_ENVIRONMENT = ("NOTIFY_SMTP_HOST", "NOTIFY_SMTP_PORT", "NOTIFY_SMTP_USER", "NOTIFY_SMTP_PASSWORD",
+                      "NOTIFY_EMAIL_FROM", "NOTIFY_SMS_URL", "NOTIFY_SMS_TOKEN")
+
+
+def notify_settings(environ) -> dict:
+    """The central's NOTIFY_* config from ``DVC_CENTRAL_NOTIFY_*`` environment variables."""
+    settings = {key: environ[f"DVC_CENTRAL_{key}"] for key in NOTIFY_ENVIRONMENT if environ.get(f"DVC_CENTRAL_{key}")}
+    if environ.get("DVC_CENTRAL_NOTIFY_SMTP_STARTTLS", "").strip().lower() in ("1", "true", "yes"):
+        settings["NOTIFY_SMTP_STARTTLS"] = True
+    return settings
+
+
 @central.command("serve")
 @DATA_OPTION
 @DB_OPTION
@@ -48,7 +62,8 @@ RETENTION_OPTION = click.option(
 @click.option("--secure-cookies", is_flag=True, help="Behind TLS: the staff session cookie is never sent over http.")
 def serve_command(data_dir, database, agency_code, host, port, restore_window_days, retention_days, secure_cookies):
     """Serve the central's API and staff page with waitress; purges documents past the retention at start
-    and every hour. The staff page needs an account (`kiosk central staff add`)."""
+    and every hour. The staff page needs an account (`kiosk central staff add`). Citizens are told of status
+    changes by email and SMS when DVC_CENTRAL_NOTIFY_SMTP_HOST or DVC_CENTRAL_NOTIFY_SMS_URL is set."""
     from .central import create_central_app, serve
 
     if os.environ.get("DVC_CENTRAL_STAFF_PASSWORD"):
@@ -57,7 +72,8 @@ def serve_command(data_dir, database, agency_code, host, port, restore_window_da
                    err=True)
     app = create_central_app({"DATA_DIR": data_dir, "DATABASE": database, "AGENCY_CODE": agency_code,
                               "RESTORE_WINDOW": int(restore_window_days * 86400),
-                              "RETENTION_DAYS": retention_days, "SESSION_COOKIE_SECURE": secure_cookies})
+                              "RETENTION_DAYS": retention_days, "SESSION_COOKIE_SECURE": secure_cookies,
+                              **notify_settings(os.environ)})
     if not app.extensions["dvc_central"].store.staff_accounts():
         click.echo("Chưa có tài khoản cán bộ: trang /staff/ không mở được. / No staff account yet: the staff page "
                    "stays closed (`kiosk central staff add USERNAME`).", err=True)

@@ -20,6 +20,7 @@ from kiosk.core.db import connect
 from kiosk.core.sealing import load_or_create_key
 from sync import notify
 from sync.central import create_central_app
+from sync.central_cli import notify_settings
 from sync.keys import load_or_create_signing_key, public_b64
 from sync.worker import station_paths, worker_from_config
 from tests.conftest import postgres_admin
@@ -319,3 +320,36 @@ def test_from_the_station_to_the_citizens_inbox(tmp_path, smtp):
     assert [m["Subject"] for _to, m in smtp.messages] == [
         f"Hồ sơ {submitted.tracking_code}: Cơ quan đã nhận hồ sơ", f"Hồ sơ {submitted.tracking_code}: Đã có kết quả"]
     assert all(NAME not in m.get_content() for _to, m in smtp.messages)
+
+
+def test_the_serve_command_takes_the_channels_from_the_environment(tmp_path, smtp):
+    """`kiosk central serve` reads the channels from DVC_CENTRAL_NOTIFY_* (no password on a command line)."""
+    settings = notify_settings({"DVC_CENTRAL_NOTIFY_SMTP_HOST": "127.0.0.1",
+                                "DVC_CENTRAL_NOTIFY_SMTP_PORT": str(smtp.port),
+                                "DVC_CENTRAL_NOTIFY_SMTP_STARTTLS": "no", "DVC_CENTRAL_NOTIFY_SMS_URL": "",
+                                "DVC_CENTRAL_SOMETHING_ELSE": "x"})
+    assert settings == {"NOTIFY_SMTP_HOST": "127.0.0.1", "NOTIFY_SMTP_PORT": str(smtp.port)}
+    assert notify_settings({"DVC_CENTRAL_NOTIFY_SMTP_STARTTLS": "true"}) == {"NOTIFY_SMTP_STARTTLS": True}
+    app, central = _central(tmp_path, **settings)
+    _receive(central, CONSENT)
+    assert app.extensions["central_notifications"].send_due()["sent"] == 1 and len(smtp.messages) == 1
+
+
+def test_every_shipped_procedure_asks_before_it_notifies(catalog):
+    """Each procedure of the catalog asks the consent question after the applicant's phone (and email): yes
+    puts the applicant's own contacts in the dossier's ``notify``; no, or no answer, puts nothing."""
+    from kiosk.core.answers import read_field
+    from tests.support.samples import form_for_page
+
+    for proc in catalog.values():
+        assert any(f["name"] == dossiers.NOTIFY_CONSENT for f in proc.fields()), proc.slug
+        answers = {}
+        for page in proc.pages:
+            form = form_for_page(page)
+            answers.update({f["name"]: read_field(f, form).value for f in page["fields"]})
+        phones = [f["name"] for f in proc.fields() if f["type"] == "phone"]
+        answers[dossiers.NOTIFY_CONSENT] = "co"
+        notify_object = dossiers.notify_contacts(proc, answers)
+        assert notify_object["consent"] is True and notify_object["sms"] == answers[phones[0]], proc.slug
+        answers[dossiers.NOTIFY_CONSENT] = "khong"
+        assert dossiers.notify_contacts(proc, answers) is None
