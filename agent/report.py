@@ -1,5 +1,6 @@
 """The end-of-day report of a station: dossiers by procedure, fees expected against fees taken, reprints
-and what has not been sent yet, per staff member and for the whole station.
+and what has not been sent yet, per staff member and for the whole station; and the day's satisfaction
+ratings (kiosk/core/ratings.py), for the station only: a rating belongs to no one, not even to the clerk.
 
 Every number is counted from the dossiers and the ledger themselves, so the report reconciles with them
 by construction; a supervisor's sign-off stores the report with its hash.
@@ -12,7 +13,7 @@ import json
 import sqlite3
 from datetime import datetime, timezone
 
-from kiosk.core import audit, dossiers
+from kiosk.core import audit, dossiers, ratings
 from kiosk.core.db import write_transaction
 
 from . import staff
@@ -48,7 +49,10 @@ def day_report(conn: sqlite3.Connection, day: str) -> dict:
                 target["reprints"] += 1
     for target in (*by_staff.values(), station):
         target["fee_difference_vnd"] = target["fees_taken_vnd"] - target["fees_expected_vnd"]
-    return {"day": day, "station": station, "by_staff": dict(sorted(by_staff.items()))}
+    names = staff.display_names(conn)
+    return {"day": day, "station": station, "by_staff": dict(sorted(by_staff.items())),
+            "names": {who: names[who] for who in by_staff if who in names},
+            "ratings": ratings.day_summary(conn, day)}
 
 
 def record_fee(conn: sqlite3.Connection, submitted: dossiers.Submitted, staff_id: int, amount_vnd: int,

@@ -149,6 +149,11 @@ def usernames(conn: sqlite3.Connection) -> dict[int, str]:
     return {row["id"]: row["username"] for row in conn.execute("SELECT id, username FROM staff")}
 
 
+def display_names(conn: sqlite3.Connection) -> dict[str, str]:
+    """Every staff member's display name (what people call them), by user name."""
+    return {row["username"]: row["display_name"] for row in conn.execute("SELECT username, display_name FROM staff")}
+
+
 def accounts(conn: sqlite3.Connection, idle_s: float, max_s: float) -> list[dict]:
     """Every account for ``kiosk staff list``: user name, display name, role, whether active, the end of
     its lock if it is locked now (else None), and how many sessions it has open (not ended, and neither

@@ -16,7 +16,7 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
 
 from devices.removable_media import MOUNTS, mounted_removable
 from kiosk import capture, device_words, i18n
-from kiosk.core import audit, documents, dossiers, drafts, fees, outbox, tracking_code
+from kiosk.core import audit, documents, dossiers, drafts, fees, outbox, ratings, tracking_code
 from kiosk.core.answers import active_answers, first_unanswered, normalise
 from kiosk.core.catalog import DELIVERY_FIELDS
 from kiosk.core.db import write_transaction
@@ -319,6 +319,25 @@ def reprint(code):
     return redirect(url_for("agent.dossier", code=row["tracking_code"]), code=303)
 
 
+RATING_OFFER = "rating_offer"  # the session's key read by the citizen's rating page (kiosk/citizen.py)
+
+
+@bp.post("/d/<code>/hand-over")
+@login_required()
+def hand_over(code):
+    """The result handed to the citizen at the counter: recorded (an audit event naming the dossier and who
+    handed it over), then the screen turns to the citizen for the satisfaction rating, which they may skip
+    (docs/ratings.md). The rating keeps nothing of the dossier but its procedure's code."""
+    conn = get_db()
+    row = _dossier_or_404(code)
+    with write_transaction(conn):
+        audit.append(conn, g.staff["username"], "result.handed_over", row["submission_id"])
+    session[RATING_OFFER] = {"moment": "handed_over", "procedure_code": row["procedure_code"],
+                             "back": url_for("agent.home")}
+    flash(i18n.t("handed_over", code=row["tracking_code"]))
+    return redirect(url_for("citizen.rating"), code=303)
+
+
 # --- finishing an application at the counter -------------------------------------------------------
 
 def _delivery_default(answers: dict) -> tuple[str, str]:
@@ -498,6 +517,9 @@ def day_report():
     closed = report.closing(conn, day)
     signer = staff.display_name_of(conn, closed["signed_by"]) if closed else None
     return render_template("agent/report.html", report=data, closed=closed, signer=signer,
+                           day_text=date.fromisoformat(day).strftime("%d/%m/%Y"),
+                           rating_criteria=ratings.CRITERIA, rating_levels=ratings.LEVELS,
+                           rating_words=ratings.level_words,
                            catalog={p.code: p for p in current_app.config["CATALOG"].values()})
 
 

@@ -7,12 +7,16 @@ errors answers 422 with the error summary.
 """
 import logging
 import functools
+import re
 import unicodedata
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, send_file, session,
                    url_for)
 
 from devices.scanner import ScanError
+from devices.vietqr import payment_account
 
 from .core import answers as answers_mod
 from .core import address_answer
@@ -21,6 +25,8 @@ from .web import get_db
 from .core import documents, dossiers, drafts, fees, tracking_code
 from .core import pages as pages_mod
 from .core.catalog import CATEGORIES, DELIVERY_FIELDS, Procedure
+from .core import ratings
+from .receipt_document import payment_message
 
 bp = Blueprint("citizen", __name__)
 log = logging.getLogger(__name__)
@@ -81,16 +87,52 @@ def _fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+# Words that say how a citizen asks rather than what for: "làm giấy chứng tử", "xin cấp lý lịch tư pháp",
+# "tôi muốn nhập hộ khẩu cho con". They are not required to match (no procedure has to list "làm …" beside
+# each of its names) but a procedure whose words have them ranks higher; a query of nothing else ("xin",
+# while typing) needs them all, as any other word.
+_FILLER_WORDS = frozenset("""
+    lam xin cap thu tuc toi minh em muon can cho de o dau the nao gi di giup voi a oi hoi ve mot cai
+    bi duoc phai nhu sao nhe nha va cua nay do tim moi nop co roi vua la
+""".split())
+
+
+def _words(text: str) -> list[str]:
+    """The folded words of ``text``; "y" read as "i", since both spellings are taught ("lý lịch", "lí lịch";
+    "đăng ký", "đăng kí")."""
+    return re.findall(r"\w+", _fold(text).replace("y", "i"))
+
+
 def _search(query: str, category: str) -> list[Procedure]:
-    words = _fold(answers_mod.normalise(query)).split()
-    found = []
-    for proc in web.catalog().values():
+    """The procedures whose names, keywords or summary have every word of ``query`` (tone marks and case
+    ignored; the last word may be the start of one, so a half-typed "thuong t" already finds), best first.
+
+    Filler words (``_FILLER_WORDS``) may be missing. Best first: a name or keyword that holds the query's
+    words in a row, then one that holds most of them, then the most words matched whole.
+    """
+    words = _words(answers_mod.normalise(query))
+    needed = [w for w in words if w not in _FILLER_WORDS] or words
+    ranked = []
+    for order, proc in enumerate(web.catalog().values()):
         if category and proc.category != category:
             continue
-        haystack = _fold(proc.search_text() + " " + i18n.pick(proc.summary))
-        if all(word in haystack for word in words):
-            found.append(proc)
-    return found
+        phrases = [_words(p) for p in (proc.name["vi"], proc.name["en"], proc.code, *proc.keywords)]
+        tokens = {t for phrase in phrases for t in phrase} | set(_words(i18n.pick(proc.summary)))
+        if not all(w in tokens or (w == words[-1] and any(t.startswith(w) for t in tokens)) for w in needed):
+            continue
+        in_a_row = any(_in_a_row(needed, phrase) for phrase in phrases)
+        most_in_one = max((sum(w in phrase for w in words) for phrase in phrases), default=0)
+        whole = sum(w in tokens for w in words)
+        ranked.append(((in_a_row, most_in_one, whole, -order), proc))
+    ranked.sort(key=lambda item: item[0], reverse=True)
+    return [proc for _, proc in ranked]
+
+
+def _in_a_row(words: list[str], phrase: list[str]) -> bool:
+    """Whether ``words`` stand next to each other in ``phrase``, the last one perhaps half typed."""
+    n = len(words)
+    return n > 0 and any(phrase[i:i + n - 1] == words[:-1] and phrase[i + n - 1].startswith(words[-1])
+                         for i in range(len(phrase) - n + 1))
 
 
 @bp.get("/")
@@ -145,15 +187,58 @@ def _asked_pages(proc: Procedure, answers: dict) -> list[dict]:
     return [p for p in answers_mod.active_pages(proc, answers) if not _staff_skips(p)]
 
 
+def _steps_at_most(proc: Procedure, answers: dict) -> tuple[int, bool]:
+    """(the most steps this person can still be given in all, whether that number is exact): the question
+    pages that apply, the most that any one answer still open can switch on, and the paper steps.
+
+    A page that depends on an unanswered question counts once per answer of that question: of the pages
+    shown for each answer, the largest group. The number only falls as answers come in, so the count a
+    citizen sees never goes backwards (issue 17)."""
+    holder = {f["name"]: p for p in proc.pages for f in p["fields"]}
+    status: dict[str, str] = {}
+
+    def applies(page: dict) -> str:  # "yes", "no" or "open"
+        if page["id"] not in status:
+            status[page["id"]] = "open"  # a condition that leads back to itself stays open
+            when = page.get("when")
+            if when is None:
+                status[page["id"]] = "yes"
+            elif when["field"] in answers:
+                status[page["id"]] = "yes" if answers[when["field"]] == when["equals"] else "no"
+            else:
+                parent = holder.get(when["field"])
+                status[page["id"]] = "no" if parent is None or applies(parent) == "no" else "open"
+        return status[page["id"]]
+
+    asked = [p for p in proc.pages if not _staff_skips(p)]
+    count = sum(1 for p in asked if applies(p) == "yes")
+    groups: dict[str, dict] = {}
+    for p in asked:
+        if applies(p) == "open":
+            by_value = groups.setdefault(p["when"]["field"], {})
+            by_value[p["when"]["equals"]] = by_value.get(p["when"]["equals"], 0) + 1
+    count += sum(max(by_value.values()) for by_value in groups.values())
+    return count + len(capture.steps(proc)), not groups
+
+
+@bp.app_template_global()
+def steps_at_most(proc: Procedure) -> dict:
+    """The most steps a procedure can take before any answer, for its overview."""
+    count, exact = _steps_at_most(proc, {})
+    return {"count": count, "exact": exact}
+
+
 def _render_question(proc, page, shown, errors, status=200, change=False, answers=None, prefilled=()):
     active = _asked_pages(proc, answers or {})
     step = next((i for i, p in enumerate(active) if p["id"] == page["id"]), 0) + 1
     back = url_for("citizen.check", slug=proc.slug) if change else (
         url_for("citizen.question", slug=proc.slug, page_id=active[step - 2]["id"]) if step > 1
         else url_for("citizen.overview", slug=proc.slug))
-    total = len(active) + len(capture.steps(proc))  # the paper steps count too
+    most, exact = _steps_at_most(proc, answers or {})  # the paper steps count too
+    most = max(most, len(active) + len(capture.steps(proc)))
     return render_template("citizen/question.html", proc=proc, page=page, shown=shown, errors=errors,
-                           step=step, total=total, back=back, change=change, prefilled=prefilled), status
+                           step=step, total=most if exact else None, left=most - step, back=back, change=change,
+                           prefilled=prefilled), status
 
 
 @bp.route("/p/<slug>/q/<page_id>", methods=["GET", "POST"])
@@ -533,10 +618,39 @@ def _just_submitted():
     return web.catalog()[submitted["slug"]], submitted
 
 
-def _print_state(submission_id: str) -> dict:
+def _print_state(proc: Procedure, submitted: dict, receipt=None) -> dict:
+    """How the receipt's printing went; once it is known that it will not be printed, with ``preview``:
+    the size of its picture for the screen, so the page keeps its box before the picture loads (no
+    layout shift)."""
     if not current_app.extensions["receipts"].enabled:
-        return {"state": "no_printer", "status": None}
-    return receipts.latest_print(get_db(), submission_id) or {"state": "no_printer", "status": None}
+        state = {"state": "no_printer", "status": None}
+    else:
+        state = dict(receipts.latest_print(get_db(), submitted["id"]) or {"state": "no_printer", "status": None})
+    if state["state"] not in ("pending", "printed"):
+        receipt = receipt or web.receipt_of(proc, submitted["id"], submitted["code"])
+        state["preview"] = receipts.compose(current_app.config["STATION"], receipt).image.size
+    return state
+
+
+def _payment_on_screen(receipt) -> dict | None:
+    """How to pay what is left of the fee, as the receipt prints it: the amount, and the station's VietQR
+    when it has a usable ``[payment]`` account (else where to pay); None when nothing is left to pay."""
+    if receipt.fee_to_pay_vnd <= 0:
+        return None
+    station = current_app.config["STATION"]
+    shown = {"amount_vnd": receipt.fee_to_pay_vnd,
+             "where": station["station"].get("result_address") or station["station"]["agency"]}
+    try:
+        account = payment_account(station)
+    except ValueError as exc:  # a wrong account must not hide the amount (start-up reports it too)
+        log.error("payment account unusable, no payment QR on screen: %s", exc)
+        account = None
+    if account is not None:
+        message = payment_message(receipt)
+        shown.update(qr=web.qr_svg(account.payload(receipt.fee_to_pay_vnd, message)), content=message,
+                     bank=account.bank_name or f"BIN {account.bank_bin}", account=account.account,
+                     holder=account.account_name)
+    return shown
 
 
 @bp.get("/done")
@@ -549,18 +663,20 @@ def done():
     received = dossiers.tracking_code_and_time(get_db(), submitted["id"])
     stored = dossiers.fee_of(get_db(), submitted["id"])  # the fee as the dossier keeps it, as on the receipt
     fee = (stored[1] or {"amount_vnd": stored[0], "lines": []}) if stored else None
+    receipt = web.receipt_of(proc, submitted["id"], code)
     return render_template("citizen/done.html", proc=proc, code=code, qr=web.qr_svg(web.tracking_url(code)),
-                           printing=_print_state(submitted["id"]),
+                           printing=_print_state(proc, submitted, receipt), payment=_payment_on_screen(receipt),
                            received_at=received["submitted_at"] if received else None, fee=fee)
 
 
 @bp.get("/done/printing")
 def done_printing():
-    """How the receipt's printing went; the confirmation page asks every second while it is pending."""
+    """How the receipt's printing went; the confirmation page asks every second while it is pending (once
+    it failed, the receipt's picture comes with it, out of band, at the foot of the page)."""
     found = _just_submitted()
     if found is None:
         abort(404)
-    return render_template("citizen/_printing.html", printing=_print_state(found[1]["id"]))
+    return render_template("citizen/_printing.html", printing=_print_state(*found), oob=True)
 
 
 @bp.get("/done/receipt.png")
@@ -584,6 +700,67 @@ def end():
     # Browser storage too (htmx keeps the current path there); page history holds only no-store pages.
     response.headers["Clear-Site-Data"] = '"storage"'
     return response
+
+
+# --- satisfaction rating (kiosk/core/ratings.py, docs/ratings.md) -------------------------------------
+
+RATING_OFFER = "rating_offer"  # set by the counter's hand-over (agent/views.py): the rating offered there
+RATED = "rated"                # the tracking code this session rated after submitting (one rating each)
+RATING_BACK = "rating_back"    # where the thank-you page goes back to
+
+
+def _rating_offer() -> dict | None:
+    """What this session may rate now: a result just handed over at the counter, or what it has just
+    submitted (once). Only the procedure's code goes with it, never the dossier."""
+    offer = session.get(RATING_OFFER)
+    if offer:
+        return offer
+    found = _just_submitted()
+    if found is None or session.get(RATED) == found[1]["code"]:
+        return None
+    return {"moment": "submitted", "procedure_code": found[0].code, "back": url_for("citizen.done")}
+
+
+def _rating_back(offer: dict) -> str:
+    return web.local_target(offer.get("back"), url_for("citizen.index"))
+
+
+@bp.route("/danh-gia", methods=["GET", "POST"])
+def rating():
+    """The satisfaction rating: a few questions of three faces each (the national criteria), every one
+    skippable, nothing asked about the person. "Send" stores what was chosen, in one transaction; "skip",
+    or sending nothing chosen, stores nothing. Either way the citizen goes back to where they were, and an
+    idle session ends here as anywhere (nothing of the dossier depends on the rating)."""
+    offer = _rating_offer()
+    if offer is None:  # rated already, or nothing to rate: back to the confirmation, or the start
+        return _see_other("citizen.done" if _just_submitted() else "citizen.index")
+    channel = _channel()
+    asked = ratings.criteria_for(offer["moment"], channel)
+    if request.method == "GET":
+        return render_template("citizen/rating.html", asked=asked, moment=offer["moment"],
+                               back=_rating_back(offer), rating_criteria=ratings.CRITERIA,
+                               rating_levels=ratings.LEVELS, rating_words=ratings.level_words)
+    chosen = {} if request.form.get("action") == "skip" else ratings.read_answers(offer["moment"], channel,
+                                                                                  request.form)
+    if chosen:
+        station = current_app.config["STATION"]["station"]
+        ratings.record(get_db(), station_id=station["id"], channel=channel, procedure_code=offer["procedure_code"],
+                       local_day=datetime.now(ZoneInfo(station["timezone"])).date().isoformat(),
+                       moment=offer["moment"], answers=chosen)
+    if offer["moment"] == "handed_over":
+        session.pop(RATING_OFFER, None)
+    else:
+        session[RATED] = session["submitted"]["code"]
+    if not chosen:
+        return redirect(_rating_back(offer), code=303)
+    session[RATING_BACK] = _rating_back(offer)
+    return _see_other("citizen.rating_thanks")
+
+
+@bp.get("/danh-gia/cam-on")
+def rating_thanks():
+    return render_template("citizen/rating.html", thanks=True,
+                           back=web.local_target(session.get(RATING_BACK), url_for("citizen.index")))
 
 
 # --- spoken prompts ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 import zlib
 from collections import OrderedDict, deque
 from contextlib import nullcontext
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 import re
 import secrets
 from pathlib import Path
@@ -28,6 +28,7 @@ from flask import (Blueprint, Flask, Response, abort, current_app, redirect, ren
 from flask_wtf.csrf import CSRFProtect
 
 from kiosk.core import keyfile
+from kiosk.core import ratings as rating_rules
 
 from . import protocol
 from .central_store import (BlobDamaged, BlobStore, CentralStore, Conflict, DocumentKeyError, Prior, Receipt,
@@ -454,6 +455,46 @@ def track(tracking_code):
     return _signed(200, central.sign(document))
 
 
+MAX_RATINGS = 500  # ratings per request
+
+
+@api.post("/ratings")
+def post_ratings():
+    """Satisfaction ratings of this station (docs/ratings.md), many in one request: ``{"ratings": [...]}``,
+    each as kiosk.core.ratings.document makes it and checked field by field (ratings.problem: nothing more
+    can ride along). Each is kept once by its random id. The answer, signed (``dvc-central-ratings/1``),
+    names the ids held now and those refused for good with why, and the sha256 of the request's body, so it
+    cannot be replayed for another batch; a station marks the first sent and never sends the second again."""
+    body = request.get_data()
+    batch, refused = _json_body(body, protocol.MAX_ANSWER_BYTES, "the batch", "4 MiB")
+    if refused is not None:
+        return refused
+    items = batch.get("ratings") if isinstance(batch, dict) else None
+    if not isinstance(items, list):
+        return _error(400, "bad_ratings", 'send {"ratings": [{"rating_id": ..., ...}]}')
+    if len(items) > MAX_RATINGS:
+        return _error(413, "too_many", f"at most {MAX_RATINGS} ratings per request")
+    station_id = _station_id()
+    good, refusals = [], {}
+    for item in items:
+        rating_id = item.get("rating_id") if isinstance(item, dict) else None
+        if not isinstance(rating_id, str) or not rating_rules.RATING_ID.match(rating_id):
+            return _error(400, "bad_ratings", "every rating has a rating_id of 32 hexadecimal digits")
+        why = rating_rules.problem(item)
+        if why is None and item["station_id"] != station_id:
+            why = "station_mismatch: the rating names another station than the one that signed it"
+        if why is not None:
+            refusals[rating_id] = why
+        else:
+            good.append(item)
+    central = _central()
+    held, clashes = central.store.receive_ratings(station_id, good)
+    refusals.update(clashes)
+    return _signed(200, central.sign({"type": protocol.RATINGS, "station_id": station_id,
+                                      "batch_sha256": protocol.sha256_hex(body), "held": held,
+                                      "refused": refusals}))
+
+
 def _check_sha(sha256: str):
     if not SHA256.fullmatch(sha256):
         abort(_error(400, "bad_hash", "a blob is named by its lowercase hex sha256"))
@@ -572,7 +613,8 @@ STAFF_PAGE = _HEAD + """
 <form method="post" action="{{ url_for('central_staff.logout') }}"><input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
 {{ account }} <button type="submit">Đăng xuất <span lang="en">Log out</span></button></form></header>
 <nav><a href="{{ url_for('central_staff.index') }}">Tất cả <span class="en">All</span></a>
-{% for key, label in statuses.items() %}<a href="{{ url_for('central_staff.index', status=key) }}">{{ label.vi }}</a>{% endfor %}</nav>
+{% for key, label in statuses.items() %}<a href="{{ url_for('central_staff.index', status=key) }}">{{ label.vi }}</a>{% endfor %}
+<a href="{{ url_for('central_staff.ratings') }}">Đánh giá hài lòng <span class="en">Satisfaction</span></a></nav>
 <table><thead><tr><th>Mã hồ sơ <span class="en">Dossier code</span></th><th>Mã tra cứu <span class="en">Tracking code</span></th>
 <th>Thủ tục <span class="en">Procedure</span></th><th>Trạm <span class="en">Station</span></th>
 <th>Tiếp nhận <span class="en">Received</span></th><th>Trạng thái <span class="en">Status</span></th></tr></thead><tbody>
@@ -607,6 +649,38 @@ DOSSIER_PAGE = _HEAD + """
 <td>{% if d.held %}<a href="{{ url_for('central_staff.download', submission_id=s.submission_id, sha256=d.sha256) }}" download>Tải về PDF <span class="en">Download PDF</span></a>{% endif %}</td></tr>
 {% else %}<tr><td colspan="5">Hồ sơ không kèm giấy tờ. <span class="en">No documents attached.</span></td></tr>{% endfor %}
 </tbody></table>{% endif %}</body></html>"""
+
+RATINGS_PAGE = _HEAD + """
+<body><header><h1>Đánh giá mức độ hài lòng <span class="en">Satisfaction ratings</span></h1>
+<form method="post" action="{{ url_for('central_staff.logout') }}"><input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+{{ account }} <button type="submit">Đăng xuất <span lang="en">Log out</span></button></form></header>
+<nav><a href="{{ url_for('central_staff.index') }}">Danh sách hồ sơ <span class="en">All dossiers</span></a></nav>
+<form method="get" action="{{ url_for('central_staff.ratings') }}">
+<label for="from">Từ ngày <span class="en">From</span></label> <input id="from" name="from" type="date" value="{{ first }}">
+<label for="to">Đến ngày <span class="en">To</span></label> <input id="to" name="to" type="date" value="{{ last }}">
+<label for="station">Trạm <span class="en">Station</span></label> <select id="station" name="station">
+<option value="">Tất cả / All</option>{% for st in stations %}<option{% if st == station %} selected{% endif %}>{{ st }}</option>{% endfor %}</select>
+<label for="procedure">Mã thủ tục <span class="en">Procedure code</span></label> <input id="procedure" name="procedure" value="{{ procedure or '' }}" size="10">
+<button type="submit">Xem <span lang="en">Show</span></button></form>
+<p data-ratings-total="{{ s.all.ratings }}">{{ s.all.ratings }} lượt đánh giá từ {{ first_text }} đến {{ last_text }}
+(sau khi nộp: {{ s.all.by_moment.submitted }}; khi nhận kết quả: {{ s.all.by_moment.handed_over }}).
+<span class="en">{{ s.all.ratings }} ratings ({{ s.all.by_moment.submitted }} after submitting, {{ s.all.by_moment.handed_over }} at hand-over).</span></p>
+<h2>Theo tiêu chí <span class="en">By criterion</span></h2>
+<table data-ratings="all"><thead><tr><th>Tiêu chí <span class="en">Criterion</span></th><th>Số trả lời <span class="en">Answers</span></th>
+{% for level in levels %}<th>Mức {{ level }}</th>{% endfor %}</tr></thead><tbody>
+{% for name, c in s.all.criteria.items() %}<tr data-criterion="{{ name }}"><td>{{ criteria[name].short.vi }} <span class="en">{{ criteria[name].short.en }}</span></td><td>{{ c.answered }}</td>
+{% for level in levels %}<td data-level="{{ level }}">{{ c.levels[level] }} ({{ c.shares[level] }}%)<br><span class="en">{{ words(name, level).vi }}</span></td>{% endfor %}</tr>
+{% else %}<tr><td colspan="5">Chưa có đánh giá trong thời gian này. <span class="en">No ratings in this period.</span></td></tr>{% endfor %}
+</tbody></table>
+{% for title, en, key, column, groups in [("Theo trạm", "By station", "station", "Trạm / Station", s.by_station), ("Theo thủ tục", "By procedure", "procedure", "Mã thủ tục / Procedure", s.by_procedure)] %}
+<h2>{{ title }} <span class="en">{{ en }}</span></h2>
+<p class="en">Tỉ lệ hài lòng (mức 3 và 2) trên số trả lời / share satisfied (levels 3 and 2) of answers</p>
+<table data-ratings="{{ key }}"><thead><tr><th>{{ column }}</th><th>Lượt <span class="en">Ratings</span></th>
+{% for name in criteria %}<th>{{ criteria[name].short.vi }}</th>{% endfor %}</tr></thead><tbody>
+{% for group, g in groups.items() %}<tr data-group="{{ group }}"><td>{{ group or '—' }}</td><td data-k="ratings">{{ g.ratings }}</td>
+{% for name in criteria %}<td data-criterion="{{ name }}">{% if name in g.criteria %}{{ g.criteria[name].shares[3] + g.criteria[name].shares[2] }}% ({{ g.criteria[name].answered }}){% else %}—{% endif %}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+{% endfor %}</body></html>"""
 
 WRONG = {"vi": "Sai tên đăng nhập hoặc mật khẩu.", "en": "Wrong user name or password."}
 SESSION_KEY = "central_staff"
@@ -743,6 +817,33 @@ def _submission_or_404(submission_id: str) -> dict:
     if found is None:
         abort(404)
     return found
+
+
+@staff.get("/ratings")
+def ratings():
+    """The satisfaction ratings summary (docs/ratings.md): counts and shares per criterion, per station and
+    per procedure, over a period of local days (the last 30 by default), optionally of one station or one
+    procedure. Ratings are anonymous: nothing here leads to a dossier."""
+    today = datetime.now(_central().store.zone).date()
+    try:
+        last = date.fromisoformat(request.args.get("to") or today.isoformat())
+        first = date.fromisoformat(request.args.get("from") or (last - timedelta(days=29)).isoformat())
+    except ValueError:
+        abort(400)
+    if first > last:
+        first, last = last, first
+    station = request.args.get("station") or None
+    procedure = request.args.get("procedure", "").strip() or None
+    if procedure is not None and not PROCEDURE_CODE.match(procedure):
+        abort(400)
+    store = _central().store
+    summary = store.rating_summary(first.isoformat(), last.isoformat(), station, procedure)
+    return render_template_string(RATINGS_PAGE, title="Đánh giá mức độ hài lòng", s=summary,
+                                  first=first.isoformat(), last=last.isoformat(),
+                                  first_text=first.strftime("%d/%m/%Y"), last_text=last.strftime("%d/%m/%Y"),
+                                  station=station, procedure=procedure, stations=store.rating_stations(),
+                                  criteria=rating_rules.CRITERIA, levels=rating_rules.LEVELS,
+                                  words=rating_rules.level_words, account=session[SESSION_KEY])
 
 
 @staff.get("/<submission_id>")

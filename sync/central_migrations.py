@@ -106,6 +106,19 @@ MIGRATIONS: list[Migration] = [
         Dialects(sqlite="CREATE INDEX submissions_tracking_compact ON submissions(replace(tracking_code, '-', ''))",
                  postgres="CREATE INDEX submissions_tracking_compact ON submissions((replace(tracking_code, '-', '')))"),
     )),
+    # Satisfaction ratings (kiosk/core/ratings.py, docs/ratings.md), anonymous: the station, channel,
+    # procedure, local day and moment, never a dossier; a random id sent twice with the same bytes is one
+    # rating (content_sha256 tells a replay from a clash). One row per criterion answered, for the summary.
+    Migration("m005_ratings", (
+        """CREATE TABLE received_ratings (
+        rating_id TEXT PRIMARY KEY, station_id TEXT NOT NULL REFERENCES stations(station_id),
+        local_day TEXT NOT NULL, moment TEXT NOT NULL, channel TEXT NOT NULL, procedure_code TEXT NOT NULL DEFAULT '',
+        content_sha256 TEXT NOT NULL)""",
+        "CREATE INDEX received_ratings_day ON received_ratings(local_day, station_id)",
+        """CREATE TABLE received_rating_answers (
+        rating_id TEXT NOT NULL REFERENCES received_ratings(rating_id), criterion TEXT NOT NULL, level INTEGER NOT NULL,
+        PRIMARY KEY (rating_id, criterion))""",
+    )),
 ]
 
 # What a database made before migrations must hold to be adopted as m001_central_schema.

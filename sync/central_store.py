@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from kiosk.core import ratings as ratings_mod
 from kiosk.core.keyfile import fsync_folder, write_durably
 
 from .central_migrations import migrate
@@ -127,6 +128,9 @@ class CentralStore(Protocol):
     def submissions(self, status: str | None = None, limit: int = 200) -> list[dict]: ...
     def submission(self, submission_id: str) -> dict | None: ...
     def count(self) -> int: ...
+    def receive_ratings(self, station_id: str, documents: list[dict]) -> tuple[list[str], dict[str, str]]: ...
+    def rating_summary(self, first_day: str, last_day: str, station_id: str | None = None,
+                       procedure_code: str | None = None) -> dict: ...
 
 
 def now_iso() -> str:
@@ -642,6 +646,79 @@ class SqlCentralStore:
             return None
         return dict(zip(("tracking_code", "status", "central_code", "received_at", "procedure_code", "status_at",
                          "station_id", "station_name"), row))
+
+    # -- satisfaction ratings (kiosk/core/ratings.py, docs/ratings.md) -----------------------------------
+    def receive_ratings(self, station_id: str, documents: list[dict]) -> tuple[list[str], dict[str, str]]:
+        """Keep each rating once, in one transaction: (ids held now, {id: why refused}). A rating sent again
+        with the same bytes is held already (a station that lost our answer sends it again); the same id with
+        other bytes, or another station's, is refused. ``documents`` are checked (ratings.problem) already."""
+        held, refused = [], {}
+        with self._tx() as cur:
+            for doc in documents:
+                digest = hashlib.sha256(ratings_mod.canonical(doc)).hexdigest()
+                rating_id = doc["rating_id"]
+                inserted = cur.execute(
+                    "INSERT INTO received_ratings (rating_id, station_id, local_day, moment, channel, procedure_code, "
+                    "content_sha256) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rating_id) DO NOTHING",
+                    (rating_id, station_id, doc["local_day"], doc["moment"], doc["channel"],
+                     doc["procedure_code"] or "", digest))
+                if inserted:
+                    for criterion, level in sorted(doc["answers"].items()):
+                        cur.execute("INSERT INTO received_rating_answers (rating_id, criterion, level) VALUES (?, ?, ?)",
+                                    (rating_id, criterion, level))
+                    held.append(rating_id)
+                    continue
+                row = cur.one("SELECT station_id, content_sha256 FROM received_ratings WHERE rating_id = ?", (rating_id,))
+                if row is not None and (row[0], row[1]) == (station_id, digest):
+                    held.append(rating_id)
+                else:
+                    refused[rating_id] = "conflict: this rating id was used for another rating"
+        return held, refused
+
+    def rating_summary(self, first_day: str, last_day: str, station_id: str | None = None,
+                       procedure_code: str | None = None) -> dict:
+        """The ratings of local days ``first_day``..``last_day`` (YYYY-MM-DD), optionally of one station or
+        procedure: the whole (ratings.tally's shape) and the same per station and per procedure, counted in
+        SQL (a province has many)."""
+        where, args = "r.local_day BETWEEN ? AND ?", [first_day, last_day]
+        if station_id:
+            where, args = where + " AND r.station_id = ?", args + [station_id]
+        if procedure_code is not None:
+            where, args = where + " AND r.procedure_code = ?", args + [procedure_code]
+        # Grouped by the column's position: PostgreSQL refuses a constant in GROUP BY, both accept "1".
+        groups = {"all": "r.moment", "station": "r.station_id", "procedure": "r.procedure_code"}
+        found: dict[str, dict] = {name: {} for name in groups}
+        with self._tx() as cur:
+            for name, column in groups.items():
+                for key, moment, number in cur.all(
+                        f"SELECT {column}, r.moment, COUNT(*) FROM received_ratings r WHERE {where} GROUP BY 1, 2",
+                        tuple(args)):
+                    key = "" if name == "all" else key
+                    entry = found[name].setdefault(key, {"total": 0, "by_moment": {}, "counts": {}})
+                    entry["total"] += number
+                    entry["by_moment"][moment] = number
+                keyed = (f"{column}, a.criterion, a.level", "1, 2, 3") if name != "all" else \
+                    ("a.criterion, a.level", "1, 2")
+                for *key, criterion, level, number in cur.all(
+                        f"SELECT {keyed[0]}, COUNT(*) FROM received_ratings r JOIN received_rating_answers a "
+                        f"ON a.rating_id = r.rating_id WHERE {where} GROUP BY {keyed[1]}", tuple(args)):
+                    entry = found[name][key[0] if key else ""]
+                    counts = entry["counts"].setdefault(criterion, {})
+                    counts[int(level)] = counts.get(int(level), 0) + number
+
+        def tallied(entry):
+            return ratings_mod.tally(entry["total"], entry["by_moment"], entry["counts"])
+
+        whole = found["all"].get("")
+        return {"first_day": first_day, "last_day": last_day,
+                "all": tallied(whole) if whole else ratings_mod.tally(0, {}, {}),
+                "by_station": {k: tallied(v) for k, v in sorted(found["station"].items())},
+                "by_procedure": {k: tallied(v) for k, v in sorted(found["procedure"].items())}}
+
+    def rating_stations(self) -> list[str]:
+        """The stations that sent ratings, for the summary page's choice."""
+        with self._tx() as cur:
+            return [r[0] for r in cur.all("SELECT DISTINCT station_id FROM received_ratings ORDER BY station_id", ())]
 
     # -- notifications (sync/notify.py sends them; the rows say what is due) ----------------------------
     _NOTIFICATION = ("station_id", "seq", "channel", "submission_id", "status", "state", "attempts",

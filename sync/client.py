@@ -309,6 +309,27 @@ class CentralClient:
             raise protocol.NotGenuine("a tracking answer without the dossier's fields")
         return {k: dossier[k] for k in TRACK_FIELDS}
 
+    def post_ratings(self, documents: list[dict]) -> tuple[list[str], dict[str, str]] | None:
+        """Send satisfaction ratings (docs/ratings.md); returns (ids the central holds, {id: why refused for
+        good}), or None when the central has no ratings endpoint (404/405: an older central; they wait).
+        Only the central's signed answer to this very body counts; anything else raises protocol.NotGenuine,
+        network trouble and other statuses LinkError (sent again later: the central keeps each id once)."""
+        body = protocol.canonical_json({"ratings": documents})
+        resp = self.request("POST", "/api/v1/ratings", body)
+        if resp.status in (404, 405):
+            return None
+        if resp.status != 200:
+            raise LinkError(f"ratings: HTTP {resp.status} {_error_code(resp.body)}")
+        doc = protocol.open_document(self.central_key, resp.body, protocol.RATINGS)
+        if doc.get("station_id") != self.station_id or doc.get("batch_sha256") != protocol.sha256_hex(body):
+            raise protocol.NotGenuine("a ratings answer to another batch")
+        sent = {d["rating_id"] for d in documents}
+        held, refused = doc.get("held"), doc.get("refused")
+        if not isinstance(held, list) or not isinstance(refused, dict):
+            raise protocol.NotGenuine("a ratings answer without held and refused")
+        return ([i for i in held if i in sent],
+                {i: str(why) for i, why in refused.items() if i in sent and i not in held})
+
     def upload_blob(self, data: bytes, chunk_size: int = 256 * 1024) -> str:
         """Send a blob (content-addressed, resumable): HEAD first to skip what the central has or to resume
         a partial upload, then PUT chunks. Returns the sha256; raises LinkError on any failure, so the caller

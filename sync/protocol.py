@@ -124,6 +124,8 @@ CHANGES = "dvc-central-changes/1"
 HOLDS = "dvc-central-holds/1"
 BLOB_REFUSAL = "dvc-central-blob-refusal/1"  # a blob refused for good: too large, over the quota (413)
 TRACK = "dvc-central-track/1"  # what any station may tell a citizen of a dossier, by its tracking code
+RATINGS = "dvc-central-ratings/1"  # which ratings of a batch the central holds now, and which it refuses
+
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 
-from kiosk.core import audit, documents, dossiers, outbox
+from kiosk.core import audit, documents, dossiers, outbox, ratings
 from kiosk.core.db import connect, write_transaction
 from kiosk.core.dossiers import STATUSES
 from kiosk.core.sealing import open_sealed
@@ -47,6 +47,7 @@ from .client import MAX_RETRY_AFTER_S, BlobRefused, CentralClient, LinkError, Ou
 
 log = logging.getLogger("dvc.sync")
 CENTRAL_RESTORED = "central_restored"  # the reason given to rows sent again after the central went back
+RATINGS_BATCH = 200  # satisfaction ratings per request (the central takes up to 500)
 
 
 @dataclass
@@ -336,6 +337,31 @@ class SyncWorker:
                 return counts
         return counts
 
+    # -- ratings ---------------------------------------------------------------------------------------
+    def push_ratings(self) -> int:
+        """Send the unsent satisfaction ratings (docs/ratings.md) in batches; returns how many the central
+        now holds. Each batch's answer is recorded in one transaction (kiosk.core.ratings.mark); a batch
+        whose answer is lost is sent again and the central, keeping each random id once, counts it once.
+        Raises LinkError or NotGenuine; an older central without the endpoint leaves them waiting."""
+        sent = 0
+        for _ in range(10_000):  # bounded; every batch marks each rating it sent, or the link failed
+            if self.stopping():
+                return sent
+            batch = ratings.unsent(self.conn, RATINGS_BATCH)
+            if not batch:
+                return sent
+            answer = self.client.post_ratings(batch)
+            if answer is None:
+                return sent
+            held, refused = answer
+            if not held and not refused:
+                raise protocol.NotGenuine("a ratings answer that settles none of the batch")
+            ratings.mark(self.conn, held, refused)
+            for rating_id, why in refused.items():
+                log.warning("sync: the central refused rating %s: %s", rating_id, why)
+            sent += len(held)
+        return sent
+
     # -- pull ------------------------------------------------------------------------------------------
     def cursor(self) -> int:
         value = self._state("changes_cursor")
@@ -518,10 +544,11 @@ class SyncWorker:
     def cycle(self) -> dict:
         self.retry_after = 0.0
         report = self.push()
-        report["pulled"] = 0
+        report["pulled"] = report["ratings"] = 0
         report["lost"] = report["purged"] = 0
         if not (report["transient"] or report["refused"] or self.stopping()):
             try:
+                report["ratings"] = self.push_ratings()
                 report["pulled"] = self.pull()
                 report["lost"] = self.reconcile_purged()
             except (LinkError, protocol.NotGenuine) as exc:

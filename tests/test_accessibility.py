@@ -71,6 +71,9 @@ def test_every_page_of_an_application_passes_axe(live_station, browser, catalog,
         page.locator(".printing").wait_for()
         _check(page, "confirmation", problems)
         code = page.locator("[data-tracking-code]").inner_text()
+        page.goto(f"{live_station.url}/danh-gia")  # the satisfaction rating the confirmation offers
+        page.locator("h1").wait_for()
+        _check(page, "rating", problems)
         page.goto(f"{live_station.url}/track/{code}")
         _check(page, "tracking", problems)
         page.goto(f"{live_station.url}/track?code=K01-000000-0000-0")

@@ -182,7 +182,7 @@ def test_whole_application_with_the_card_prefilling_name_and_id(app, client, cat
     # Shown masked: anyone standing near the kiosk sees only part of it.
     assert "Nguyễn V** T**" in result and "********2345" in result and ">1990<" in result
     assert NAME not in result and NUMBER not in result and "17/05/1990" not in result
-    assert "Họ, chữ đệm và tên" in result or "Nơi thường trú" in result  # what will be filled in
+    assert "Họ và tên của bạn" in result and "Nơi thường trú" in result  # what will be filled in
     # The plain page (no JavaScript) says the same.
     assert "Dùng thông tin này" in client.get(f"/p/{SLUG}/card/read").text
 

@@ -289,7 +289,7 @@ needs_scanimage = pytest.mark.skipif(shutil.which("scanimage") is None,
 @needs_scanimage
 def test_the_scanner_button_adds_a_page_and_a_jam_gets_its_words(tmp_path, sane, proc):
     sane(test_picture='"Grid"')
-    app = create_app({"paths": {"data": str(tmp_path / "var")}, "documents": {"dpi": 150, "sources": "auto"}})
+    app = create_app({"paths": {"data": str(tmp_path / "var")}, "documents": {"dpi": 150, "sources": "auto", "scan_timeout_seconds": 10}})
     assert app.extensions["scanner"].wait() == "test:0"
     client = app.test_client()
     step = _at_papers(client, proc)
@@ -304,7 +304,10 @@ def test_the_scanner_button_adds_a_page_and_a_jam_gets_its_words(tmp_path, sane,
     for status, words in (("SANE_STATUS_JAMMED", "Giấy bị kẹt trong máy quét"),
                           ("SANE_STATUS_NO_DOCS", "Chưa có giấy trong khay nạp")):
         sane(read_status_code=f'"{status}"')
-        refused = client.post(f"{step}/them", data={"csrf_token": csrf_token(page.text), "source": "scanner"})
+        for _ in range(4):  # SANE's test backend now and then hangs on a simulated status (tests/test_scanner.py)
+            refused = client.post(f"{step}/them", data={"csrf_token": csrf_token(page.text), "source": "scanner"})
+            if "Máy quét không trả lời kịp" not in _error_words(refused.text):
+                break
         assert refused.status_code == 422 and words in _error_words(refused.text)
         assert len(_pages(app)) == 1
 

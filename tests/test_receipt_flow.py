@@ -11,18 +11,7 @@ from tests.support.fake_printer import FakeNetworkPrinter
 from kiosk.app import create_app
 
 from .escpos_decoder import decode, printed_image
-from .wizard import answer_all, submit
-
-
-def _submit_one(app, catalog, slug="cap-phieu-ly-lich-tu-phap"):
-    client = app.test_client()
-    proc = catalog[slug]
-    answer_all(client, proc)
-    assert submit(client, proc).status_code == 303
-    app.extensions["receipts"].wait()
-    with client.session_transaction() as session:
-        code = session["submitted"]["code"]
-    return client, proc, code
+from .wizard import answer_all, submit, submit_one as _submit_one
 
 
 def _qr_texts(image):

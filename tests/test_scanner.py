@@ -39,8 +39,15 @@ def scanimage_processes(config_dir: Path) -> list[int]:
 
 
 def code_of(**kwargs) -> str:
-    with pytest.raises(ScanError) as caught:
-        scan_page("test:0", **{"resolution": LOW_DPI, "timeout_s": 10, **kwargs})
+    """The code of a scan that fails. SANE's test backend itself now and then hangs on a simulated error
+    status (its reader never returns: 7 scans in 100 with SANE_STATUS_JAMMED on this machine, 0 in 100
+    without a simulated status), which scan_page rightly reports as "timeout"; the test then scans again,
+    up to five times, so a hang of the simulator is not taken for the code under test."""
+    for _ in range(5):
+        with pytest.raises(ScanError) as caught:
+            scan_page("test:0", **{"resolution": LOW_DPI, "timeout_s": 4, **kwargs})
+        if caught.value.code != "timeout":
+            break
     assert caught.value.code in CODES
     return caught.value.code
 

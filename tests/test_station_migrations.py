@@ -33,12 +33,13 @@ def records(path) -> list[tuple]:
 
 
 def contents(path) -> dict[str, list[dict]]:
-    """Every row of every table, in rowid order."""
+    """Every row of every table, in rowid order (a WITHOUT ROWID table, such as ``ratings``, in key order)."""
     conn = db.connect(path)
     try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                             "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-        return {t: [dict(r) for r in conn.execute(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+        tables = [(r[0], "WITHOUT ROWID" in r[1].upper()) for r in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {t: [dict(r) for r in conn.execute(f"SELECT * FROM {t} ORDER BY {'1' if keyed else 'rowid'}")]
+                for t, keyed in tables}
     finally:
         conn.close()
 

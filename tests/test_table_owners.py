@@ -34,6 +34,7 @@ OWNERS = {
     "sync_lost": "sync/worker.py",
     "sync_bundles": "sync/bundle.py",
     "sync_bundle_items": "sync/bundle.py",
+    "ratings": "kiosk/core/ratings.py",
     "_sqlite_migrations": SCHEMA,
 }
 

@@ -22,7 +22,7 @@ from sync.worker import station_paths, worker_from_config
 from tests.support.harness import CentralThread, enrol, make_station, sample_answers, submit_many
 
 FAST = {"base_delay": 0.05, "max_delay": 0.4, "idle_interval": 0.05, "timeout": 5}
-UNREACHABLE = "Trạm này đang không kết nối được với hệ thống trung tâm"
+UNREACHABLE = "Máy này đang không kết nối được với hệ thống trung tâm"
 
 
 def _station(tmp_path, name, url, central, station_id):

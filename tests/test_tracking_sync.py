@@ -19,7 +19,7 @@ def test_tracking_page_shows_what_the_central_says(tmp_path, catalog):
         answer_all(client, proc)
         submit(client, proc)
         code = re.search(r"data-tracking-code>([^<]+)<", client.get("/done").text).group(1)
-        assert "Đã tiếp nhận tại trạm, đang chờ gửi đi" in client.get(f"/track/{code}").text
+        assert "Đã nhận hồ sơ, đang chờ gửi đến cơ quan giải quyết" in client.get(f"/track/{code}").text
 
         worker = worker_from_config(config)
         worker.run(until_empty=True, max_seconds=30)

@@ -247,7 +247,7 @@ def test_tracking_page(app, client, catalog):
     response = client.get("/track", query_string={"code": typed})
     assert response.status_code == 303 and response.headers["Location"].endswith(f"/track/{code}")
     page = client.get(f"/track/{code}")
-    assert "Đã tiếp nhận tại trạm, đang chờ gửi đi" in page.text and proc.name["vi"] in page.text
+    assert "Đã nhận hồ sơ, đang chờ gửi đến cơ quan giải quyết" in page.text and proc.name["vi"] in page.text
     assert "Nguyễn" not in page.text  # no personal data on a page anyone with the code can open
 
     wrong = code[:-1] + ("0" if code[-1] != "0" else "1")

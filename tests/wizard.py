@@ -87,3 +87,16 @@ def submit(client, proc):
     page = client.get(f"/p/{proc.slug}/submit")
     assert page.status_code == 200
     return client.post(f"/p/{proc.slug}/submit", data={"csrf_token": csrf_token(page.text), "consent": "yes"})
+
+
+def submit_one(app, catalog, slug="cap-phieu-ly-lich-tu-phap"):
+    """One whole application through the test client, its receipt printed (or not) and done with:
+    (client, procedure, tracking code)."""
+    client = app.test_client()
+    proc = catalog[slug]
+    answer_all(client, proc)
+    assert submit(client, proc).status_code == 303
+    app.extensions["receipts"].wait()
+    with client.session_transaction() as session:
+        code = session["submitted"]["code"]
+    return client, proc, code

@@ -373,3 +373,28 @@ def m011_documents(db: sqlite_utils.Database):
         BEGIN SELECT RAISE(ABORT, 'submitted documents are immutable'); END
         """
     )
+
+
+@migrations()
+def m012_ratings(db: sqlite_utils.Database):
+    # Satisfaction ratings (kiosk/core/ratings.py, docs/ratings.md): anonymous by construction. No dossier
+    # id, no tracking code, no time of day; WITHOUT ROWID and a random key, so the order the rows are kept
+    # and read in says nothing of the order the citizens came in. ``state``: pending until the central
+    # confirms it holds the rating (sent), or refused by it for good.
+    db.execute(
+        """
+        CREATE TABLE ratings (
+            rating_id TEXT PRIMARY KEY,              -- 32 random hex digits: the central's idempotency key
+            station_id TEXT NOT NULL,
+            local_day TEXT NOT NULL,                 -- YYYY-MM-DD, the station's own day
+            moment TEXT NOT NULL CHECK (moment IN ('submitted', 'handed_over')),
+            channel TEXT NOT NULL,                   -- kiosk | counter | mobile
+            procedure_code TEXT,                     -- the national procedure code, or NULL
+            answers TEXT NOT NULL,                   -- JSON {criterion: level 1..3}
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'refused')),
+            refused_reason TEXT
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX ratings_day ON ratings(local_day)")
+    db.execute("CREATE INDEX ratings_state ON ratings(state)")

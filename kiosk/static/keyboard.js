@@ -58,14 +58,15 @@
   var SHOWN = { sac: "á", huyen: "à", hoi: "ả", nga: "ã", nang: "ạ" };
   var lang = document.documentElement.lang === "en" ? "en" : "vi";
   var names = NAMES[lang];
-  var board = document.createElement("div");
+  // A named region: a landmark of its own, since it sits outside <main> (axe "region").
+  var board = document.createElement("section");
   board.id = "osk";
   board.className = "osk";
-  board.setAttribute("role", "group");
   board.setAttribute("aria-label", names.label);
   board.hidden = true;
   document.body.appendChild(board);
   var field = null, shift = false, mode = "letters";
+  var FIELDS = "input[type=text], input[type=search], input[type=tel], input[type=email], input:not([type]), textarea";
 
   function keyButton(key) {
     var button = document.createElement("button");
@@ -154,7 +155,11 @@
     if (shift) { shift = false; render(); }
   }
 
+  // A phone or small tablet has its own keyboard, and ten keys of 48 px do not fit on it.
+  var smallScreen = window.matchMedia("(max-width: 599px)");
+
   function show(target) {
+    if (smallScreen.matches) { hide(); return; }
     field = target;
     mode = (target.inputMode === "numeric" || target.inputMode === "tel") ? "numbers" : "letters";
     shift = false;
@@ -188,14 +193,23 @@
   });
   document.addEventListener("focusin", function (event) {
     var t = event.target;
-    if (t.matches && t.matches("input[type=text], input[type=search], input[type=tel], input[type=email], input:not([type]), textarea")) {
+    if (t.matches && t.matches(FIELDS)) {
       show(t);
     } else if (!board.contains(t)) {
       hide();
     }
   });
-  document.addEventListener("htmx:beforeSwap", function () {
+  // A swap that replaces the field (a new page) closes the keyboard; one beside it (the search box's live
+  // results, a status that polls) leaves it open, so typing goes on.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    if (field && target && !target.contains(field) && document.contains(field)) return;
     hide();
     document.body.style.paddingBottom = "";
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    // The field may still have the focus after a swap beside it; then the keyboard goes on with it.
+    var active = document.activeElement;
+    if (!field && active && active.matches && active.matches(FIELDS) && !smallScreen.matches) show(active);
   });
 })();

@@ -40,6 +40,25 @@
     if (event.persisted) window.location.reload();
   });
 
+  // The header's links that come back to this page ("Chữ lớn", "English") carry next=. htmx swaps only
+  // <main>, so the header keeps the next= of the first page loaded: point it at the page shown now.
+  function keepPlace() {
+    var here = window.location.pathname + window.location.search;
+    document.querySelectorAll(".site-header a[href*='next=']").forEach(function (link) {
+      var url = new URL(link.getAttribute("href"), window.location.href);
+      url.searchParams.set("next", here);
+      link.setAttribute("href", url.pathname + url.search);
+    });
+  }
+  ["htmx:pushedIntoHistory", "htmx:replacedInHistory", "htmx:historyRestore", "htmx:afterSettle"].forEach(function (name) {
+    document.addEventListener(name, keepPlace);
+  });
+  window.addEventListener("popstate", keepPlace);
+  // And at the moment of the press, whatever happened since (the address bar is the truth).
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest(".site-header a[href*='next=']")) keepPlace();
+  }, true);
+
   // Inactivity: after idle-seconds without a touch or key, a warning counts down warning-seconds;
   // "I am still here" starts over, running out ends the session like the "finish" button.
   var dialog = document.getElementById("idle-warning");
