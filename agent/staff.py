@@ -26,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from kiosk.core import audit
-from kiosk.core.db import write_transaction
+from kiosk.core.db import storage_problem, write_transaction
 
 ROLES = ("agent", "supervisor")
 MAX_FAILURES = 5
@@ -265,9 +265,15 @@ def session_of(conn: sqlite3.Connection, token, idle_s: float, max_s: float,
         reason = "idle"
     else:
         if touch and idle >= SEEN_RESOLUTION_S:
-            with write_transaction(conn):
-                conn.execute("UPDATE staff_sessions SET last_seen_at = ? WHERE id_sha256 = ? AND ended_at IS NULL",
-                             (now.isoformat(), digest))
+            try:
+                with write_transaction(conn):
+                    conn.execute("UPDATE staff_sessions SET last_seen_at = ? WHERE id_sha256 = ? AND ended_at IS NULL",
+                                 (now.isoformat(), digest))
+            except (sqlite3.Error, OSError) as exc:
+                # A full or read-only disk (the station's health check says so and pauses new work): staff
+                # can still read their pages; the idle clock counts from the last write that went through.
+                if storage_problem(exc) is None:
+                    raise
         return {"id": row["staff_id"], "username": row["username"], "role": row["role"],
                 "name": row["display_name"]}, None
     end_session(conn, token, reason)

@@ -4,8 +4,10 @@ the originals shown, fee and consent, find and reprint dossiers, the day's repor
 The questions themselves are the citizen's wizard (/p/...), the same pages and checks; after "check
 answers" a logged-in staff member comes here to finish instead of to the citizen's consent page.
 """
+import logging
 import re
 import secrets
+import sqlite3
 from datetime import date, datetime, timezone
 from functools import wraps
 from pathlib import Path
@@ -19,7 +21,7 @@ from kiosk import capture, device_words, i18n
 from kiosk.core import audit, documents, dossiers, drafts, fees, outbox, ratings, tracking_code
 from kiosk.core.answers import active_answers, first_unanswered, normalise
 from kiosk.core.catalog import DELIVERY_FIELDS
-from kiosk.core.db import write_transaction
+from kiosk.core.db import storage_problem, write_transaction
 from kiosk.receipts import on_screen_png, prints_of, record_request
 from kiosk.web import (current_draft, get_db, local_target, passive, print_receipt_for, procedure_or_404, receipt_of,
                        wipe_session)
@@ -234,20 +236,28 @@ def dossier(code):
     sync = outbox.get(conn, row["submission_id"])
     prints = prints_of(conn, row["submission_id"])
     money = report.ledger_of(conn, row["submission_id"])
-    answers = []
+    answers, answers_hidden = [], None
     if document and proc:
         from kiosk.core.answers import display
-        for field in proc.fields():
-            if field["name"] in document["answers"]:
-                answers.append((i18n.pick(field["label"]),
-                                display(field, document["answers"][field["name"]], i18n.current_language())))
-        # Who saw a citizen's details is itself on record.
-        with write_transaction(conn):
-            audit.append(conn, g.staff["username"], "dossier.viewed", row["submission_id"])
+        # Who saw a citizen's details is itself on record: when the record cannot be written (a full or
+        # read-only disk), the details stay hidden and staff are told why.
+        try:
+            with write_transaction(conn):
+                audit.append(conn, g.staff["username"], "dossier.viewed", row["submission_id"])
+        except (sqlite3.Error, OSError) as exc:
+            answers_hidden = storage_problem(exc)
+            if answers_hidden is None:
+                raise
+        if answers_hidden is None:
+            for field in proc.fields():
+                if field["name"] in document["answers"]:
+                    answers.append((i18n.pick(field["label"]),
+                                    display(field, document["answers"][field["name"]], i18n.current_language())))
     corrected_by = dossiers.corrected_by(conn, row["submission_id"])
     supersedes = dossiers.tracking_code_of(conn, row["supersedes"]) if row["supersedes"] else None
     return render_template("agent/dossier.html", dossier=row, proc=proc, sync=sync, prints=prints, money=money,
-                           answers=answers, counter=(document or {}).get("counter"), can_correct=bool(document),
+                           answers=answers, answers_hidden=answers_hidden, counter=(document or {}).get("counter"),
+                           can_correct=bool(document),
                            corrected_by=corrected_by, supersedes=supersedes,
                            printer_words=device_words.printer_status,
                            printer_recovering=current_app.extensions["receipts"].needs_recovery)
@@ -307,12 +317,21 @@ def reprint(code):
         key = secrets.token_urlsafe(16)
     printer = current_app.extensions["receipts"]
     receipt = receipt_of(proc, row["submission_id"], row["tracking_code"]) if printer.enabled else None
-    with write_transaction(conn):
-        job = record_request(conn, row["submission_id"], g.staff["username"], key, printing=printer.enabled)
-        if job is not None:
-            report.record_reprint(conn, datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"],
-                                  row["submission_id"])
-            audit.append(conn, g.staff["username"], "receipt.reprint", row["submission_id"])
+    try:
+        with write_transaction(conn):
+            job = record_request(conn, row["submission_id"], g.staff["username"], key, printing=printer.enabled)
+            if job is not None:
+                report.record_reprint(conn, datetime.now(timezone.utc).isoformat(), _today(), g.staff["id"],
+                                      row["submission_id"])
+                audit.append(conn, g.staff["username"], "receipt.reprint", row["submission_id"])
+    except (sqlite3.Error, OSError) as exc:
+        cause = storage_problem(exc)
+        if cause is None:
+            raise
+        # Nothing written, nothing printed (a reprint is counted in the ledger): staff press it again later.
+        logging.getLogger("agent").error("reprint not recorded, nothing printed: %s", cause)
+        flash(i18n.t("reprint_not_saved", cause=cause))
+        return redirect(url_for("agent.dossier", code=row["tracking_code"]), code=303)
     if job is not None and printer.enabled:
         printer.queue(job, receipt, row["submission_id"], g.staff["username"])
     flash(i18n.t("reprint_requested"))
@@ -482,12 +501,21 @@ def finish(slug):
             def take_fee(conn, submitted):  # the cash goes into the ledger in the submit transaction
                 report.record_fee(conn, submitted, g.staff["id"], taken, actor=g.staff["username"])
 
-            submitted = dossiers.submit(
-                get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
-                channel=channel, procedure=proc, answers=answered, fee_ground=ground,
-                draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
-                also_write=take_fee if taken else None, supersedes=answers.get(SUPERSEDES_KEY),
-                not_applicable=documents.not_applicable(answers))
+            try:
+                submitted = dossiers.submit(
+                    get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
+                    channel=channel, procedure=proc, answers=answered, fee_ground=ground,
+                    draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
+                    also_write=take_fee if taken else None, supersedes=answers.get(SUPERSEDES_KEY),
+                    not_applicable=documents.not_applicable(answers))
+            except (sqlite3.Error, OSError) as exc:
+                # Nothing committed, the draft kept: staff are told, and submit again once space is freed.
+                cause = storage_problem(exc)
+                if cause is None:
+                    raise
+                logging.getLogger("agent").error("dossier not saved at the counter, the draft kept: %s", cause)
+                errors["not_saved"] = i18n.t("submit_not_saved")
+                return _render_finish(proc, errors, values, fee, full_vnd, papers)[0], 503
             session.pop("draft", None)
             if submitted is None:
                 return redirect(url_for("agent.home"), code=303)

@@ -2,19 +2,21 @@
 station file. The top of the layers (docs/architecture.md): it wires the core, devices, sync and the pages."""
 import logging
 import secrets
+import sqlite3
 import time
 import traceback
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from flask import Flask, g, render_template, request
+from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from agent import views as agent_views
 
-from . import audio, capture, card_views, citizen, i18n, web
+from . import audio, capture, card_views, citizen, health, i18n, web
 from .core import catalog, db, keyfile, sealing
+from .core.db import storage_problem
 from .core.calendar import WorkCalendar
 from .core.config import data_dir, load_station
 from .receipts import ReceiptPrinter
@@ -51,7 +53,16 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     )
     app.config.update(AUDIO_DIR=folder / "audio", AUDIO_PROMPTS=audio.all_prompts(app.config["CATALOG"]))
     app.config["AUDIO_ON"] = audio.available() or any(app.config["AUDIO_DIR"].glob("*.wav"))
-    db.migrate(app.config["DATABASE"])
+    # The station's own health (kiosk/health.py, docs/operations.md): a read-only folder, a full disk or a
+    # damaged database starts the station paused (no new application) instead of failing citizens later.
+    monitor = app.extensions["health"] = health.Monitor(station, app.config["DATABASE"])
+    try:
+        if not {"folder_read_only", "database_damaged"} & set(monitor.refresh(force=True).codes):
+            db.migrate(app.config["DATABASE"])
+    except sqlite3.DatabaseError as exc:
+        logging.getLogger("kiosk").error("station database not migrated at start: %s",
+                                         health.database_message(app.config["DATABASE"], exc))
+        monitor.refresh(force=True)
     # Every start check (kiosk/startup.py; `kiosk check` runs the same), so a typo in the station file
     # stops start-up, not a citizen.
     printer_connection = start_checks(station, app.config["CATALOG"]).printer.connection
@@ -75,11 +86,20 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     def layout():
         # The same template serves the whole page and, for htmx, only what goes inside <main>.
         partial = request.headers.get("HX-Request") == "true" and not request.headers.get("HX-History-Restore-Request")
-        return {"layout": "_main_only.html" if partial else "base.html"}
+        return {"layout": "_main_only.html" if partial else "base.html", "station_health": monitor.last}
 
     @app.before_request
     def start_timer():
         g.started = time.perf_counter()
+        monitor.refresh()  # at most every 30 s; a request never waits for another thread's check
+
+    @web.passive
+    def health_report():
+        """`/-/health` for monitoring and the fleet heartbeat: states, codes and counts, no personal data."""
+        body = monitor.report(web.get_db)
+        return jsonify(body), 503 if body["state"] == "paused" else 200
+
+    app.add_url_rule("/-/health", "health", health_report)
 
     @app.after_request
     def no_store(response):
@@ -114,6 +134,11 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         if isinstance(exc, HTTPException):
             return render_template("error.html", title_key="error_page_title",
                                    text_key="error_page_text"), exc.code
+        if isinstance(exc, sqlite3.DatabaseError):  # a full disk, a damaged file: look again now, say which
+            logging.getLogger("kiosk").error("%s", health.database_message(app.config["DATABASE"], exc))
+            monitor.refresh(force=True)
+            if storage_problem(exc) is not None:  # said exactly above; the citizen gets where to go instead
+                return health.paused_page()
         # Log the type and place, never the request's form (it holds personal data).
         # The traceback's frames say where; the exception's message may quote input, so it is left out.
         logging.getLogger("kiosk").error("unhandled %s at %s %s\n%s", type(exc).__name__, request.method,

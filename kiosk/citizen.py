@@ -8,6 +8,7 @@ errors answers 422 with the error summary.
 import logging
 import functools
 import re
+import sqlite3
 import unicodedata
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -20,11 +21,12 @@ from devices.vietqr import payment_account
 
 from .core import answers as answers_mod
 from .core import address_answer
-from . import audio, capture, device_words, i18n, receipts, web
+from . import audio, capture, device_words, health, i18n, receipts, web
 from .web import get_db
 from .core import documents, dossiers, drafts, fees, tracking_code
 from .core import pages as pages_mod
 from .core.catalog import CATEGORIES, DELIVERY_FIELDS, Procedure
+from .core.db import storage_problem
 from .core import ratings
 from .receipt_document import payment_message
 
@@ -141,12 +143,20 @@ def index():
     category = request.args.get("category", "")
     if category not in CATEGORIES:
         category = ""
+    if current_app.extensions["health"].last.paused:
+        return _paused()
     results = _search(query, category)
     context = {"procedures": results, "query": answers_mod.normalise(query), "category": category,
                "categories": CATEGORIES}
     if request.headers.get("HX-Trigger") == "search":
         return render_template("citizen/_procedure_list.html", **context)
     return render_template("citizen/index.html", **context)
+
+
+def _paused():
+    """The start page while the station is paused (kiosk/health.py): no tiles, where to go instead. A draft
+    already begun still goes on to its submit; only new applications are refused."""
+    return health.paused_page()
 
 
 @bp.get("/p/<slug>")
@@ -159,6 +169,8 @@ def overview(slug):
 def start(slug):
     proc = web.procedure_or_404(slug)
     existing = web.current_draft(proc)
+    if existing is None and current_app.extensions["health"].refresh().paused:
+        return _paused()  # no application is begun that the station may not be able to save
     if existing is None:
         draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version)
         session["draft"] = {"id": draft_id, "slug": proc.slug}
@@ -597,11 +609,21 @@ def consent(slug):
                                errors={"consent": i18n.t("error_consent")}), 422
 
     station = current_app.config["STATION"]
-    submitted = dossiers.submit(
-        get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
-        channel=station["station"]["kind"], procedure=proc, answers=answers_mod.active_answers(proc, answers),
-        draft_id=draft_id, not_applicable=documents.not_applicable(answers),
-    )
+    try:
+        submitted = dossiers.submit(
+            get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
+            channel=station["station"]["kind"], procedure=proc, answers=answers_mod.active_answers(proc, answers),
+            draft_id=draft_id, not_applicable=documents.not_applicable(answers),
+        )
+    except (sqlite3.Error, OSError) as exc:
+        # Nothing was committed (one transaction), and the draft is still the session's: the citizen is
+        # told the application is not submitted yet, and may press submit again once staff freed space.
+        cause = storage_problem(exc)
+        if cause is None:
+            raise
+        log.error("dossier not saved, the draft kept: %s", cause)
+        return render_template("citizen/consent.html", proc=proc, fee=_fee_due(proc, answers),
+                               errors={"not_saved": i18n.t("submit_not_saved")}), 503
     session.pop("draft", None)
     if submitted is not None:
         session["submitted"] = {"slug": slug, "code": submitted.tracking_code, "id": submitted.submission_id}
@@ -625,7 +647,9 @@ def _print_state(proc: Procedure, submitted: dict, receipt=None) -> dict:
     if not current_app.extensions["receipts"].enabled:
         state = {"state": "no_printer", "status": None}
     else:
-        state = dict(receipts.latest_print(get_db(), submitted["id"]) or {"state": "no_printer", "status": None})
+        # The printer's own answer: it knows a job whose record waits for the disk (kiosk/receipts.py).
+        state = dict(current_app.extensions["receipts"].latest(get_db(), submitted["id"])
+                     or {"state": "no_printer", "status": None})
     if state["state"] not in ("pending", "printed"):
         receipt = receipt or web.receipt_of(proc, submitted["id"], submitted["code"])
         state["preview"] = receipts.compose(current_app.config["STATION"], receipt).image.size

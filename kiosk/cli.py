@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from . import health
 from .core.catalog import CatalogError
 from .core.config import ConfigError, load_station
 
@@ -13,7 +14,7 @@ station_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=health.GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """dvc-kiosk: citizen kiosk, post-office counter and mobile-team station for online public services."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -68,9 +69,14 @@ def serve(station_file, host, port, threads, simulate_missing):
 
 @main.command()
 @station_option
-def check(station_file):
+@click.option("--full", is_flag=True, help="Read every page of the database (integrity_check) instead of the "
+                                           "quick check; minutes on a large database.")
+def check(station_file, full):
     """Run every check `kiosk serve` runs at start (the station file, the procedure catalog, the printer
-    settings, the payment account, the card settings); exit 1 with the first problem."""
+    settings, the payment account, the card settings, then the station's health: data folder writable, free
+    space above the reserve, the database's quick_check, keys, clock); exit 1 with the first problem."""
+    from pathlib import Path
+
     from .startup import start_checks
 
     config = _load(station_file)
@@ -78,6 +84,14 @@ def check(station_file):
         checked = start_checks(config)
     except (ConfigError, CatalogError) as exc:
         raise click.ClickException(str(exc)) from None
+    result = health.check(config, Path(config["paths"]["data"]) / "station.db", full=full)
+    if result.paused:
+        for reason in result.reasons:
+            click.echo(f"  {reason.code}: {reason.detail}", err=True)
+        raise click.ClickException(
+            f"trạm tạm ngừng / station paused: {result.reasons[0].detail} (docs/operations.md)")
+    click.echo(f"health: ok, {result.free_mb:.0f} MB free (reserve {result.reserve_mb} MB), WAL "
+               f"{result.wal_bytes} bytes, database {'integrity_check' if full else 'quick_check'} ok")
     click.echo(f"station {config['station']['id']} ({config['station']['kind']}) from {config['source']}: ok")
     click.echo(f"  printer: {checked.printer.describe()}; payment account: "
                f"{checked.payment.bank_bin + ' ' + checked.payment.account if checked.payment else 'none'}")

@@ -5,12 +5,15 @@ The web request never waits on the printer: a single printing thread per station
 order (one printer, one job at a time), and the confirmation page asks how the job went. The queue keeps
 what the printer's last job left behind: after a job that was cut off, the next one starts with a reset,
 a feed and a cut. A request may carry a key (a staff reprint does): a second request with the same key
-is the same request, recorded and printed once.
+is the same request, recorded and printed once. Recording comes after the dossier's commit: when the
+disk cannot take a record, the job is printed all the same and its record waits in memory (issue 21).
 """
 import logging
 import sqlite3
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from devices.printer import (PAPER_WIDTH_PX, PrintOutcome, PrinterSettingsError, Status, print_image, printer_settings,
@@ -23,7 +26,7 @@ from .core import audit, dossiers
 from .core.calendar import WorkCalendar
 from .core.masking import mask_id, mask_name
 from .core.catalog import Procedure
-from .core.db import connect, write_transaction
+from .core.db import connect, storage_problem, write_transaction
 from .receipt_document import DrawnReceipt, Receipt, draw_receipt, png_bytes
 
 log = logging.getLogger(__name__)
@@ -146,12 +149,36 @@ def record_request(conn: sqlite3.Connection, submission_id: str, actor: str, key
     return cursor.lastrowid if cursor.rowcount else None
 
 
+@dataclass
+class _Unwritten:
+    """A print job whose record the station could not write (its disk was full): kept in memory, in order,
+    and written when the disk takes it again. ``job`` is its row when the request itself was recorded;
+    ``status`` is None until the printer has answered."""
+    submission_id: str
+    actor: str
+    requested_at: str
+    job: int | None = None
+    status: str | None = None
+    ok: bool = False
+    finished_at: str | None = None
+    details: dict = field(default_factory=dict)
+
+
 class ReceiptPrinter:
     """The station's printing queue. ``request`` records the job and returns at once.
 
     ``needs_recovery`` is this printer's state between jobs: true after a job was cut off on its way (the
     connection dropped, or the printer never confirmed it), until a job with the recovery in front (a
-    reset, a feed and a cut) has reached it. Only the printing thread changes it."""
+    reset, a feed and a cut) has reached it. Only the printing thread changes it.
+
+    Recording a job comes after the dossier's commit, so it must never undo what the citizen is told: when
+    the database cannot be written (a full disk), the job is printed all the same, its record is kept in
+    memory (``latest`` answers from there), the cause is logged once per episode, and the printing thread
+    writes the records again with a backoff (``retry_first_s`` doubling up to ``retry_cap_s``) until the
+    disk takes them. A record is never left "pending" for ever without a log line."""
+
+    retry_first_s = 1.0
+    retry_cap_s = 60.0
 
     def __init__(self, database: str, config: dict, enabled: bool):
         self.database = database
@@ -159,10 +186,23 @@ class ReceiptPrinter:
         self.enabled = enabled  # False: the station has no printer, receipts are shown on screen
         self.needs_recovery = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receipt-printer")
+        self._lock = threading.Lock()
+        self._unwritten: list[_Unwritten] = []  # oldest first
+        self._trouble: str | None = None        # the storage problem of this episode, logged once
+        self._retry: threading.Timer | None = None
+        self._retry_s = self.retry_first_s
 
-    def request(self, conn: sqlite3.Connection, receipt: Receipt, submission_id: str, actor: str) -> int:
-        with write_transaction(conn):
-            job = record_request(conn, submission_id, actor)
+    def request(self, conn: sqlite3.Connection, receipt: Receipt, submission_id: str, actor: str) -> int | None:
+        """Record the job and queue it; its id, or None when it could not be recorded yet (printed all the
+        same, recorded later). Never raises for the database: the dossier is already committed."""
+        entry = _Unwritten(submission_id, actor, datetime.now(timezone.utc).isoformat())
+        try:
+            with write_transaction(conn):
+                job = record_request(conn, submission_id, actor)
+        except sqlite3.Error as exc:
+            self._hold(entry, exc)
+            self._pool.submit(self._print, None, receipt, submission_id, actor, entry)
+            return None
         self.queue(job, receipt, submission_id, actor)
         return job
 
@@ -170,9 +210,10 @@ class ReceiptPrinter:
         """Print a job already recorded (``record_request``, committed) in the background."""
         self._pool.submit(self._print, job, receipt, submission_id, actor)
 
-    def _print(self, job: int, receipt: Receipt, submission_id: str, actor: str) -> None:
+    def _print(self, job: int | None, receipt: Receipt, submission_id: str, actor: str,
+               entry: _Unwritten | None = None) -> None:
         recover = self.needs_recovery
-        details = {"job": job}
+        details = {"job": job} if job is not None else {}
         try:
             outcome = print_receipt(self.config, receipt, recover=recover)
             status, ok = outcome.status.code, outcome.ok
@@ -186,19 +227,94 @@ class ReceiptPrinter:
         except Exception as exc:  # a bug must not leave the job "pending" for ever
             log.error("printing failed with %s", type(exc).__name__)
             status, ok = Status.OFFLINE.code, False
+        finished = datetime.now(timezone.utc).isoformat()
+        with self._lock:
+            if entry is None:
+                entry = _Unwritten(submission_id, actor, finished, job)
+            entry.status, entry.ok, entry.finished_at, entry.details = status, bool(ok), finished, details
+            if entry not in self._unwritten:
+                self._unwritten.append(entry)
+        self._write_unwritten()
+
+    def _write(self, entry: _Unwritten) -> None:
         conn = connect(self.database)
         try:
             with write_transaction(conn):
+                job, details = entry.job, entry.details
+                if job is None:  # the request itself could not be recorded at the time
+                    job = record_request(conn, entry.submission_id, entry.actor)
+                    conn.execute("UPDATE receipt_prints SET requested_at = ? WHERE id = ?", (entry.requested_at, job))
+                    details = {**details, "job": job, "recorded_late": True}
                 conn.execute("UPDATE receipt_prints SET finished_at = ?, status = ?, ok = ? WHERE id = ?",
-                             (datetime.now(timezone.utc).isoformat(), status, int(ok), job))
-                audit.append(conn, actor, "receipt.printed" if ok else "receipt.not_printed", submission_id,
-                             {**details, "status": status})
+                             (entry.finished_at, entry.status, int(entry.ok), job))
+                audit.append(conn, entry.actor, "receipt.printed" if entry.ok else "receipt.not_printed",
+                             entry.submission_id, {**details, "status": entry.status})
         finally:
             conn.close()
 
+    def _write_unwritten(self) -> None:
+        """Write the finished jobs' records, oldest first; on a storage error keep them and try again later.
+        Runs on the printing thread only, so records are written in the order the jobs were printed."""
+        while True:
+            with self._lock:
+                ready = next((e for e in self._unwritten if e.status is not None), None)
+            if ready is None:
+                break
+            try:
+                self._write(ready)
+            except Exception as exc:  # noqa: BLE001 - a record that cannot be written waits, the thread lives on
+                self._hold(ready, exc)
+                return
+            with self._lock:
+                self._unwritten.remove(ready)
+        with self._lock:
+            if self._trouble is not None and not self._unwritten:
+                log.warning("receipt records written again (it was: %s)", self._trouble)
+                self._trouble, self._retry_s = None, self.retry_first_s
+
+    def _hold(self, entry: _Unwritten, exc: BaseException) -> None:
+        """Keep ``entry`` in memory, log the cause once per episode, and try again after a backoff."""
+        cause = storage_problem(exc) or f"{type(exc).__name__} writing the database: {str(exc)[:120]}"
+        with self._lock:
+            if entry not in self._unwritten:
+                self._unwritten.append(entry)
+            if cause != self._trouble:
+                log.error("receipt records cannot be written: %s; %d job(s) kept in memory, written when the "
+                          "database takes them again", cause, len(self._unwritten))
+                self._trouble = cause
+            if self._retry is None or not self._retry.is_alive():
+                self._retry = threading.Timer(self._retry_s, self._retry_later)
+                self._retry.daemon = True
+                self._retry.start()
+                self._retry_s = min(self.retry_cap_s, self._retry_s * 2)
+
+    def _retry_later(self) -> None:
+        with self._lock:
+            self._retry = None
+        try:
+            self._pool.submit(self._write_unwritten)
+        except RuntimeError:  # the pool was shut down: the process is ending
+            pass
+
+    def latest(self, conn: sqlite3.Connection, submission_id: str) -> dict | None:
+        """``latest_print``, with the jobs whose record is still in memory (a full disk) counted first."""
+        with self._lock:
+            held = [e for e in self._unwritten if e.submission_id == submission_id]
+        if held:
+            entry = held[-1]
+            if entry.status is None:
+                return {"state": "pending", "status": None}
+            return {"state": "printed" if entry.ok else "failed", "status": _STATUS_BY_CODE.get(entry.status)}
+        return latest_print(conn, submission_id)
+
+    def unwritten(self) -> int:
+        """How many jobs' records wait in memory for the disk."""
+        with self._lock:
+            return len(self._unwritten)
+
     def wait(self, timeout: float = 30) -> None:
-        """Let queued jobs finish (tests and shutdown)."""
-        self._pool.submit(lambda: None).result(timeout)
+        """Let queued jobs finish, and try once more to write what waits in memory (tests and shutdown)."""
+        self._pool.submit(self._write_unwritten).result(timeout)
 
 
 def prints_of(conn: sqlite3.Connection, submission_id: str) -> list[sqlite3.Row]:

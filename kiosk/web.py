@@ -4,6 +4,7 @@ this module; no view module imports another (tests/test_layers.py).
 """
 import functools
 import io
+import logging
 import sqlite3
 import threading
 import time
@@ -23,7 +24,7 @@ from . import i18n, receipts
 from .core import calendar as workdays
 from .core import drafts
 from .core.catalog import Procedure
-from .core.db import connect
+from .core.db import connect, storage_problem
 
 CARD_KEY = "_card"  # in a draft's answers: the fields read from the CCCD chip, for prefilling
 SEEN_RESOLUTION_S = 10
@@ -161,10 +162,21 @@ def receipt_of(proc: Procedure, submission_id: str, code: str):
 
 
 def print_receipt_for(proc: Procedure, submission_id: str, code: str, actor: str) -> None:
-    """Queue the dossier's receipt on the station's printer, if it has one (else it is shown on screen)."""
+    """Queue the dossier's receipt on the station's printer, if it has one (else it is shown on screen).
+
+    Called after the dossier's commit, so nothing here may fail the request: the citizen must be shown
+    the committed dossier. The printer keeps a job it cannot record (kiosk/receipts.py); a receipt that
+    cannot even be composed is logged with the cause, and the confirmation page shows it on screen."""
     printer = current_app.extensions["receipts"]
-    if printer.enabled:
-        printer.request(get_db(), receipt_of(proc, submission_id, code), submission_id, actor=actor)
+    if not printer.enabled:
+        return
+    try:
+        receipt = receipt_of(proc, submission_id, code)
+    except Exception as exc:  # noqa: BLE001 - after the commit, the citizen sees the confirmation whatever this is
+        logging.getLogger("kiosk").error("receipt of %s not printed (shown on screen): %s", code,
+                                         storage_problem(exc) or type(exc).__name__)
+        return
+    printer.request(get_db(), receipt, submission_id, actor=actor)
 
 
 def wipe_session() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from kiosk.health import GuardedGroup
+
 
 def _config() -> dict:
     ctx = click.get_current_context()
@@ -36,6 +38,23 @@ def _open_db(config):
     return connect(path)
 
 
+def _refuse_if_unhealthy(config):
+    """The station's self-check (kiosk/health.py) before the worker starts: a read-only folder, a damaged
+    database, unreadable keys or a wrong clock stop it with the reason. Low disk space alone does not: the
+    worker writes little, and sending dossiers off the station is what a nearly full station needs."""
+    from kiosk import health
+
+    from .worker import station_paths
+
+    result = health.check(config, station_paths(config)["database"])
+    blocking = result.blocking(ignore=("disk_low",))
+    if blocking:
+        raise click.ClickException("Không chạy đồng bộ: trạm có lỗi / not syncing, the station is unhealthy: "
+                                   + "; ".join(reason.detail for reason in blocking) + " (docs/operations.md)")
+    for reason in result.reasons:
+        logging.getLogger("sync").warning("%s", reason.detail)
+
+
 def _central_keys(config):
     from .keys import load_central_keys
     from .worker import station_paths
@@ -48,7 +67,7 @@ def _central_keys(config):
                                    "`kiosk central enrol` at the central) and `kiosk sync trust FILE`") from None
 
 
-@click.group("sync")
+@click.group("sync", cls=GuardedGroup)
 @click.option("--station", "station_file", type=click.Path(dir_okay=False), default=None,
               help="The station file (default: $KIOSK_STATION or ./station.toml).")
 @click.pass_context
@@ -72,6 +91,7 @@ def run_command(once, until_empty, max_seconds, verbose):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     config = _config()
+    _refuse_if_unhealthy(config)
     _central_keys(config)
     try:
         lock = hold_worker_lock(data_dir(config))

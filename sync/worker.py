@@ -11,6 +11,9 @@ changes, purge payloads whose acknowledgement is older than the retention period
   backoff (at least Retry-After), and the rest of the batch waits for the next cycle: the link is down.
 - refused (401/403: station unknown, revoked, clock wrong): nothing is blamed on a dossier; the worker
   backs off and ``sync status`` shows why.
+- storage (the station's disk is full, its folder read-only): the cycle stops where it stands, nothing is
+  lost (each write is one transaction, each exchange idempotent); the worker backs off as for a link
+  error, logs the cause once per episode ("disk is full; waiting") and resumes when the disk takes writes.
 
 A dossier's documents (its PDFs, kiosk/core/documents.py) go first: before a batch is sent, every attachment
 of its dossiers the central has not confirmed is uploaded as a resumable blob (``upload_blob``, chunks of
@@ -25,6 +28,7 @@ and gets the same acknowledgement.
 This module owns sync's station tables ``sync_acks``, ``sync_state`` and ``sync_lost`` (the USB bundles'
 are sync/bundle.py's); the dossiers and the outbox it reads and changes through the core's functions.
 """
+import contextlib
 import json
 import logging
 import random
@@ -38,7 +42,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 
 from kiosk.core import audit, documents, dossiers, outbox, ratings
-from kiosk.core.db import connect, write_transaction
+from kiosk.core.db import connect, storage_problem, write_transaction
 from kiosk.core.dossiers import STATUSES
 from kiosk.core.sealing import open_sealed
 
@@ -156,6 +160,7 @@ class SyncWorker:
         self.link_failures = 0       # consecutive cycles that hit a transient error: the cycle backoff
         self._known_store = None     # the central store last seen (sync_state.central_store)
         self.retry_after = 0.0
+        self.storage_trouble = None  # the storage problem of this episode (logged once), or None
 
     def close(self) -> None:
         self.client.close()
@@ -542,6 +547,30 @@ class SyncWorker:
 
     # -- the loop --------------------------------------------------------------------------------------
     def cycle(self) -> dict:
+        """One cycle. A storage problem (the disk is full, the folder read-only) ends it where it stands and
+        the worker waits as for a link error (``link_failures``), logging the cause once per episode: it
+        loses nothing, because every write is one transaction and every exchange is idempotent (an
+        acknowledgement it could not record is asked for again, and the central answers the same)."""
+        try:
+            report = self._cycle()
+        except (sqlite3.Error, OSError) as exc:
+            cause = storage_problem(exc)
+            if cause is None:
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                if self.conn.in_transaction:
+                    self.conn.rollback()
+            if cause != self.storage_trouble:
+                log.error("sync: %s; waiting (nothing is lost: what was not recorded is sent again)", cause)
+                self.storage_trouble = cause
+            self.link_failures += 1
+            return {"storage": 1}
+        if self.storage_trouble is not None:
+            log.warning("sync: the database takes writes again (it was: %s); resuming", self.storage_trouble)
+            self.storage_trouble = None
+        return report
+
+    def _cycle(self) -> dict:
         self.retry_after = 0.0
         report = self.push()
         report["pulled"] = report["ratings"] = 0

@@ -8,7 +8,8 @@ PACKAGES = ("kiosk", "agent", "devices", "sync")
 
 # Modules that are neither core, devices, sync nor a view: what the pages share and the services they use.
 SERVICES = {"kiosk.web", "kiosk.receipts", "kiosk.receipt_document", "kiosk.device_words", "kiosk.audio", "kiosk.i18n",
-            "kiosk.backup", "kiosk.simulated_devices", "kiosk.capture", "agent.staff", "agent.report"}
+            "kiosk.backup", "kiosk.simulated_devices", "kiosk.capture", "kiosk.health", "agent.staff",
+            "agent.report"}
 # Entry points: the app factory and the commands. Nothing below imports them.
 TOP = {"kiosk", "kiosk.__main__", "kiosk.app", "kiosk.startup", "kiosk.cli", "kiosk.printer_cli", "sync.sync_cli",
        "sync.central_cli", "agent", "devices", "sync"}

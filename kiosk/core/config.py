@@ -59,6 +59,10 @@ DEFAULTS = {
     # package; the station adds the days the government announces each year (dates "yyyy-mm-dd").
     "calendar": {"office_closes": "17:00", "same_day_until": "15:00", "days_off": [], "working_days": [],
                  "culture_day": True},
+    # The station's self-check (kiosk/health.py, docs/operations.md): below reserve_mb free in the data
+    # folder no new application starts (measured: answering an application writes about 85 KB to the WAL,
+    # its submit with the receipt record about 70 KB; 50 MB lets every draft in progress finish).
+    "health": {"reserve_mb": 50},
 }
 
 

@@ -107,7 +107,38 @@ def write_transaction(conn: sqlite3.Connection, durable: bool = True):
                 conn.rollback()
                 raise
             else:
-                conn.commit()
+                try:
+                    conn.commit()
+                except sqlite3.Error:
+                    # A COMMIT refused (the disk is full) may leave the transaction open; SQLite's advice
+                    # is an explicit ROLLBACK, or this connection refuses every later BEGIN.
+                    if conn.in_transaction:
+                        conn.rollback()
+                    raise
         finally:
             if not durable:
                 conn.execute("PRAGMA synchronous=FULL")
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What is wrong with the station's storage, in the words the log and staff are given, when ``exc``
+    says so ("disk is full", "data folder is read-only", ...); None for any other error. SQLite reports a
+    full disk as "database or disk is full" (SQLITE_FULL), the OS as ENOSPC."""
+    import errno
+
+    if isinstance(exc, sqlite3.Error):
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+        text = str(exc).lower()
+        if code == sqlite3.SQLITE_FULL or "database or disk is full" in text:
+            return "disk is full"
+        if code == sqlite3.SQLITE_READONLY or "readonly database" in text:
+            return "data folder is read-only"
+        if code == sqlite3.SQLITE_IOERR or "disk i/o error" in text:
+            return "disk I/O error"
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text:
+            return "database is damaged"
+        return None
+    if isinstance(exc, OSError):
+        return {errno.ENOSPC: "disk is full", errno.EDQUOT: "disk is full", errno.EROFS: "data folder is read-only",
+                errno.EIO: "disk I/O error"}.get(exc.errno)
+    return None
