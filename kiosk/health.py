@@ -109,12 +109,27 @@ def _free(folder: Path, reserve: int) -> tuple[float | None, Reason | None]:
     return free, None
 
 
+def _holds_sealed(database: Path) -> bool:
+    """Whether the station's database holds anything sealed (a dossier's payload or a draft), so that its
+    payload key is needed; a station that has never taken an application makes its key at first start. A
+    database that cannot be read counts as holding something (its own check says what is wrong with it)."""
+    from .core import drafts, dossiers
+
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+            return bool(dossiers.one_sealed_payload(conn) or drafts.one_sealed(conn))
+    except sqlite3.Error:
+        return True
+
+
 def _keys(folder: Path) -> list[Reason]:
     found = []
     for name, required, size in (("payload.key", True, 32), ("station.ed25519", False, None)):
         path = folder / name
         if not path.exists():
-            if required and (folder / "station.db").exists():
+            if required and _holds_sealed(folder / "station.db"):
                 found.append(Reason("key_unreadable", f"key missing: {path} (the sealed dossiers cannot be "
                                                       "opened without it)"))
             continue

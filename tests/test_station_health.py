@@ -209,3 +209,20 @@ def test_staff_see_the_reason_and_the_fix(tmp_path):
     page = client.get("/agent/").text
     assert 'data-notice="station-paused"' in page and 'data-reasons="disk_low"' in page
     assert "Trạm đang tạm ngừng nhận hồ sơ mới" in page and "Giải phóng dung lượng" in page
+
+
+def test_a_missing_payload_key_matters_only_once_something_is_sealed(tmp_path, catalog):
+    """A station that never took an application has no payload key yet (it is made at first start of the
+    web app): that is not a fault. Once a dossier is sealed, a missing key is one, and says why."""
+    fresh = tmp_path / "fresh" / "station.db"
+    fresh.parent.mkdir()
+    from kiosk.core.config import load_station
+    from kiosk.core.db import migrate
+    migrate(fresh)
+    assert [r.code for r in health.check(load_station(), fresh).reasons] == []
+    app = create_app({"paths": {"data": str(tmp_path / "var")}})
+    submit_one(app, catalog)
+    key = Path(app.config["DATABASE"]).parent / "payload.key"
+    key.rename(key.with_suffix(".moved"))
+    reasons = health.check(app.config["STATION"], app.config["DATABASE"]).reasons
+    assert [r.code for r in reasons] == ["key_unreadable"] and "key missing" in reasons[0].detail
