@@ -386,13 +386,6 @@ def _render_document(proc: Procedure, paper: dict, draft_id: str, answers: dict,
         full=len(page_list) >= documents.MAX_PAGES_PER_DOCUMENT), 422 if errors else 200
 
 
-def _dealt_with(conn, paper: dict, draft_id: str, answers: dict) -> bool:
-    """The paper has a page, is kept from the dossier a correction replaces, or (an optional one) the
-    citizen said they do not have it."""
-    return (bool(documents.pages_of(conn, draft_id).get(paper["id"])) or paper["id"] in capture.carried(conn, answers)
-            or (not paper["required"] and paper["id"] in documents.not_applicable(answers)))
-
-
 @bp.route("/p/<slug>/giay-to/<document_id>", methods=["GET", "POST"])
 @_paper_step
 def document(proc, paper, draft_id, answers):
@@ -408,7 +401,8 @@ def document(proc, paper, draft_id, answers):
             session.pop("draft", None)
             return _see_other("citizen.overview", slug=proc.slug)
         return _back_to_step(proc, paper, change)
-    if not _dealt_with(get_db(), paper, draft_id, answers):
+    conn = get_db()
+    if not documents.dealt_with(paper, answers, documents.pages_of(conn, draft_id), capture.carried(conn, answers)):
         key = "document_needs_page" if paper["required"] else "document_needs_page_or_none"
         return _render_document(proc, paper, draft_id, answers, {"add-page": i18n.t(key)}, change)
     return _after_questions(proc, draft_id, answers, change, after=paper["id"])

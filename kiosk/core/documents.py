@@ -154,13 +154,17 @@ def missing(procedure: Procedure, pages: dict[str, list], carried: set[str] = fr
     return [d for d in to_capture(procedure) if d["required"] and not pages.get(d["id"]) and d["id"] not in carried]
 
 
+def dealt_with(paper: dict, answers: dict, pages: dict[str, list], carried: set[str] = frozenset()) -> bool:
+    """The paper has a page, is carried from the dossier a correction replaces, or (an optional one) the
+    citizen said they do not have it."""
+    return (bool(pages.get(paper["id"])) or paper["id"] in carried
+            or (not paper["required"] and paper["id"] in not_applicable(answers)))
+
+
 def unanswered(procedure: Procedure, answers: dict, pages: dict[str, list],
                carried: set[str] = frozenset()) -> list[dict]:
-    """The papers the citizen has not dealt with yet: no page, not carried, and (for an optional one) not
-    marked as not applicable; the wizard's first step to show next."""
-    marked = not_applicable(answers)
-    return [d for d in to_capture(procedure)
-            if not pages.get(d["id"]) and d["id"] not in carried and (d["required"] or d["id"] not in marked)]
+    """The papers the citizen has not dealt with yet, in the order of the list: the wizard's next step."""
+    return [d for d in to_capture(procedure) if not dealt_with(d, answers, pages, carried)]
 
 
 # -- at submit ------------------------------------------------------------------------------------------
