@@ -300,14 +300,15 @@ def database_message(database: str | Path | None, exc: BaseException) -> str:
     """The one-line answer of a command that met a damaged or unreadable database (never a traceback)."""
     text = str(exc)
     database = database or "station.db"
-    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
+    cause = station_db.storage_problem(exc)
+    if cause == "database is damaged":
         return (f"Cơ sở dữ liệu của trạm bị hỏng / the station database is damaged: {database}: {text}. "
                 "Dừng trạm, khôi phục bản sao lưu mới nhất / stop the station and restore the latest backup: "
                 "`kiosk restore BACKUP_FILE` (docs/operations.md)")
-    if "readonly" in text or "read-only" in text or getattr(exc, "errno", None) == errno.EROFS:
+    if cause == "data folder is read-only":
         return (f"Thư mục dữ liệu chỉ đọc / the data folder is read-only: {database}: {text}. "
                 "Remount it read-write or move the station (docs/operations.md)")
-    if "full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
+    if cause == "disk is full":
         return (f"Đĩa đầy / the disk is full: {database}: {text}. Free space, then start again "
                 "(docs/operations.md)")
     hint = " (a read-only or missing data folder, or its permissions?)" if "unable to open" in text else ""
