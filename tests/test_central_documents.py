@@ -20,7 +20,7 @@ from sync.central_store import BLOB_BLOCK, BLOB_SEALED_MAGIC, BlobDamaged, BlobS
 from sync.keys import public_b64
 
 from .support.paper import page_png, text_page
-from .test_central import document, logged_in, put, signed
+from .test_central import central, central_app, document, logged_in, put, signed, station_key  # noqa: F401  (fixtures)
 from .test_central_security import place  # noqa: F401  (the fixture: SQLite, and PostgreSQL)
 
 CHUNK = 64 * 1024
@@ -33,19 +33,12 @@ def pdf() -> bytes:
 
 
 @pytest.fixture
-def app(tmp_path):
-    return create_central_app({"DATA_DIR": str(tmp_path / "central"), "TESTING": True})
+def app(central_app):  # tests/test_central.py's central, one station K01 enrolled (``key``)
+    return central_app
 
 
 @pytest.fixture
-def central(app):
-    return app.extensions["dvc_central"]
-
-
-@pytest.fixture
-def key(central):
-    station_key = Ed25519PrivateKey.generate()
-    central.store.enrol("K01", public_b64(station_key), "Bưu điện Bến Thành")
+def key(station_key):
     return station_key
 
 

@@ -68,39 +68,44 @@ def test_across_the_full_disk_window_a_saved_dossier_is_always_confirmed(small_d
     with FakeNetworkPrinter("ok") as fake:
         app = _station(disk, fake)
         printer = app.extensions["receipts"]
-        for free_kib in range(120, 4, -4):
-            _healthy_again(app, disk)
-            client = app.test_client()
-            answer_all(client, proc)
-            before = _rows(app, "SELECT count(*) FROM dossiers")[0][0]
-            disk.fill_to(free_kib)
-            response = submit(client, proc)
-            held = printer.unwritten()
-            rows = _rows(app, "SELECT submission_id, tracking_code FROM dossiers ORDER BY rowid")
-            if len(rows) > before:  # committed: the citizen sees it, with its code, whatever came after
-                seen["committed"] += 1
-                seen["receipt_held"] += bool(held)
-                assert response.status_code == 303 and response.headers["Location"] == "/done", free_kib
-                done = client.get("/done")
-                sid, code = rows[-1]
-                assert done.status_code == 200, free_kib
-                with client.session_transaction() as session:
-                    assert session["submitted"]["code"] == code and session["submitted"]["id"] == sid
-                assert code in done.text and "Máy chưa lưu được hồ sơ" not in done.text
-                printing = client.get("/done/printing")
-                assert printing.status_code == 200
-            else:  # not committed: said plainly, never the generic error page, and the draft kept
-                seen["refused"] += 1
-                assert response.status_code == 503, (free_kib, response.status_code)
-                assert "Máy chưa lưu được hồ sơ" in response.text and "CHƯA được nộp" in response.text
-                assert 'id="not_saved"' in response.text  # the summary's link has its place on the page
-                with client.session_transaction() as session:
-                    assert "draft" in session and "submitted" not in session
+        # The window where the dossier commits but its receipt record does not is a few KiB wide and moves
+        # with the WAL's size: the sweep goes again (up to three times) until it has met all three cases.
+        for _sweep in range(3):
+            for free_kib in range(120, 4, -4):
                 _healthy_again(app, disk)
-                again = submit(client, proc)  # the same answers, once space is freed
-                assert again.status_code == 303 and again.headers["Location"] == "/done"
-                assert _rows(app, "SELECT count(*) FROM dossiers")[0][0] == before + 1
-                assert client.get("/done").status_code == 200
+                client = app.test_client()
+                answer_all(client, proc)
+                before = _rows(app, "SELECT count(*) FROM dossiers")[0][0]
+                disk.fill_to(free_kib)
+                response = submit(client, proc)
+                held = printer.unwritten()
+                rows = _rows(app, "SELECT submission_id, tracking_code FROM dossiers ORDER BY rowid")
+                if len(rows) > before:  # committed: the citizen sees it, with its code, whatever came after
+                    seen["committed"] += 1
+                    seen["receipt_held"] += bool(held)
+                    assert response.status_code == 303 and response.headers["Location"] == "/done", free_kib
+                    done = client.get("/done")
+                    sid, code = rows[-1]
+                    assert done.status_code == 200, free_kib
+                    with client.session_transaction() as session:
+                        assert session["submitted"]["code"] == code and session["submitted"]["id"] == sid
+                    assert code in done.text and "Máy chưa lưu được hồ sơ" not in done.text
+                    printing = client.get("/done/printing")
+                    assert printing.status_code == 200
+                else:  # not committed: said plainly, never the generic error page, and the draft kept
+                    seen["refused"] += 1
+                    assert response.status_code == 503, (free_kib, response.status_code)
+                    assert "Máy chưa lưu được hồ sơ" in response.text and "CHƯA được nộp" in response.text
+                    assert 'id="not_saved"' in response.text  # the summary's link has its place on the page
+                    with client.session_transaction() as session:
+                        assert "draft" in session and "submitted" not in session
+                    _healthy_again(app, disk)
+                    again = submit(client, proc)  # the same answers, once space is freed
+                    assert again.status_code == 303 and again.headers["Location"] == "/done"
+                    assert _rows(app, "SELECT count(*) FROM dossiers")[0][0] == before + 1
+                    assert client.get("/done").status_code == 200
+            if all(seen.values()):
+                break
         _healthy_again(app, disk)
         _all_receipts_settled(app)
         jobs = fake.jobs
