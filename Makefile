@@ -1,6 +1,7 @@
 # make run   - install what is missing, start the station on http://127.0.0.1:8080
 # make test  - install what is missing (Debian packages too), run every test
-# make bench - run the benchmarks and print their table
+# make bench - run the benchmarks and print their table (options: make bench ARGS='--only sync --repeat 5';
+#              make bench ARGS=--help lists them)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,9 +10,10 @@ STAMP := $(VENV)/.installed-stamp
 # with, the vpcd virtual reader (a simulated card when no reader is attached), libusb for USB printers,
 # espeak-ng for spoken prompts.
 DEBS_RUN := fonts-dejavu-core pcscd vsmartcard-vpcd libpcsclite-dev swig libusb-1.0-0 espeak-ng sane-utils
-# ...and what the tests need on top: a browser, PostgreSQL for the central's storage tests, and libfaketime
-# to move a sync worker's clock in the recovery tests.
-DEBS_TEST := $(DEBS_RUN) chromium postgresql faketime
+# ...and what the tests need on top: a browser, PostgreSQL for the central's storage tests, libfaketime
+# to move a sync worker's clock in the recovery tests, and nginx in front of the central's worker processes
+# (tests/test_central_processes.py, the central-load bench).
+DEBS_TEST := $(DEBS_RUN) chromium postgresql faketime nginx
 
 .PHONY: run test bench debs-run debs-test clean
 
@@ -23,7 +25,7 @@ test: debs-test $(STAMP)
 	$(BIN)/pytest
 
 bench: debs-test $(STAMP)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(ARGS)
 
 debs-run:
 	@scripts/ensure-debian-packages $(DEBS_RUN)

@@ -5,10 +5,11 @@ The questions themselves are the citizen's wizard (/p/...), the same pages and c
 answers" a logged-in staff member comes here to finish instead of to the citizen's consent page.
 """
 import logging
+import os
 import re
 import secrets
 import sqlite3
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import wraps
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,20 +18,23 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
                    url_for)
 
 from devices.removable_media import MOUNTS, mounted_removable
-from kiosk import capture, device_words, i18n
+from kiosk import capture, device_words, i18n, sync_words
 from kiosk.core import audit, documents, dossiers, drafts, fees, outbox, ratings, tracking_code
 from kiosk.core.answers import active_answers, first_unanswered, normalise
 from kiosk.core.catalog import DELIVERY_FIELDS
 from kiosk.core.db import storage_problem, write_transaction
 from kiosk.receipts import on_screen_png, prints_of, record_request
-from kiosk.web import (current_draft, get_db, local_target, passive, print_receipt_for, procedure_or_404, receipt_of,
-                       wipe_session)
+from kiosk.web import (current_draft, get_db, idle_minutes, local_target, passive, print_receipt_for, procedure_or_404,
+                       receipt_of, wipe_session)
 from sync import notices
 
 from . import report, staff
 
 bp = Blueprint("agent", __name__, url_prefix="/agent")
 SUPERSEDES_KEY = drafts.SUPERSEDES_KEY  # in a draft's answers: the dossier this correction replaces
+# In a correction's draft: the counter's record of the dossier it replaces (the delivery chosen, the
+# originals seen), which the finish page starts from (_delivery_default, _checked_before).
+CORRECTED_COUNTER_KEY = "_counter"
 
 
 def _today() -> str:
@@ -84,7 +88,8 @@ def staff_context():
     if not getattr(g, "staff", None):
         return {"staff": None}
     return {"staff": g.staff, "waiting": outbox.waiting(get_db()), "notices": notices.notices(get_db()),
-            "papers_waiting_kb": -(-documents.pending_bytes(get_db()) // 1024)}
+            "papers_waiting_kb": -(-documents.pending_bytes(get_db()) // 1024),
+            "refused_open": outbox.rejected_open_count(get_db())}
 
 
 def login_required(role: str | None = None):
@@ -148,13 +153,21 @@ def logout():
 
 # --- home, search, detail, reprint ------------------------------------------------------------------
 
+WAITING_SHOWN = 200  # the home's "waiting to be sent" list: the oldest this many, then a count of the rest
+
+
 @bp.get("/")
 @login_required()
 def home():
+    """Search, a new application, export; then every dossier still waiting to be sent, whatever its day
+    (a mobile team's week offline), oldest first, and today's dossiers."""
     conn = get_db()
     recent = dossiers.recent(conn, _today(), 20)
+    waiting_rows = outbox.waiting_list(conn, WAITING_SHOWN)
+    full = len(waiting_rows) == WAITING_SHOWN
+    waiting_more = max(0, outbox.pending_count(conn) - WAITING_SHOWN) if full else 0
     return render_template("agent/home.html", recent=recent, procedures=current_app.config["CATALOG"].values(),
-                           export_targets=export_targets())
+                           export_targets=export_targets(), waiting_rows=waiting_rows, waiting_more=waiting_more)
 
 
 def export_targets() -> list[Path]:
@@ -190,8 +203,181 @@ def export_bundle():
     with write_transaction(get_db()):
         audit.append(get_db(), g.staff["username"], "bundle.exported", result["bundle_id"],
                      {"dossiers": result["dossiers"]})
-    flash(i18n.t("export_done", count=result["dossiers"], path=str(result["path"])) if result["path"]
-          else i18n.t("export_nothing"))
+    # What went where: how many, the file's name and the stick (or folder) it is on.
+    if result["path"]:
+        flash(i18n.t("usb_export_done", count=result["dossiers"], file=result["path"].name, folder=str(folder)))
+    if result.get("left"):
+        flash(i18n.t("usb_export_left", left=result["left"]))
+    if not result["path"] and not result.get("left"):
+        flash(i18n.t("export_nothing"))
+    return redirect(url_for("agent.home"), code=303)
+
+
+# --- the acknowledgements brought back on a stick (USB round trip) -----------------------------------
+
+MAX_ACK_FILES = 20  # listed per page: the newest first
+
+
+def _ack_files_in(folder: Path, suffix: str | None = None) -> list[tuple[str, float]]:
+    """(name, modified time) of the ack files at the top of ``folder``, newest first: plain files whose
+    name ends in .acks.json (or ``suffix``: catalog releases) (not hidden: a Mac leaves "._" copies on a
+    stick); [] when it cannot be read."""
+    from sync.bundle import ACK_SUFFIX
+
+    suffix = suffix or ACK_SUFFIX
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(suffix) and not entry.name.startswith(".") and entry.is_file(
+                        follow_symlinks=False):
+                    found.append((entry.name, entry.stat(follow_symlinks=False).st_mtime))
+    except OSError:
+        return []
+    return sorted(found, key=lambda item: (-item[1], item[0]))[:MAX_ACK_FILES]
+
+
+@bp.app_template_filter("time_and_day")
+def time_and_day(iso: str) -> tuple[str, str]:
+    """A stored UTC time as a sentence says it here: ("14:05", "02/12/2026") in the station's time zone."""
+    at = datetime.fromisoformat(iso).astimezone(ZoneInfo(current_app.config["STATION"]["station"]["timezone"]))
+    return at.strftime("%H:%M"), at.strftime("%d/%m/%Y")
+
+
+@bp.app_template_global()
+def ack_files_found() -> list[dict]:
+    """The ack files on the export targets, for the staff home: which target (its number in
+    ``export_targets``), the folder, the name and the export of this station it answers (None when the
+    name is not one of ours). Only names are read here; a file is opened when staff press its button."""
+    from sync.bundle import ACK_SUFFIX, bundles_named
+
+    found = [{"target": n, "folder": str(folder), "name": name}
+             for n, folder in enumerate(export_targets()) for name, _mtime in _ack_files_in(folder)]
+    ours = bundles_named(get_db(), [f["name"][:-len(ACK_SUFFIX)] for f in found])
+    for f in found:
+        f["answers"] = ours.get(f["name"][:-len(ACK_SUFFIX)])
+    return found
+
+
+def _acks_result(counts: dict) -> str:
+    """The result of applying an ack file, in plain words: what the central received and refused, or that
+    the file was applied before, or that nothing in it could be used."""
+    used = counts["acknowledged"] + counts["rejected"]
+    if not used and counts["already"] and not counts["ignored"]:
+        return i18n.t("usb_acks_already", already=counts["already"])
+    if not used and not counts["already"]:
+        return i18n.t("usb_acks_forged") if counts["ignored"] else i18n.t("usb_acks_empty")
+    words = [i18n.t("usb_acks_applied", acknowledged=counts["acknowledged"], rejected=counts["rejected"])]
+    if counts["already"]:
+        words.append(i18n.t("usb_acks_applied_before", already=counts["already"]))
+    if counts["ignored"]:
+        words.append(i18n.t("usb_acks_ignored", ignored=counts["ignored"]))
+    return " ".join(words)
+
+
+ACK_REFUSALS = {"other_station": "usb_acks_other_station", "too_large": "usb_acks_too_large",
+                "unreadable": "usb_acks_unreadable"}  # any other BundleError: not an ack file
+
+
+@bp.post("/acks")
+@login_required()
+def import_acks():
+    """Apply an ack file found on a stick (``kiosk sync import-acks`` on the screen): staff press the button
+    beside a file the home page listed; the form names the target's number and the file's name, and only a
+    file listed now at the top of that target is read. Each answer is checked like an online one; a file for
+    another station, not an ack file or altered is refused, and applying one twice changes nothing. The
+    outcome is audited (the file's sha256 and the counts, nothing of its content)."""
+    import hashlib
+
+    from sync import protocol
+    from sync.bundle import BundleError, apply_station_ack_file, read_bounded
+
+    targets = export_targets()
+    chosen, name = request.form.get("target", ""), request.form.get("name", "")
+    folder = targets[int(chosen)] if chosen.isdigit() and int(chosen) < len(targets) else None
+    if folder is None or name not in {found for found, _mtime in _ack_files_in(folder)}:
+        flash(i18n.t("usb_acks_gone"))
+        return redirect(url_for("agent.home"), code=303)
+    conn = get_db()
+    digest = None
+    try:
+        data = read_bounded(folder / name, protocol.MAX_BUNDLE_BYTES)
+        digest = hashlib.sha256(data).hexdigest()
+        counts = apply_station_ack_file(current_app.config["STATION"], conn, data)
+    except FileNotFoundError:  # no central keys: the station was never enrolled
+        flash(i18n.t("export_not_enrolled"))
+        return redirect(url_for("agent.home"), code=303)
+    except BundleError as refused:
+        with write_transaction(conn):
+            audit.append(conn, g.staff["username"], "acks.refused", digest, {"code": refused.code})
+        flash(i18n.t(ACK_REFUSALS.get(refused.code, "usb_acks_not_ack_file"),
+                     station=current_app.config["STATION"]["station"]["id"]))
+        return redirect(url_for("agent.home"), code=303)
+    # A file of which no answer could be used (all altered, or none for this station's dossiers) is refused.
+    forged = counts["ignored"] and not (counts["acknowledged"] or counts["rejected"] or counts["already"])
+    with write_transaction(conn):
+        audit.append(conn, g.staff["username"], "acks.refused" if forged else "acks.imported", digest,
+                     {"code": "not_genuine", **counts} if forged else counts)
+    flash(_acks_result(counts))
+    return redirect(url_for("agent.home"), code=303)
+
+
+# --- catalog releases (issue 19): the live one, the last refusal, a release file from a stick -------------
+
+def _catalog_reason(code: str, reason: str) -> str:
+    """A refusal in the page's words; the definition's file and field (or the units) kept as said."""
+    words = i18n.t(f"catalog_reason_{code}") if f"catalog_reason_{code}" in i18n.MESSAGES else code
+    return f"{words} ({reason})" if code in ("bad_procedures", "units_mismatch") else words
+
+
+@bp.app_template_global()
+def catalog_release_state() -> dict:
+    """For the staff home: the live catalog release (None: the catalog installed with the station), the last
+    refusal after it, a stored release that cannot be used, and the release files at the top of the export
+    targets (the same stick listing as the ack files)."""
+    from sync.catalog_release import SUFFIX
+
+    releases = current_app.extensions["catalog_releases"]
+    refused = releases.store.refused()
+    if refused:
+        refused = {**refused, "words": _catalog_reason(str(refused.get("code")), str(refused.get("reason", "")))}
+    files = [{"target": n, "folder": str(folder), "name": name}
+             for n, folder in enumerate(export_targets()) for name, _mtime in _ack_files_in(folder, SUFFIX)]
+    return {"live": releases.info, "refused": refused, "problem": releases.problem, "files": files}
+
+
+@bp.post("/catalog")
+@login_required()
+def import_catalog():
+    """Install a catalog release file found on a stick (``kiosk sync import-catalog`` on the screen), chosen
+    as an ack file is (the target's number and a name listed there now). Checked as one fetched online;
+    refused with the reason, the live release staying; audited (numbers and codes only)."""
+    from sync.bundle import BundleError, read_bounded
+    from sync.catalog_release import MAX_RELEASE_BYTES, SUFFIX, ReleaseRefused
+    from sync.keys import load_catalog_key
+    from sync.worker import station_paths
+
+    targets = export_targets()
+    chosen, name = request.form.get("target", ""), request.form.get("name", "")
+    folder = targets[int(chosen)] if chosen.isdigit() and int(chosen) < len(targets) else None
+    if folder is None or name not in {found for found, _mtime in _ack_files_in(folder, SUFFIX)}:
+        flash(i18n.t("catalog_file_gone"))
+        return redirect(url_for("agent.home"), code=303)
+    releases = current_app.extensions["catalog_releases"]
+    try:
+        data = read_bounded(folder / name, MAX_RELEASE_BYTES)
+        key = load_catalog_key(station_paths(current_app.config["STATION"])["central_keys"])
+        installed = releases.store.install(data, key, "usb", get_db(), g.staff["username"])
+    except (FileNotFoundError, ValueError):  # no central keys: the station was never enrolled
+        flash(i18n.t("export_not_enrolled"))
+    except BundleError as exc:
+        flash(i18n.t("catalog_refused", reason=_catalog_reason(exc.code, str(exc))))
+    except ReleaseRefused as refused:
+        flash(i18n.t("catalog_refused", reason=_catalog_reason(refused.code, refused.reason)))
+    else:
+        releases.refresh(force=True)  # this request's next one serves it
+        number = installed.release if installed else releases.info["release"]
+        flash(i18n.t("catalog_installed" if installed else "catalog_already_live", release=number))
     return redirect(url_for("agent.home"), code=303)
 
 
@@ -255,22 +441,36 @@ def dossier(code):
                                     display(field, document["answers"][field["name"]], i18n.current_language())))
     corrected_by = dossiers.corrected_by(conn, row["submission_id"])
     supersedes = dossiers.tracking_code_of(conn, row["supersedes"]) if row["supersedes"] else None
+    # A dossier is corrected once: once replaced, staff are offered the newest of its line instead.
+    newest = dossiers.replaced_by(conn, row["submission_id"]) if corrected_by else None
+    printer = current_app.extensions["receipts"]
     return render_template("agent/dossier.html", dossier=row, proc=proc, sync=sync, prints=prints, money=money,
                            answers=answers, answers_hidden=answers_hidden, counter=(document or {}).get("counter"),
-                           can_correct=bool(document),
+                           can_correct=bool(document) and not corrected_by, newest=newest,
                            corrected_by=corrected_by, supersedes=supersedes,
-                           printer_words=device_words.printer_status,
-                           printer_recovering=current_app.extensions["receipts"].needs_recovery)
+                           sync_reason=sync_words.explain(sync["last_error"], sync["state"]) if sync else "",
+                           printing=printer.enabled, printer_words=device_words.printer_status,
+                           printer_recovering=printer.enabled and printer.needs_recovery)
 
 
 @bp.post("/d/<code>/correct")
 @login_required()
 def correct(code):
     """A submitted dossier never changes: a correction is a new application that starts from the old
-    answers and names the dossier it replaces."""
+    answers (and, at the counter, the delivery chosen and the originals seen) and names the dossier it
+    replaces. One correction per dossier: one already replaced sends staff to the newest of its line, and
+    a correction already under way (not submitted, not idle) is resumed rather than started twice."""
     conn = get_db()
     row = _dossier_or_404(code)
     proc = procedure_or_404(row["procedure_slug"])
+    newest = dossiers.replaced_by(conn, row["submission_id"])
+    if newest is not None:
+        flash(i18n.t("correction_exists", code=row["tracking_code"], newest=newest))
+        return redirect(url_for("agent.dossier", code=newest), code=303)
+    open_draft = drafts.correction_of(conn, row["submission_id"], idle_minutes())
+    if open_draft is not None:  # resumed where it stands: its answers are on the check page
+        session["draft"] = {"id": open_draft[0], "slug": open_draft[1]}
+        return redirect(url_for("citizen.check", slug=open_draft[1]), code=303)
     document = dossiers.open_payload(conn, current_app.config["PAYLOAD_KEY"], row["submission_id"])
     if document is None:
         abort(404)
@@ -278,7 +478,11 @@ def correct(code):
     # carried into the new one unless captured again (kiosk.core.documents.assemble).
     answers = {**document["answers"], SUPERSEDES_KEY: row["submission_id"],
                documents.NOT_APPLICABLE_KEY: document.get("documents_not_applicable", [])}
-    draft_id = drafts.create(conn, current_app.config["PAYLOAD_KEY"], proc.slug, proc.version, answers)
+    if document.get("counter"):  # what the finish page starts from: the delivery and the originals seen
+        answers[CORRECTED_COUNTER_KEY] = {k: document["counter"][k] for k in ("delivery", "documents_checked")
+                                          if k in document["counter"]}
+    draft_id = drafts.create(conn, current_app.config["PAYLOAD_KEY"], proc.slug, proc.version, answers,
+                             release=proc.release)
     session["draft"] = {"id": draft_id, "slug": proc.slug}
     with write_transaction(conn):
         audit.append(conn, g.staff["username"], "dossier.correction_started", row["submission_id"])
@@ -334,7 +538,8 @@ def reprint(code):
         return redirect(url_for("agent.dossier", code=row["tracking_code"]), code=303)
     if job is not None and printer.enabled:
         printer.queue(job, receipt, row["submission_id"], g.staff["username"])
-    flash(i18n.t("reprint_requested"))
+    # No printer here (an old form, a printer removed since): the receipt is on the page, nothing printed.
+    flash(i18n.t("reprint_requested" if printer.enabled else "reprint_no_printer"))
     return redirect(url_for("agent.dossier", code=row["tracking_code"]), code=303)
 
 
@@ -360,12 +565,23 @@ def hand_over(code):
 # --- finishing an application at the counter -------------------------------------------------------
 
 def _delivery_default(answers: dict) -> tuple[str, str]:
-    """What the counter's delivery question starts from: the citizen's own answer when the draft has one
-    (a correction of a kiosk dossier brings it along), else collection at the counter."""
+    """What the counter's delivery question starts from: for a correction of a counter dossier, the delivery
+    staff recorded then; else the citizen's own answer when the draft has one (a correction of a kiosk
+    dossier brings it along); else collection at the counter."""
+    before = (answers.get(CORRECTED_COUNTER_KEY) or {}).get("delivery") or {}
+    if before.get("method") in ("counter", "post"):
+        return before["method"], before.get("address", "") if before["method"] == "post" else ""
     if answers.get("delivery") == "buu-chinh":
         address = answers.get("delivery_address") or ""
         return "post", address.get("text", "") if isinstance(address, dict) else address  # an address answer
     return "counter", ""
+
+
+def _checked_before(proc, answers: dict, papers: dict) -> set[str]:
+    """The originals to tick that a correction's finish page starts with ticked: those staff saw for the
+    dossier it replaces (kept by their Vietnamese names, as the dossier records them), by id."""
+    seen = set((answers.get(CORRECTED_COUNTER_KEY) or {}).get("documents_checked") or ())
+    return {doc["id"] for doc in papers["to_tick"] if doc["vi"] in seen}
 
 
 def _papers(proc, draft_id: str, answers: dict) -> dict:
@@ -427,7 +643,9 @@ def _read_fee_ground(proc, values: dict, full_vnd: int) -> tuple[fees.StaffGroun
 def finish(slug):
     """The counter's last page: the documents checked, how the result is delivered (asked here once: the
     wizard skips the citizen's own question for staff, and its answers are left out of the dossier), the
-    fee with the reduction or exemption staff record after seeing the proof, the cash taken, consent."""
+    fee with the reduction or exemption staff record after seeing the proof, the cash taken, consent. For a
+    correction, what was paid for the dossier it replaces is said and carried: only a higher fee's
+    difference is taken, a lower one's given back (agent/report.py, docs/counter-money.md)."""
     proc = procedure_or_404(slug)
     draft = current_draft(proc)
     if draft is None:
@@ -448,7 +666,7 @@ def finish(slug):
     declared = fees.declared_ground(proc, answered)
     delivery, address = _delivery_default(answers)
     form = request.form
-    errors, values = {}, {"documents": set(), "delivery": delivery, "address": address,
+    errors, values = {}, {"documents": _checked_before(proc, answers, papers), "delivery": delivery, "address": address,
                           "fee_ground": declared["id"] if declared else fees.NONE, "fee_other_reason": "",
                           "fee_other_amount": "", "fee": None, "consent": False}
     if request.method == "POST":
@@ -460,19 +678,28 @@ def finish(slug):
                   "fee": normalise(form.get("fee", "")), "consent": form.get("consent") == "yes"}
     ground, ground_errors = _read_fee_ground(proc, values, full_vnd)
     fee = fees.fee_for(proc, answered, channel, ground)
+    # A correction inherits what was paid for the dossier it replaces: only a higher fee is taken.
+    replaced_id = answers.get(SUPERSEDES_KEY)
+    before = report.paid_before(get_db(), replaced_id) if replaced_id else None
+    to_take = max(0, fee.amount_vnd - before["held_vnd"]) if before else fee.amount_vnd
     if values["fee"] is None:
-        values["fee"] = str(fee.amount_vnd)  # the cash to take, unless staff say otherwise
+        values["fee"] = str(to_take)  # the cash to take, unless staff say otherwise
     if request.method == "POST":
         errors.update(ground_errors)
         shown = form.get("fee_due_shown")
         if not ground_errors and (form.get("action") == "recalculate"
                                   or (shown is not None and shown != str(fee.amount_vnd))):
             # The amount due changed with the ground chosen: staff see it before anything is submitted.
-            values["fee"] = str(fee.amount_vnd)
+            values["fee"] = str(to_take)
             if form.get("action") != "recalculate":
                 errors["fee"] = i18n.t("fee_due_changed", amount=f"{fee.amount_vnd:,}".replace(",", "."))
             else:
-                return _render_finish(proc, errors, values, fee, full_vnd, papers)
+                return _render_finish(proc, errors, values, fee, full_vnd, papers, before)
+        held = str(before["held_vnd"]) if before else None
+        if before and "fee" not in errors and form.get("paid_before_shown", held) != held:
+            # The replaced dossier's money moved meanwhile (another correction of it): staff see it again.
+            values["fee"] = str(to_take)
+            errors["fee"] = i18n.t("correction_paid_changed")
         # The same words as the citizen's consent page: required papers with no page, and required
         # originals (or, with no capture here, paper copies) not ticked.
         lacking = [doc[i18n.current_language()] for doc in proc.documents if doc["required"] and (
@@ -498,16 +725,27 @@ def finish(slug):
             }
             taken = int(values["fee"])
 
-            def take_fee(conn, submitted):  # the cash goes into the ledger in the submit transaction
-                report.record_fee(conn, submitted, g.staff["id"], taken, actor=g.staff["username"])
+            def take_fee(conn, submitted):  # the money goes into the ledger in the submit transaction
+                if replaced_id:  # what was paid for the replaced dossier moves here, a lower fee given back
+                    report.record_correction(conn, submitted, g.staff["id"], replaced_id, actor=g.staff["username"])
+                if taken:
+                    report.record_fee(conn, submitted, g.staff["id"], taken, actor=g.staff["username"])
 
             try:
                 submitted = dossiers.submit(
                     get_db(), key=current_app.config["PAYLOAD_KEY"], station=station["station"],
                     channel=channel, procedure=proc, answers=answered, fee_ground=ground,
                     draft_id=draft_id, actor=g.staff["username"], staff_id=g.staff["id"], counter=counter,
-                    also_write=take_fee if taken else None, supersedes=answers.get(SUPERSEDES_KEY),
+                    also_write=take_fee if taken or replaced_id else None, supersedes=answers.get(SUPERSEDES_KEY),
                     not_applicable=documents.not_applicable(answers))
+            except dossiers.AlreadyReplaced as replaced:
+                # Corrected meanwhile (another counter, another tab): this correction is dropped, staff are
+                # sent to the newest dossier of the line.
+                drafts.delete(get_db(), draft_id)
+                session.pop("draft", None)
+                flash(i18n.t("correction_exists", code=dossiers.tracking_code_of(get_db(), answers[SUPERSEDES_KEY])[0],
+                             newest=replaced.newest))
+                return redirect(url_for("agent.dossier", code=replaced.newest), code=303)
             except (sqlite3.Error, OSError) as exc:
                 # Nothing committed, the draft kept: staff are told, and submit again once space is freed.
                 cause = storage_problem(exc)
@@ -515,55 +753,144 @@ def finish(slug):
                     raise
                 logging.getLogger("agent").error("dossier not saved at the counter, the draft kept: %s", cause)
                 errors["not_saved"] = i18n.t("submit_not_saved")
-                return _render_finish(proc, errors, values, fee, full_vnd, papers)[0], 503
+                return _render_finish(proc, errors, values, fee, full_vnd, papers, before)[0], 503
             session.pop("draft", None)
             if submitted is None:
                 return redirect(url_for("agent.home"), code=303)
             print_receipt_for(proc, submitted.submission_id, submitted.tracking_code, actor=g.staff["username"])
-            flash(i18n.t("submitted_for_citizen"))
+            flash(i18n.t("submitted_for_citizen" if current_app.extensions["receipts"].enabled
+                         else "submitted_for_citizen_no_printer"))
             return redirect(url_for("agent.dossier", code=submitted.tracking_code), code=303)
-    return _render_finish(proc, errors, values, fee, full_vnd, papers)
+    return _render_finish(proc, errors, values, fee, full_vnd, papers, before)
 
 
-def _render_finish(proc, errors: dict, values: dict, fee: fees.Fee, full_vnd: int, papers: dict):
+def _render_finish(proc, errors: dict, values: dict, fee: fees.Fee, full_vnd: int, papers: dict,
+                   before: dict | None = None):
+    """The finish page. ``before``: for a correction, what was paid for the dossiers it replaces
+    (report.paid_before), said with what is left to take or to give back."""
+    money = None
+    if before is not None:
+        held = before["held_vnd"]
+        money = {"held_vnd": held, "to_take_vnd": max(0, fee.amount_vnd - held),
+                 "refund_vnd": max(0, held - fee.amount_vnd),
+                 "replaced": before["chain"][0]["tracking_code"] if before["chain"] else None,
+                 "paid": [{**link, "day": _day_text(link["submitted_at"])}
+                          for link in reversed(before["chain"]) if link["paid_vnd"]]}
     return render_template("agent/finish.html", proc=proc, errors=errors, values=values, fee=fee.basis(),
-                           papers=papers, fee_choices=fees.grounds(proc) if full_vnd else None), 422 if errors else 200
+                           papers=papers, fee_choices=fees.grounds(proc) if full_vnd else None, before=money,
+                           day_signed=_signed_today()), 422 if errors else 200
 
 
 # --- the day's report, the rejected queue ------------------------------------------------------------
 
+def _day_text(iso_utc: str) -> str:
+    """A stored UTC time's station day, as staff read it (dd/mm/yyyy)."""
+    zone = ZoneInfo(current_app.config["STATION"]["station"]["timezone"])
+    return datetime.fromisoformat(iso_utc).astimezone(zone).strftime("%d/%m/%Y")
+
+
+def _signed_today() -> str | None:
+    """Today as dd/mm when the day's report is already signed (what is submitted now goes to a later
+    day's report), else None."""
+    today = _today()
+    return date.fromisoformat(today).strftime("%d/%m") if report.closing(get_db(), today) else None
+
+
+@bp.app_template_global()
+def day_signed_notice() -> str | None:
+    """For a staff page: the warning that today is already signed off, or None."""
+    signed = _signed_today() if getattr(g, "staff", None) else None
+    return i18n.t("day_signed_home", day=signed) if signed else None
+
+
+def _parse_day(text: str | None) -> date | None:
+    """A day from the report's picker: YYYY-MM-DD (a date input) or dd/mm/yyyy (typed), else None."""
+    text = (text or "").strip()[:10]
+    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text, pattern).date()
+        except ValueError:
+            pass
+    return None
+
+
 @bp.get("/report")
 @login_required()
 def day_report():
-    day = request.args.get("day") or _today()
-    try:
-        date.fromisoformat(day)
-    except ValueError:
-        abort(404)
+    """The day's report, today's unless the picker chose another day. A signed day shows the report as
+    signed (its hash checked), with what was written after the signature shown going to a later day."""
+    return _render_report(request.args.get("day"))
+
+
+def _render_report(day_text: str | None, errors: dict | None = None, reason: str = ""):
+    errors = dict(errors or {})
+    today = date.fromisoformat(_today())
+    day = _parse_day(day_text) if day_text else today
+    if day is None:
+        errors["day"] = i18n.t("report_day_invalid")
+        day = today
     conn = get_db()
-    data = report.day_report(conn, day)
-    closed = report.closing(conn, day)
+    iso = day.isoformat()
+    closed = report.closing(conn, iso)
+    frozen = report.signed_report(closed) if closed else None
+    data = frozen if frozen is not None else report.day_report(conn, iso)
     signer = staff.display_name_of(conn, closed["signed_by"]) if closed else None
-    return render_template("agent/report.html", report=data, closed=closed, signer=signer,
-                           day_text=date.fromisoformat(day).strftime("%d/%m/%Y"),
+    return render_template("agent/report.html", report=data, closed=closed, frozen=frozen is not None,
+                           signer=signer, day_iso=iso, day_text=day.strftime("%d/%m/%Y"),
+                           previous_day=(day - timedelta(days=1)).isoformat(),
+                           next_day=(day + timedelta(days=1)).isoformat(), can_sign=day <= today,
+                           history=[c for c in report.closings_of(conn, iso) if c["reopened_at"]],
+                           moved=report.moved_out(conn, iso), errors=errors, reason=reason,
+                           short_day=lambda d: date.fromisoformat(d).strftime("%d/%m"),
+                           long_day=lambda d: date.fromisoformat(d).strftime("%d/%m/%Y"),
                            rating_criteria=ratings.CRITERIA, rating_levels=ratings.LEVELS,
                            rating_words=ratings.level_words,
-                           catalog={p.code: p for p in current_app.config["CATALOG"].values()})
+                           catalog={p.code: p for p in current_app.config["CATALOG"].values()}), 422 if errors else 200
 
 
 @bp.post("/report/sign")
 @login_required(role="supervisor")
 def sign_report():
-    day = request.form.get("day", "")
+    """Sign off a day (today or before): its report is stored with its hash and shown as signed."""
+    day = _parse_day(request.form.get("day"))
+    if day is None:
+        abort(404)
+    if day.isoformat() > _today():
+        flash(i18n.t("report_sign_future"))
+    else:
+        try:
+            report.sign_off(get_db(), day.isoformat(), _staff_row())
+        except ValueError:
+            flash(i18n.t("already_signed"))
+    return redirect(url_for("agent.day_report", day=day.isoformat()), code=303)
+
+
+@bp.post("/report/reopen")
+@login_required(role="supervisor")
+def reopen_report():
+    """Reopen a signed day with a reason (audited, the closing kept in the day's history): its page is
+    live again and it can be signed again."""
+    day = _parse_day(request.form.get("day"))
+    if day is None:
+        abort(404)
+    reason = normalise(request.form.get("reason", ""))[:400]
+    low, high = report.REOPEN_REASON_LENGTH
+    if not low <= len(" ".join(reason.split())) <= high:
+        return _render_report(day.isoformat(), {"reason": i18n.t("reopen_reason_needed", low=low, high=high)}, reason)
     try:
-        date.fromisoformat(day)
-        report.sign_off(get_db(), day, _staff_row())
-    except ValueError:
-        flash(i18n.t("already_signed"))
-    return redirect(url_for("agent.day_report", day=day or None), code=303)
+        report.reopen(get_db(), day.isoformat(), _staff_row(), reason)
+    except LookupError:
+        flash(i18n.t("report_not_signed"))
+    else:
+        flash(i18n.t("report_reopened", day=day.strftime("%d/%m/%Y")))
+    return redirect(url_for("agent.day_report", day=day.isoformat()), code=303)
 
 
 @bp.get("/rejected")
 @login_required()
 def rejected():
-    return render_template("agent/rejected.html", rows=outbox.rejected(get_db()))
+    """The open refusals, each with its reason in words and what to do (kiosk/sync_words.py) and a way to
+    correct it; below, the latest refusals closed by a correction or by sending again under a new code."""
+    conn = get_db()
+    return render_template("agent/rejected.html", rows=outbox.rejected(conn), closed=outbox.rejected_closed(conn),
+                           reason=sync_words.explain, printing=current_app.extensions["receipts"].enabled)

@@ -14,13 +14,12 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from agent import views as agent_views
 
-from . import audio, capture, card_views, citizen, health, i18n, web
-from .core import catalog, db, keyfile, sealing
+from . import audio, capture, card_views, citizen, device_state, health, i18n, web
+from .core import db, keyfile, sealing
 from .core.db import storage_problem
-from .core.calendar import WorkCalendar
 from .core.config import data_dir, load_station
 from .receipts import ReceiptPrinter
-from .startup import start_checks
+from .startup import check_station_id, live_catalog, start_checks, station_mismatch
 
 # An installed wheel carries the templates inside the package (pyproject.toml maps templates/ there); a
 # source checkout has them beside it.
@@ -38,13 +37,25 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     laid over it (tests pass a dict)."""
     station = load_station(station_file, overrides=config)
     folder = data_dir(station)
+    # The database, its WAL, the keys: its owner's only (kiosk/core/keyfile.py). New files are made so;
+    # what an older release or a copy left readable by others is narrowed here, at every start.
+    narrowed = keyfile.keep_private(folder)
+    if narrowed:
+        logging.getLogger("kiosk").warning("data folder %s: %d files or folders were readable by other users; "
+                                           "now owner-only (0600 files, 0700 folders)", folder, narrowed)
     app = Flask(__name__, template_folder=str(TEMPLATES))
+    # The catalogs (sync/catalog_release.py): the live catalog release in the data folder, else
+    # paths.procedures; new applications use the live one, a draft keeps the release it started on.
+    releases = app.extensions["catalog_releases"] = live_catalog(station)
+    if releases.problem:
+        logging.getLogger("kiosk").error("catalog: %s; serving paths.procedures", releases.problem)
     app.config.update(
         STATION=station,
         DATABASE=str(folder / "station.db"),
         SECRET_KEY=_secret_key(folder),
         PAYLOAD_KEY=sealing.load_or_create_key(folder / "payload.key"),
-        CATALOG=catalog.load_catalog(station["paths"].get("procedures")),
+        CATALOG=releases.catalog,
+        CATALOG_RELEASE=str(releases.info["release"]) if releases.info else None,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=station["server"]["secure_cookies"],  # behind TLS: never over plain http
@@ -66,16 +77,27 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
     # Every start check (kiosk/startup.py; `kiosk check` runs the same), so a typo in the station file
     # stops start-up, not a citizen.
     printer_connection = start_checks(station, app.config["CATALOG"]).printer.connection
+    # A station re-identified with dossiers still queued: the central would refuse every one of them. A
+    # warning, not a refusal (kiosk/startup.py); staff see it in their bar until it is dealt with.
+    mismatch = check_station_id(station, app.config["DATABASE"])
+    if mismatch is not None:
+        logging.getLogger("kiosk").warning("%s", mismatch.log_line())
     app.extensions["receipts"] = ReceiptPrinter(app.config["DATABASE"], station, printer_connection != "none")
+    # What the sync worker's heartbeat tells the central of the devices (kiosk/device_state.py, docs/fleet.md):
+    # started by `kiosk serve`, so an app made in a test does not ask its printer unasked.
+    app.extensions["device_state"] = device_state.DeviceWatch(
+        folder, station, lambda: device_state.catalog_version(app.config["CATALOG"], app.config.get("CATALOG_RELEASE")),
+        app.extensions["receipts"], float(station["health"]["device_check_seconds"]))
     web.init_db(app)
     capture.init_app(app)  # before the CSRF check: it raises the body limit of page uploads
     csrf.init_app(app)
 
     # The station's working days: every page's processing times and due dates, and the receipts.
-    app.extensions["calendar"] = WorkCalendar.from_station(station)
+    app.extensions["calendar"] = releases.calendar  # the station file's days and the live release's
     app.jinja_env.globals.update(t=i18n.t, pick=i18n.pick, lang=i18n.current_language,
                                  station=station, htmx_version="2.0.11", processing_time=web.processing_time,
-                                 result_due_day=web.result_due_day)
+                                 result_due_day=web.result_due_day,
+                                 station_mismatch=lambda: station_mismatch(web.get_db(), station["station"]["id"]))
     app.jinja_env.filters["money"] = lambda n: f"{n:,}".replace(",", ".")
     zone = ZoneInfo(station["station"]["timezone"])
     app.jinja_env.filters["local_date"] = lambda iso: datetime.fromisoformat(iso).astimezone(zone).strftime("%d/%m/%Y")
@@ -88,9 +110,18 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
         partial = request.headers.get("HX-Request") == "true" and not request.headers.get("HX-History-Restore-Request")
         return {"layout": "_main_only.html" if partial else "base.html", "station_health": monitor.last}
 
+    applied = [releases.catalog]  # the catalog app.config holds, as this app last set it
+
     @app.before_request
     def start_timer():
         g.started = time.perf_counter()
+        releases.refresh()
+        if releases.catalog is not applied[0]:  # the sync worker or a USB import installed a release
+            applied[0] = releases.catalog
+            app.config.update(CATALOG=releases.catalog, CATALOG_RELEASE=str(releases.info["release"]),
+                              AUDIO_PROMPTS=audio.all_prompts(releases.catalog))
+            app.extensions["calendar"] = releases.calendar
+            logging.getLogger("kiosk").info("catalog release %s is live", releases.info["release"])
         monitor.refresh()  # at most every 30 s; a request never waits for another thread's check
 
     @web.passive

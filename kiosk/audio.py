@@ -58,12 +58,13 @@ def available() -> bool:
 
 def synthesize(folder: Path, name: str, lang: str, text: str) -> Path:
     """The recording for ``text``, made now if it is not there yet (atomically: no half files)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # in the data folder: its owner's only
     target = folder / f"{name}.wav"
     if not target.exists():
         partial = folder / f".{name}.{os.getpid()}.wav"
         subprocess.run(["espeak-ng", "-v", VOICES[lang], "-s", "140", "-w", str(partial), text],
                        check=True, capture_output=True, timeout=30)
+        partial.chmod(0o600)
         partial.replace(target)
     return target
 

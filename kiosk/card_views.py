@@ -290,7 +290,8 @@ def _ensure_draft(proc) -> str:
     existing = current_draft(proc)
     if existing is not None:
         return existing[0]
-    draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version)
+    draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version,
+                             release=proc.release)
     session["draft"] = {"id": draft_id, "slug": proc.slug}
     return draft_id
 

@@ -172,7 +172,8 @@ def start(slug):
     if existing is None and current_app.extensions["health"].refresh().paused:
         return _paused()  # no application is begun that the station may not be able to save
     if existing is None:
-        draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version)
+        draft_id = drafts.create(get_db(), current_app.config["PAYLOAD_KEY"], proc.slug, proc.version,
+                                 release=proc.release)
         session["draft"] = {"id": draft_id, "slug": proc.slug}
     capture.station_scanner().start()  # found (or not) long before the citizen reaches the papers
     return _see_other("citizen.question", slug=slug, page_id=proc.pages[0]["id"])
@@ -517,9 +518,11 @@ def _summary_rows(proc: Procedure, answers: dict) -> list[dict]:
     rows = []
     for page in answers_mod.active_pages(proc, answers):
         for field in page["fields"]:
+            value = answers_mod.display(field, answers.get(field["name"]), i18n.current_language())
             rows.append({
                 "label": i18n.pick(field["label"]),
-                "value": answers_mod.display(field, answers.get(field["name"]), i18n.current_language()),
+                # A choice's words are the definition's ("Thông tin của bạn ..."), other answers the person's own.
+                "value": i18n.for_reader(value) if field["type"] == "choice" else value,
                 "change_url": url_for("citizen.question", slug=proc.slug, page_id=page["id"], change=1),
                 "field": field["name"],
             })
@@ -542,7 +545,7 @@ def _paper_rows(proc: Procedure, draft_id: str, answers: dict) -> list[dict]:
             value = i18n.t("document_not_applicable")
         else:
             value = i18n.t("document_none_yet")
-        rows.append({"label": paper[i18n.current_language()], "value": value, "document": paper["id"],
+        rows.append({"label": i18n.pick(paper), "value": value, "document": paper["id"],
                      "change_url": url_for("citizen.document", slug=proc.slug, document_id=paper["id"], change=1)})
     return rows
 
@@ -620,7 +623,8 @@ def consent(slug):
                                errors={"not_saved": i18n.t("submit_not_saved")}), 503
     session.pop("draft", None)
     if submitted is not None:
-        session["submitted"] = {"slug": slug, "code": submitted.tracking_code, "id": submitted.submission_id}
+        session["submitted"] = {"slug": slug, "code": submitted.tracking_code, "id": submitted.submission_id,
+                                "release": proc.release}
         # The dossier is committed: whatever the printer does now cannot lose it.
         web.print_receipt_for(proc, submitted.submission_id, submitted.tracking_code, actor="citizen")
     return _see_other("citizen.done")
@@ -629,9 +633,10 @@ def consent(slug):
 def _just_submitted():
     """(procedure, submission) of what this session submitted last, or None."""
     submitted = session.get("submitted")
-    if not submitted or submitted.get("slug") not in web.catalog() or "id" not in submitted:
+    proc = web.procedure_in(submitted.get("slug"), submitted.get("release")) if submitted else None
+    if proc is None or "id" not in submitted:
         return None
-    return web.catalog()[submitted["slug"]], submitted
+    return proc, submitted
 
 
 def _print_state(proc: Procedure, submitted: dict, receipt=None) -> dict:

@@ -59,6 +59,7 @@ def serve(station_file, host, port, threads, simulate_missing):
     except (ConfigError, CatalogError) as exc:
         raise click.ClickException(str(exc)) from None
     server = config["server"]
+    app.extensions["device_state"].start()  # device-state.json for the sync worker's heartbeat (docs/fleet.md)
     # A thread that comes back from a commit's fsync waits for the GIL up to the switch interval while
     # other threads render pages; a shorter interval keeps writes (and the lock they hold) short.
     sys.setswitchinterval(0.0005)
@@ -74,10 +75,11 @@ def serve(station_file, host, port, threads, simulate_missing):
 def check(station_file, full):
     """Run every check `kiosk serve` runs at start (the station file, the procedure catalog, the printer
     settings, the payment account, the card settings, then the station's health: data folder writable, free
-    space above the reserve, the database's quick_check, keys, clock); exit 1 with the first problem."""
+    space above the reserve, the database's quick_check, keys, clock); exit 1 with the first problem. Warns
+    (exit 0) when dossiers waiting to be sent were made under another station id than the file's."""
     from pathlib import Path
 
-    from .startup import start_checks
+    from .startup import check_station_id, start_checks
 
     config = _load(station_file)
     try:
@@ -92,9 +94,16 @@ def check(station_file, full):
             f"trạm tạm ngừng / station paused: {result.reasons[0].detail} (docs/operations.md)")
     click.echo(f"health: ok, {result.free_mb:.0f} MB free (reserve {result.reserve_mb} MB), WAL "
                f"{result.wal_bytes} bytes, database {'integrity_check' if full else 'quick_check'} ok")
+    mismatch = check_station_id(config, Path(config["paths"]["data"]) / "station.db")
+    if mismatch is not None:  # a warning, as at start: the dossiers are safe here, staff decide
+        click.echo(f"warning: {mismatch.log_line()}", err=True)
     click.echo(f"station {config['station']['id']} ({config['station']['kind']}) from {config['source']}: ok")
     click.echo(f"  printer: {checked.printer.describe()}; payment account: "
                f"{checked.payment.bank_bin + ' ' + checked.payment.account if checked.payment else 'none'}")
+    if checked.release_problem:  # as at start: the stored release is not served, paths.procedures is
+        click.echo(f"warning: catalog: {checked.release_problem}; serving paths.procedures", err=True)
+    click.echo(f"  catalog release {checked.release['release']} of {checked.release['created_at']} (from the central)"
+               if checked.release else "  catalog: paths.procedures (no catalog release installed)")
     for proc in checked.catalog.values():
         click.echo(f"  {proc.code}  {proc.slug}  v{proc.version}  {len(proc.pages)} pages")
 

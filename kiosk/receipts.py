@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from devices.printer import (PAPER_WIDTH_PX, PrintOutcome, PrinterSettingsError, Status, print_image, printer_settings,
-                             usable_settings)
+                             printer_status, usable_settings)
 from devices.vietqr import PaymentAccount, payment_account
 
 from agent import report, staff
@@ -62,7 +62,7 @@ def receipt_for(conn: sqlite3.Connection, key: bytes, config: dict, procedure: P
     station = config["station"]
     name = dossiers.applicant_answer(procedure, answers, "card.full_name")
     officer = staff.display_name_of(conn, dossier["staff_id"]) if dossier["staff_id"] is not None else None
-    paid = sum(line["amount_vnd"] for line in report.ledger_of(conn, submission_id) if line["kind"] == "fee")
+    paid = report.paid_for(conn, submission_id)  # a correction: what was carried to it counts as paid
     return Receipt(
         station_name=station["name"], agency=station["agency"], procedure_name=procedure.name["vi"],
         procedure_code=procedure.code,
@@ -191,6 +191,19 @@ class ReceiptPrinter:
         self._trouble: str | None = None        # the storage problem of this episode, logged once
         self._retry: threading.Timer | None = None
         self._retry_s = self.retry_first_s
+        self.on_status = None  # called with each job's status code (kiosk/device_state.py's DeviceWatch.printed)
+
+    def ask_status(self, timeout: float = 120.0) -> str | None:
+        """The printer's status code, asked on the printing thread between jobs (a status query on a second
+        connection in the middle of a job would cut it); ``no_printer`` without one; None when the queue
+        stays busy past ``timeout``."""
+        if not self.enabled:
+            return Status.NO_PRINTER.code
+        future = self._pool.submit(printer_status, self.config)
+        try:
+            return future.result(timeout).code
+        except Exception:  # noqa: BLE001  (busy past the timeout, or the pool is shutting down)
+            return None
 
     def request(self, conn: sqlite3.Connection, receipt: Receipt, submission_id: str, actor: str) -> int | None:
         """Record the job and queue it; its id, or None when it could not be recorded yet (printed all the
@@ -227,6 +240,11 @@ class ReceiptPrinter:
         except Exception as exc:  # a bug must not leave the job "pending" for ever
             log.error("printing failed with %s", type(exc).__name__)
             status, ok = Status.OFFLINE.code, False
+        if self.on_status is not None:
+            try:
+                self.on_status(status)
+            except Exception:  # noqa: BLE001  (the device state is news for the fleet page, never a job's fate)
+                log.warning("device state not updated after a print job")
         finished = datetime.now(timezone.utc).isoformat()
         with self._lock:
             if entry is None:

@@ -115,10 +115,32 @@ def catalog() -> dict[str, Procedure]:
 
 
 def procedure_or_404(slug: str) -> Procedure:
-    proc = catalog().get(slug)
+    """The definition ``slug``: of the catalog release this session's draft of it started on, when there
+    is one (a draft finishes on its release after the station switches: sync/catalog_release.py), else
+    of the live catalog."""
+    proc = _draft_procedure(slug) or catalog().get(slug)
     if proc is None:
         abort(404)
     return proc
+
+
+def procedure_in(slug, release: int | None) -> Procedure | None:
+    """The definition ``slug`` of catalog release ``release`` (a dossier's, a draft's), else of the live
+    catalog; None when neither has it."""
+    releases = current_app.extensions.get("catalog_releases")
+    live = catalog().get(slug)
+    if releases is None or (live is not None and live.release == release):
+        return live
+    return releases.procedure(slug, release) or live
+
+
+def _draft_procedure(slug: str) -> Procedure | None:
+    ref = session.get("draft")
+    if "catalog_releases" not in current_app.extensions or not ref or ref.get("slug") != slug or "id" not in ref:
+        return None
+    open_, release = drafts.release_of(get_db(), ref["id"], idle_minutes())
+    # A draft gone or idle too long: a new application starts on the live release.
+    return procedure_in(slug, release) if open_ else None
 
 
 def idle_minutes() -> int:

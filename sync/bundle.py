@@ -7,10 +7,10 @@ key agreed by X25519 between a fresh ephemeral key and the central's bundle key 
 bound as associated data. Only the central can read it; only the station can have made it.
 
 The central imports a bundle through exactly the same receive rule as ``PUT /submissions``, so importing
-twice changes nothing, and writes an *ack file*: the central's signed acknowledgements and refusals,
-the same documents the online path returns. The station applies an ack file exactly as it applies online
-answers. Until then bundled dossiers stay pending: the worker keeps offering them online, and the next
-export includes them again, so a lost stick loses nothing.
+twice changes nothing, and writes an *ack file* (``<bundle file name>.acks.json``): the central's signed
+acknowledgements and refusals, the same documents the online path returns. The station applies an ack
+file exactly as it applies online answers. Until then bundled dossiers stay pending: the worker keeps
+offering them online, and the next export includes them again, so a lost stick loses nothing.
 
 A bundle carries the dossiers' documents too: the PDFs not yet confirmed by the central, each under
 ``blobs`` (its sha256 and its bytes in base64), checked against its hash and stored in the central's blob
@@ -19,6 +19,9 @@ store before any dossier is received, so a dossier finds its attachments there. 
 inflated); the dossiers whose documents do not fit wait for the next export (``left``). When the ack file
 comes back, the documents of every acknowledged dossier are marked uploaded. A bundle without ``blobs``
 (older stations) reads as before.
+
+Both files are written whole (``.part``, fsync, rename) and readable by their owner only (0600); a folder
+made for them is 0700.
 
 This module owns the tables ``sync_bundles`` and ``sync_bundle_items`` (which dossiers went out in which
 bundle); the dossiers and the outbox it reads through the core's functions.
@@ -60,7 +63,23 @@ MAX_BLOB_BYTES = 25 << 20         # one document, as the central's blob store ta
 
 
 class BundleError(ValueError):
-    """A bundle or ack file that cannot be used; the message says why (never what is inside)."""
+    """A bundle or ack file that cannot be used; the message says why (never what is inside), ``code`` what
+    kind of problem it is, for a screen to say in plain words (``BUNDLE_ERROR_CODES``)."""
+
+    def __init__(self, message: str, code: str = "not_bundle"):
+        super().__init__(message)
+        self.code = code
+
+
+# What BundleError.code may be: a file too large, unreadable or not what it should be; a bundle from a
+# station not enrolled or revoked, not signed by its station, made for another central, with contents that
+# are not right; an ack file that is not one, or is for another station.
+BUNDLE_ERROR_CODES = ("too_large", "unreadable", "not_bundle", "unknown_station", "revoked_station",
+                      "bad_signature", "wrong_central", "bad_contents", "not_ack_file", "other_station")
+BUNDLE_SUFFIX = ".dvcbundle"
+# An ack file is named after its bundle: ``<bundle file name>.acks.json`` beside it (the CLI) or as the
+# central's staff page offers it for download; the staff screen of the station lists ``*.acks.json``.
+ACK_SUFFIX = ".acks.json"
 
 
 # What a bundle, its dossiers and an ack file must look like, checked before anything in them is used. A
@@ -161,7 +180,7 @@ def _problem(error: jsonschema.ValidationError) -> str:
     return f"fails the {kind} rule"
 
 
-def _check(schema: dict, instance, what: str) -> None:
+def _check(schema: dict, instance, what: str, code: str) -> None:
     """BundleError naming the first item that does not fit the schema, and why."""
     error = next(iter(_VALIDATORS[id(schema)].iter_errors(instance)), None)
     if error is None:
@@ -177,7 +196,7 @@ def _check(schema: dict, instance, what: str) -> None:
         if isinstance(sid, str) and jsonschema.Draft202012Validator(_UUID).is_valid(sid):
             item += f" (submission {sid})"
         item += ": "
-    raise BundleError(f"{what}: {item}{_where(path)} {_problem(error)}")
+    raise BundleError(f"{what}: {item}{_where(path)} {_problem(error)}", code)
 
 
 def _b64(data: bytes) -> str:
@@ -192,9 +211,27 @@ def _aead_key(shared: bytes, header: dict) -> bytes:
     return HKDF(hashes.SHA256(), 32, salt=None, info=f"{BUNDLE}:{header['bundle_id']}".encode()).derive(shared)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def bundle_file_name(station_id: str, created_at: str, bundle_id: str) -> str:
+    """The name of a bundle's file: ``<station>-<time, UTC, to the second>-<id's first 8>.dvcbundle``."""
+    return f"{station_id}-{created_at[:19].replace(':', '').replace('-', '')}-{bundle_id[:8]}{BUNDLE_SUFFIX}"
+
+
+def ack_file_name(bundle_name: str) -> str:
+    """The name of the ack file that answers the bundle named ``bundle_name``: that name + ``.acks.json``."""
+    return bundle_name + ACK_SUFFIX
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (``.part``, fsync, rename), readable by this user only (0600: a
+    bundle and an ack file say which dossiers a station took and when)."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f:
+        try:
+            os.fchmod(f.fileno(), 0o600)  # a .part left from before may have had another mode
+        except OSError:
+            pass  # a stick's FAT has no modes
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -205,6 +242,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(fd)
     except OSError:
         pass
+
 
 
 def seal_bundle(contents, *, station_id: str, station_key, central_bundle_key, dossiers: int,
@@ -275,9 +313,9 @@ def export_bundle(conn: sqlite3.Connection, folder: Path, *, station_id: str, st
                                 central_bundle_key=central_bundle_key, dossiers=len(items), bundle_id=bundle_id,
                                 created_at=created_at)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{station_id}-{created_at[:19].replace(':', '').replace('-', '')}-{bundle_id[:8]}.dvcbundle"
-    _write_atomically(path, data)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a folder made here is this user's only
+    path = folder / bundle_file_name(station_id, created_at, bundle_id)
+    write_private_file(path, data)
     with write_transaction(conn):
         conn.execute("INSERT INTO sync_bundles (bundle_id, created_at, file_name, dossiers) VALUES (?, ?, ?, ?)",
                      (bundle_id, created_at, path.name, len(items)))
@@ -293,20 +331,20 @@ def read_bounded(path: str | Path, limit: int) -> bytes:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
     except OSError as exc:
-        raise BundleError(f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+        raise BundleError(f"cannot read the file ({exc.strerror or type(exc).__name__})", "unreadable") from None
     if len(data) > limit:
-        raise BundleError(f"the file is larger than {limit >> 20} MiB: refused whole, nothing imported")
+        raise BundleError(f"the file is larger than {limit >> 20} MiB: refused whole, nothing imported", "too_large")
     return data
 
 
-def _parsed(data: bytes, what: str, not_one: str):
+def _parsed(data: bytes, what: str, not_one: str, code: str):
     """The JSON of a file from a stick, within the bundle limits, or a BundleError saying what is wrong."""
     if len(data) > protocol.MAX_BUNDLE_BYTES:
-        raise BundleError(f"{what} is larger than {protocol.MAX_BUNDLE_BYTES >> 20} MiB: refused whole")
+        raise BundleError(f"{what} is larger than {protocol.MAX_BUNDLE_BYTES >> 20} MiB: refused whole", "too_large")
     try:
         return protocol.parse_json(data, protocol.MAX_BUNDLE_BYTES)
     except ValueError as exc:  # BadJSON, TooLarge
-        raise BundleError(f"{not_one}: {exc}") from None
+        raise BundleError(f"{not_one}: {exc}", code) from None
 
 
 def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
@@ -320,25 +358,25 @@ def open_bundle(central, data: bytes) -> tuple[dict, list[dict]]:
 
 def _opened(central, data: bytes) -> tuple[dict, list[dict], list[tuple[str, bytes]]]:
     """``open_bundle`` with the bundle's documents: (header, items, [(sha256, bytes)]), each checked."""
-    bundle = _parsed(data, "the bundle", "not a dvc bundle")
+    bundle = _parsed(data, "the bundle", "not a dvc bundle", "not_bundle")
     if isinstance(bundle, dict) and isinstance(bundle.get("header"), dict) and bundle["header"].get("format") != BUNDLE:
-        raise BundleError(f"not a {BUNDLE} file")
-    _check(BUNDLE_SCHEMA, bundle, "not a dvc bundle")
+        raise BundleError(f"not a {BUNDLE} file", "not_bundle")
+    _check(BUNDLE_SCHEMA, bundle, "not a dvc bundle", "not_bundle")
     header = bundle["header"]
     try:
         ciphertext, signature = _unb64(bundle["ciphertext"]), _unb64(bundle["signature"])
     except (ValueError, binascii.Error):
-        raise BundleError("not a dvc bundle: the ciphertext or the signature is not base64") from None
+        raise BundleError("not a dvc bundle: the ciphertext or the signature is not base64", "not_bundle") from None
     station = central.store.station(header["station_id"])
     if station is None:
-        raise BundleError("the bundle's station is not enrolled")
+        raise BundleError("the bundle's station is not enrolled", "unknown_station")
     if station.revoked_at:
-        raise BundleError("the bundle's station was revoked")
+        raise BundleError("the bundle's station was revoked", "revoked_station")
     try:
         ed25519_public(station.public_key).verify(
             signature, protocol.canonical_json({"header": header, "ciphertext": bundle["ciphertext"]}))
     except InvalidSignature:
-        raise BundleError("the bundle is not signed by its station's key") from None
+        raise BundleError("the bundle is not signed by its station's key", "bad_signature") from None
     try:
         from .keys import x25519_public
 
@@ -348,9 +386,9 @@ def _opened(central, data: bytes) -> tuple[dict, list[dict], list[tuple[str, byt
         text = protocol.inflate(plaintext, protocol.MAX_BUNDLE_INFLATED_BYTES, wbits=15)
     except protocol.TooLarge:
         raise BundleError(f"the bundle's dossiers inflate past {protocol.MAX_BUNDLE_INFLATED_BYTES >> 20} MiB: "
-                          "refused whole, nothing imported") from None
+                          "refused whole, nothing imported", "too_large") from None
     except (InvalidTag, ValueError, TypeError, binascii.Error, zlib.error):
-        raise BundleError("the bundle does not open with this central's key") from None
+        raise BundleError("the bundle does not open with this central's key", "wrong_central") from None
     return _bundle_contents(text, header)
 
 
@@ -361,12 +399,12 @@ def _bundle_contents(text: bytes, header: dict) -> tuple[dict, list[dict], list[
     try:
         contents = protocol.parse_json(text, protocol.MAX_BUNDLE_INFLATED_BYTES)
     except ValueError as exc:  # BadJSON, TooLarge
-        raise BundleError(f"the bundle's dossiers are {exc}: refused whole, nothing imported") from None
-    _check(BUNDLE_ITEMS_SCHEMA, contents, "the bundle's dossiers (refused whole, nothing imported)")
+        raise BundleError(f"the bundle's dossiers are {exc}: refused whole, nothing imported", "bad_contents") from None
+    _check(BUNDLE_ITEMS_SCHEMA, contents, "the bundle's dossiers (refused whole, nothing imported)", "bad_contents")
     items = contents["items"]
     if len(items) != header["dossiers"]:
         raise BundleError(f"the bundle's header says {header['dossiers']} dossiers but it holds {len(items)}: "
-                          "refused whole, nothing imported")
+                          "refused whole, nothing imported", "bad_contents")
     for n, item in enumerate(items):
         try:
             size = len(item["body"].encode())
@@ -375,7 +413,7 @@ def _bundle_contents(text: bytes, header: dict) -> tuple[dict, list[dict], list[
         if size is None or size > MAX_BUNDLE_ITEM_BYTES:
             why = "is not UTF-8 text" if size is None else f"is larger than {MAX_BUNDLE_ITEM_BYTES >> 20} MiB"
             raise BundleError(f"the bundle's dossiers (refused whole, nothing imported): item {n} (submission "
-                              f"{item['submission_id']}): items[{n}].body {why}")
+                              f"{item['submission_id']}): items[{n}].body {why}", "bad_contents")
     blobs = []
     for n, blob in enumerate(contents.get("blobs") or []):
         try:
@@ -385,7 +423,7 @@ def _bundle_contents(text: bytes, header: dict) -> tuple[dict, list[dict], list[
         if pdf is None or protocol.sha256_hex(pdf) != blob["sha256"]:
             why = "is not base64" if pdf is None else "does not hash to its sha256"
             raise BundleError(f"the bundle's documents (refused whole, nothing imported): blobs entry {n}: "
-                              f"blobs[{n}].data {why}")
+                              f"blobs[{n}].data {why}", "bad_contents")
         blobs.append((blob["sha256"], pdf))
     return header, items, blobs
 
@@ -407,6 +445,12 @@ def import_bundle(central, data: bytes) -> tuple[dict, dict]:
     """Receive every dossier of a bundle (idempotent); returns (ack file document, counts). BundleError
     (and nothing else) for a bundle that cannot be imported; each dossier refused gets the central's signed
     refusal in the ack file, as online."""
+    _header, ack_file, counts = receive_bundle(central, data)
+    return ack_file, counts
+
+
+def receive_bundle(central, data: bytes) -> tuple[dict, dict, dict]:
+    """``import_bundle`` with the bundle's checked header first: (header, ack file document, counts)."""
     header, items, blobs = _opened(central, data)
     for sha256, pdf in blobs:  # before the dossiers, which the central receives only with their documents
         state = _keep_blob(central.blobs, header["station_id"], sha256, pdf)
@@ -426,20 +470,20 @@ def import_bundle(central, data: bytes) -> tuple[dict, dict]:
             counts["deferred"] += 1
     ack_file = {"format": ACK_FILE, "station_id": header["station_id"], "bundle_id": header["bundle_id"],
                 "acks": acks, "rejections": refusals}
-    return ack_file, counts
+    return header, ack_file, counts
 
 
 def apply_ack_file(conn: sqlite3.Connection, data: bytes, *, station_id: str, central_signing_key) -> dict:
     """Apply the central's answers brought back on a stick. Each answer is checked like an online one
     (signature, this station, this content); applying a file twice changes nothing. A file that is not a
     well-formed ack file (every entry checked) is refused whole with a BundleError naming the entry."""
-    ack_file = _parsed(data, "the ack file", "not an ack file")
+    ack_file = _parsed(data, "the ack file", "not an ack file", "not_ack_file")
     if not isinstance(ack_file, dict) or ack_file.get("format") != ACK_FILE:
-        raise BundleError(f"not a {ACK_FILE} file")
-    _check(ACK_FILE_SCHEMA, ack_file, "not a well-formed ack file (nothing applied)")
+        raise BundleError(f"not a {ACK_FILE} file", "not_ack_file")
+    _check(ACK_FILE_SCHEMA, ack_file, "not a well-formed ack file (nothing applied)", "not_ack_file")
     if ack_file["station_id"] != station_id:
         raise BundleError(f"the ack file is for station {ack_file['station_id']!r}, not this one ({station_id}): "
-                          "nothing applied")
+                          "nothing applied", "other_station")
     counts = {"acknowledged": 0, "rejected": 0, "already": 0, "ignored": 0}
     for kind, doc_type in (("acks", protocol.ACK), ("rejections", protocol.REJECT)):
         for envelope in ack_file[kind]:
@@ -460,14 +504,30 @@ def apply_ack_file(conn: sqlite3.Connection, data: bytes, *, station_id: str, ce
     return counts
 
 
+def bundles_named(conn: sqlite3.Connection, file_names: list[str]) -> dict[str, sqlite3.Row]:
+    """{file name: its row (bundle_id, created_at, file_name, dossiers)} of the bundles made here that bear
+    one of these names: which export an ack file found on a stick answers."""
+    if not file_names:
+        return {}
+    marks = ", ".join("?" * len(file_names))
+    return {row["file_name"]: row for row in conn.execute(
+        f"SELECT bundle_id, created_at, file_name, dossiers FROM sync_bundles WHERE file_name IN ({marks})",
+        list(file_names))}
+
+
 def bundled_pending(conn: sqlite3.Connection) -> int:
     """How many pending dossiers are also on a USB bundle made here."""
     return conn.execute("SELECT COUNT(DISTINCT b.submission_id) FROM sync_bundle_items b JOIN outbox o "
                         "USING (submission_id) WHERE o.state = 'pending'").fetchone()[0]
 
 
+def ack_file_bytes(ack_file: dict) -> bytes:
+    """The ack file as it is written to a stick (the CLI) and downloaded from the central's staff page."""
+    return json.dumps(ack_file, ensure_ascii=False, indent=1).encode()
+
+
 def write_ack_file(path: Path, ack_file: dict) -> None:
-    _write_atomically(Path(path), json.dumps(ack_file, ensure_ascii=False, indent=1).encode())
+    write_private_file(Path(path), ack_file_bytes(ack_file))
 
 
 def export_station_bundle(config: dict, conn: sqlite3.Connection, folder: Path) -> dict:
@@ -483,3 +543,14 @@ def export_station_bundle(config: dict, conn: sqlite3.Connection, folder: Path) 
     return export_bundle(conn, Path(folder), station_id=config["station"]["id"],
                          station_key=load_or_create_signing_key(paths["station_key"]),
                          payload_key=load_or_create_key(paths["payload_key"]), central_bundle_key=bundle_key)
+
+
+def apply_station_ack_file(config: dict, conn: sqlite3.Connection, data: bytes) -> dict:
+    """``apply_ack_file`` with the station's own id and trust in the central, for the staff screen as for
+    ``kiosk sync import-acks``. Raises FileNotFoundError when the station has not been enrolled (no central
+    keys yet), BundleError for a file that cannot be applied."""
+    from .keys import load_central_keys
+    from .worker import station_paths
+
+    signing, _bundle_key = load_central_keys(station_paths(config)["central_keys"])
+    return apply_ack_file(conn, data, station_id=config["station"]["id"], central_signing_key=signing)

@@ -30,10 +30,12 @@ from flask_wtf.csrf import CSRFProtect
 from kiosk.core import keyfile
 from kiosk.core import ratings as rating_rules
 
-from . import protocol
+from . import central_catalog, protocol
 from .central_store import (BlobDamaged, BlobStore, CentralStore, Conflict, DocumentKeyError, Prior, Receipt,
                             TrackingCodeTaken, now_iso, open_store)
+from .feed import KEY_TTL_S, ConditionalFeed, open_board
 from .notify import sender_from_config
+from . import station_health
 from .keys import (central_keys_document, ed25519_public, load_or_create_bundle_key, load_or_create_documents_key,
                    load_or_create_signing_key)
 
@@ -81,16 +83,18 @@ class Central:
         self.retention_days = retention_days
         # Complete blobs are sealed with a key derived from the documents key (docs/sync.md, "Documents at rest").
         self.blobs = BlobStore(self.data_dir / "blob-store", documents_key=getattr(store, "document_key", None))
-        # Held while a receipt checks its blobs and records the document that names them, and while the
-        # retention decides which blobs no held document names: a blob is never dropped under a receipt.
-        self._naming = threading.Lock()
+        # Held (shared) while a receipt checks its blobs and records the document that names them, and
+        # (exclusive) while the retention decides which blobs no held document names: a blob is never dropped
+        # under a receipt, in this process or another (`kiosk central serve --workers N`, `kiosk central purge`).
+        self._naming = self.blobs.naming
         self.last_purge = {"documents": 0, "blobs": 0}
         self.signing_key = load_or_create_signing_key(self.data_dir / "central.ed25519")
         self.bundle_key = load_or_create_bundle_key(self.data_dir / "central.x25519")
+        self.catalog_key = central_catalog.catalog_key(self.data_dir)  # signs catalog releases only
         self.max_skew = max_skew
 
     def public_keys(self) -> dict:
-        return central_keys_document(self.signing_key, self.bundle_key)
+        return central_keys_document(self.signing_key, self.bundle_key, self.catalog_key)
 
     def purge(self, now: datetime | None = None) -> int:
         """Drop the documents of dossiers handed over to the processing system (their status left
@@ -98,7 +102,7 @@ class Central:
         rows, hashes, codes and statuses stay (docs/sync.md). Returns how many were dropped."""
         now = now or datetime.now(timezone.utc)
         iso = lambda t: t.isoformat(timespec="milliseconds")  # noqa: E731
-        with self._naming:
+        with self._naming.exclusive():
             dropped = self.store.drop_documents(iso(now - timedelta(days=self.retention_days)),
                                                 iso(now - timedelta(seconds=self.restore_window)))
             # The blobs those documents named go too, unless a document still held names one.
@@ -202,7 +206,7 @@ class Central:
         if problem:
             return rejected(*problem)
         try:
-            with self._naming if document.get("attachments") else nullcontext():
+            with self._naming.shared() if document.get("attachments") else nullcontext():
                 missing = [a["sha256"] for a in document.get("attachments") or [] if not self.blobs.exists(a["sha256"])]
                 if missing:
                     return 428, {"error": "missing_blobs", "missing": missing}
@@ -289,6 +293,10 @@ def health():
     return {"ok": True, "protocol": protocol.PROTOCOL}
 
 
+# The latest catalog release, conditional (ETag: its number) and by range (docs/catalog-releases.md).
+api.add_url_rule("/catalog", "catalog", central_catalog.serve_latest, methods=["GET"])
+
+
 @api.put("/submissions/<submission_id>")
 def put_submission(submission_id):
     status, envelope = _central().receive(_station_id(), submission_id, request.get_data(), _prior_header())
@@ -367,11 +375,16 @@ def changes(station_id):
     limit_n = max(1, min(int(limit), 1000))
     central = _central()
     head = central.store.head(station_id)  # read first: changes after it only make the feed say "more"
+    identity = central.store.identity()
+    tag = request.headers.get("If-None-Match")
+    if tag and head == int(since) and tag == protocol.feed_tag(identity, int(since)):
+        # A conditional pull with nothing new (the fast path could not tell: sync/feed.py): no body to sign.
+        return Response(status=304, headers={"ETag": tag})
     rows = central.store.changes(station_id, int(since), limit_n)
     cursor = rows[-1]["seq"] if rows else min(int(since), head)
     return _signed(200, central.sign({"type": protocol.CHANGES, "station_id": station_id, "since": int(since),
                                       "cursor": cursor, "changes": rows, "more": len(rows) == limit_n,
-                                      "head": max(head, cursor), "store": central.store.identity()}))
+                                      "head": max(head, cursor), "store": identity}))
 
 
 @api.post("/stations/<station_id>/holds")
@@ -614,7 +627,25 @@ STAFF_PAGE = _HEAD + """
 {{ account }} <button type="submit">Đăng xuất <span lang="en">Log out</span></button></form></header>
 <nav><a href="{{ url_for('central_staff.index') }}">Tất cả <span class="en">All</span></a>
 {% for key, label in statuses.items() %}<a href="{{ url_for('central_staff.index', status=key) }}">{{ label.vi }}</a>{% endfor %}
-<a href="{{ url_for('central_staff.ratings') }}">Đánh giá hài lòng <span class="en">Satisfaction</span></a></nav>
+<a href="{{ url_for('central_staff.ratings') }}">Đánh giá hài lòng <span class="en">Satisfaction</span></a>
+<a href="{{ url_for('central_staff.stations') }}">Tình trạng các trạm <span class="en">Stations</span></a></nav>
+<section aria-labelledby="import-title"><h2 id="import-title">Nhập gói hồ sơ từ USB <span class="en">Import a USB bundle</span></h2>
+<p>Trạm lưu động không có mạng chép hồ sơ ra USB thành một tệp gói (.dvcbundle). Chọn tệp đó rồi bấm “Nhập gói”: trung tâm
+tiếp nhận các hồ sơ và cho tải về tệp xác nhận để mang về trạm. Nhập lại cùng một gói không tạo hồ sơ trùng.
+<span class="en">A mobile team with no link copies its dossiers to a stick as a bundle file (.dvcbundle). Choose it and press
+“Import bundle”: the centre receives the dossiers and offers the acknowledgement file to take back to the station.
+Importing a bundle again makes no duplicates.</span></p>
+{% if import_error %}<p class="error" role="alert" data-import-error="{{ import_error.code }}">{{ import_error.vi }}
+<span class="en">{{ import_error.en }}{% if import_error.detail %} ({{ import_error.detail }}){% endif %}</span></p>{% endif %}
+<form method="post" action="{{ url_for('central_staff.import_bundle_upload') }}" enctype="multipart/form-data">
+<input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+<label for="bundle">Tệp gói hồ sơ <span class="en">Bundle file</span></label>
+<input id="bundle" name="bundle" type="file" accept=".dvcbundle">
+<p><button type="submit">Nhập gói <span lang="en">Import bundle</span></button></p></form>
+{% if imports %}<h3>Gói đã nhập gần đây <span class="en">Recently imported</span></h3>
+<ul>{% for i in imports %}<li><a href="{{ url_for('central_staff.bundle_import', bundle_id=i.bundle_id) }}">{{ i.file_name }}</a>
+— {{ i.station_id }}, {{ i.imported_at | local_time }}</li>{% endfor %}</ul>{% endif %}</section>
+<h2>Hồ sơ <span class="en">Dossiers</span></h2>
 <table><thead><tr><th>Mã hồ sơ <span class="en">Dossier code</span></th><th>Mã tra cứu <span class="en">Tracking code</span></th>
 <th>Thủ tục <span class="en">Procedure</span></th><th>Trạm <span class="en">Station</span></th>
 <th>Tiếp nhận <span class="en">Received</span></th><th>Trạng thái <span class="en">Status</span></th></tr></thead><tbody>
@@ -648,6 +679,36 @@ DOSSIER_PAGE = _HEAD + """
 <td>{% if d.held %}Có <span class="en">Yes</span>{% else %}Không <span class="en">No</span>{% endif %}</td>
 <td>{% if d.held %}<a href="{{ url_for('central_staff.download', submission_id=s.submission_id, sha256=d.sha256) }}" download>Tải về PDF <span class="en">Download PDF</span></a>{% endif %}</td></tr>
 {% else %}<tr><td colspan="5">Hồ sơ không kèm giấy tờ. <span class="en">No documents attached.</span></td></tr>{% endfor %}
+</tbody></table>{% endif %}</body></html>"""
+
+BUNDLE_PAGE = _HEAD + """
+<body><header><h1>Đã nhập gói hồ sơ <span class="en">Bundle imported</span></h1>
+<form method="post" action="{{ url_for('central_staff.logout') }}"><input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+{{ account }} <button type="submit">Đăng xuất <span lang="en">Log out</span></button></form></header>
+<nav><a href="{{ url_for('central_staff.index') }}">Danh sách hồ sơ <span class="en">All dossiers</span></a></nav>
+<p role="status" data-imported="{{ s.bundle_id }}">Gói của trạm {{ s.station_id }}, chép lúc {{ made_at }}, nhập lúc
+{{ s.imported_at | local_time }} bởi {{ s.imported_by }}.
+<span class="en">Bundle of station {{ s.station_id }}, made at {{ made_at }}, imported at {{ s.imported_at | local_time }} by {{ s.imported_by }}.</span></p>
+<table data-counts><tbody>
+<tr><th>Hồ sơ mới tiếp nhận <span class="en">Received now</span></th><td data-k="created">{{ c.created }}</td></tr>
+<tr><th>Đã tiếp nhận từ trước <span class="en">Received before</span></th><td data-k="duplicate">{{ c.duplicate }}</td></tr>
+<tr><th>Bị từ chối <span class="en">Refused</span></th><td data-k="rejected">{{ c.rejected }}</td></tr>
+<tr><th>Chưa tiếp nhận được (thiếu giấy tờ; trạm sẽ gửi lại) <span class="en">Deferred (documents missing; the station sends them again)</span></th><td data-k="deferred">{{ c.deferred }}</td></tr>
+</tbody></table>
+<h2>Tệp xác nhận cho trạm <span class="en">Acknowledgement file for the station</span></h2>
+<p>Tải tệp này về và chép vào USB (cùng chỗ với tệp gói). Ở trạm, trang chính liệt kê tệp: bấm “Nhập xác nhận”.
+<span class="en">Download this file and copy it to the stick (beside the bundle). At the station, the home page lists it: press “Import confirmation”.</span></p>
+<p><a href="{{ url_for('central_staff.bundle_acks', bundle_id=s.bundle_id) }}" download data-ack-download>Tải tệp xác nhận {{ s.file_name }} <span class="en">Download the acknowledgement file</span></a></p>
+{% if refusals %}<h2>Hồ sơ bị từ chối <span class="en">Refused dossiers</span></h2>
+<p>Trạm sẽ thấy các hồ sơ này là bị từ chối, kèm lý do, khi nhập tệp xác nhận. <span class="en">The station sees these as refused, with the reason, once it imports the acknowledgement file.</span></p>
+<table data-refusals><thead><tr><th>Mã hồ sơ của trạm <span class="en">Submission</span></th><th>Lý do <span class="en">Reason</span></th></tr></thead><tbody>
+{% for r in refusals %}<tr><td class="code">{{ r.submission_id }}</td><td>{{ r.code }}<br><span class="en">{{ r.reason }}</span></td></tr>{% endfor %}
+</tbody></table>{% endif %}
+{% if received %}<h2>Hồ sơ đã tiếp nhận <span class="en">Received dossiers</span></h2>
+<table data-received><thead><tr><th>Mã hồ sơ <span class="en">Dossier code</span></th><th>Mã tra cứu <span class="en">Tracking code</span></th>
+<th>Thủ tục <span class="en">Procedure</span></th><th>Trạng thái <span class="en">Status</span></th></tr></thead><tbody>
+{% for r in received %}<tr><td class="code"><a href="{{ url_for('central_staff.dossier', submission_id=r.submission_id) }}">{{ r.central_code }}</a></td>
+<td class="code">{{ r.tracking_code }}</td><td>{{ r.procedure_code }}</td><td>{{ statuses[r.status].vi }}</td></tr>{% endfor %}
 </tbody></table>{% endif %}</body></html>"""
 
 RATINGS_PAGE = _HEAD + """
@@ -716,9 +777,14 @@ def _same_origin() -> bool:
     """A browser's POST comes from this very site: its Origin (when sent) names this host, and its
     Sec-Fetch-Site (when sent) is same-origin. The CSRF token checks the rest."""
     origin = request.headers.get("Origin")
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    # Under Referrer-Policy: no-referrer (these pages' own) Chromium sends "Origin: null" with a form posted
+    # on this very site: then only the browser's own Sec-Fetch-Site (no page can set it) says where it is from.
+    if origin == "null" and fetch_site == "same-origin":
+        return True
     if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
         return False
-    return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+    return (fetch_site or "same-origin") in ("same-origin", "none")
 
 
 def _account() -> str | None:
@@ -787,12 +853,178 @@ def logout():
 
 @staff.get("/")
 def index():
+    return _index_page()
+
+
+def _index_page(import_error: dict | None = None, status_code: int = 200):
+    """The list of dossiers (of one status with ``?status=``) and the form that imports a USB bundle, with
+    why the last one was refused (``import_error``)."""
     status = request.args.get("status")
     if status not in protocol.STATUSES:
         status = None
     rows = _central().store.submissions(status)
     return render_template_string(STAFF_PAGE, title="Hồ sơ tiếp nhận", rows=rows, statuses=protocol.STATUSES,
-                                  account=session[SESSION_KEY])
+                                  account=session[SESSION_KEY], imports=_recent_imports(),
+                                  import_error=import_error), status_code
+
+
+# -- USB bundles imported on the staff page ---------------------------------------------------------------
+# A mobile team's official brings the stick; staff upload the bundle here, see what was received and refused,
+# and download the ack file for the station (the bytes `kiosk central import` writes). Each import leaves, in
+# DATA_DIR/bundle-acks/, the ack file (<bundle id>.acks.json) and what the import found (<bundle id>.import.json),
+# 0600 in a 0700 folder: codes and counts, nothing of a citizen.
+BUNDLE_ACKS = "bundle-acks"
+MAX_RECENT_IMPORTS = 10
+BUNDLE_REFUSED = {
+    "no_file": {"vi": "Hãy chọn tệp gói hồ sơ (.dvcbundle) trên USB trước khi bấm “Nhập gói”.",
+                "en": "Choose the bundle file (.dvcbundle) on the stick before pressing “Import bundle”."},
+    "too_large": {"vi": "Tệp quá lớn để là một gói hồ sơ của trạm (tối đa {mib} MiB). Không nhập gì.",
+                  "en": "The file is too large to be a station's bundle (at most {mib} MiB). Nothing was imported."},
+    "not_bundle": {"vi": "Tệp này không phải gói hồ sơ của trạm (.dvcbundle), hoặc đã hỏng khi chép. Không nhập gì; "
+                         "chép lại gói từ trạm.",
+                   "en": "This is not a station's bundle (.dvcbundle), or it was damaged in copying. Nothing was "
+                         "imported; copy the bundle from the station again."},
+    "unknown_station": {"vi": "Gói của một trạm chưa đăng ký với trung tâm này. Không nhập gì; đăng ký trạm "
+                              "(kiosk central enrol) rồi nhập lại.",
+                        "en": "The bundle comes from a station not enrolled here. Nothing was imported; enrol the "
+                              "station (kiosk central enrol), then import it again."},
+    "revoked_station": {"vi": "Gói của một trạm đã bị thu hồi khóa (máy bị mất hoặc đã thay). Không nhập gì; báo bộ "
+                              "phận kỹ thuật.",
+                        "en": "The bundle comes from a station whose key was revoked (lost or replaced). Nothing "
+                              "was imported; tell the technical team."},
+    "bad_signature": {"vi": "Gói không mang chữ ký đúng của trạm: có thể đã bị sửa. Không nhập gì; chép lại gói từ "
+                            "trạm.",
+                      "en": "The bundle does not carry its station's valid signature: it may have been altered. "
+                            "Nothing was imported; copy the bundle from the station again."},
+    "wrong_central": {"vi": "Gói không mở được bằng khóa của trung tâm này: trạm đang tin khóa của một trung tâm "
+                            "khác. Không nhập gì; báo bộ phận kỹ thuật.",
+                      "en": "The bundle does not open with this centre's key: the station trusts another centre's "
+                            "keys. Nothing was imported; tell the technical team."},
+    "bad_contents": {"vi": "Nội dung gói không đúng (hỏng hoặc bị sửa). Không nhập gì; chép lại gói từ trạm.",
+                     "en": "The bundle's contents are not right (damaged or altered). Nothing was imported; copy "
+                           "the bundle from the station again."},
+}
+
+
+def _bundle_refused(code: str, detail: str = "") -> dict:
+    words = BUNDLE_REFUSED.get(code, BUNDLE_REFUSED["not_bundle"])
+    mib = current_app.config["BUNDLE_UPLOAD_MAX"] >> 20
+    return {"code": code, "vi": words["vi"].format(mib=mib), "en": words["en"].format(mib=mib), "detail": detail}
+
+
+def _acks_folder() -> Path:
+    return _central().data_dir / BUNDLE_ACKS
+
+
+def _recent_imports() -> list[dict]:
+    """What the staff page imported last (newest first): the summaries kept beside the ack files."""
+    found = []
+    for path in _acks_folder().glob("*.import.json"):
+        try:
+            found.append(json.loads(path.read_text("utf-8")))
+        except (OSError, ValueError):
+            continue
+    return sorted(found, key=lambda item: item.get("imported_at", ""), reverse=True)[:MAX_RECENT_IMPORTS]
+
+
+def _bundle_upload_limit():
+    """A bundle may be larger than any other request (BUNDLE_UPLOAD_MAX, 64 MiB): for a logged-in account's
+    upload only, set before the CSRF check reads the form."""
+    if request.endpoint == "central_staff.import_bundle_upload" and request.method == "POST" and _account():
+        request.max_content_length = current_app.config["BUNDLE_UPLOAD_MAX"] + (1 << 20)
+
+
+@staff.errorhandler(413)
+def upload_too_large(error):
+    """A bundle past the limit: the staff page again, saying so (any other request: the plain 413)."""
+    if request.endpoint != "central_staff.import_bundle_upload" or not _account():
+        return error
+    return _index_page(_bundle_refused("too_large"), 413)
+
+
+@staff.post("/bundles")
+def import_bundle_upload():
+    """Import a USB bundle uploaded by staff, as `kiosk central import` does (the same checks, the same
+    receive rule, idempotent); keep its ack file and show what was received, refused and deferred."""
+    from .bundle import (BundleError, ack_file_bytes, ack_file_name, bundle_file_name, receive_bundle,
+                         write_private_file)
+
+    upload = request.files.get("bundle")
+    if upload is None or not upload.filename:
+        return _index_page(_bundle_refused("no_file"), 422)
+    limit = current_app.config["BUNDLE_UPLOAD_MAX"]
+    data = upload.stream.read(limit + 1)
+    try:
+        if len(data) > limit:
+            raise BundleError(f"the file is larger than {limit >> 20} MiB", "too_large")
+        header, ack_file, counts = receive_bundle(_central(), data)
+    except BundleError as refused:
+        log.warning("staff %s: a bundle was refused (%s)", session[SESSION_KEY], refused.code)
+        return _index_page(_bundle_refused(refused.code, str(refused)), 422)
+    bundle_id = header["bundle_id"]
+    folder = _acks_folder()
+    folder.mkdir(mode=0o700, exist_ok=True)
+    write_private_file(folder / f"{bundle_id}.acks.json", ack_file_bytes(ack_file))
+    summary = {"bundle_id": bundle_id, "station_id": header["station_id"], "created_at": header["created_at"],
+               "file_name": ack_file_name(bundle_file_name(header["station_id"], header["created_at"], bundle_id)),
+               "imported_at": now_iso(), "imported_by": session[SESSION_KEY], "counts": counts}
+    write_private_file(folder / f"{bundle_id}.import.json", json.dumps(summary).encode())
+    log.info("staff %s imported bundle %s of station %s: %s", session[SESSION_KEY], bundle_id,
+             header["station_id"], json.dumps(counts, sort_keys=True))
+    return redirect(url_for("central_staff.bundle_import", bundle_id=bundle_id), 303)
+
+
+def _import_or_404(bundle_id: str) -> dict:
+    """What the staff page's import of the bundle found (404 for an id never imported here)."""
+    if not UUID.match(bundle_id):
+        abort(404)
+    try:
+        return json.loads((_acks_folder() / f"{bundle_id}.import.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        abort(404)
+
+
+@staff.get("/bundles/<bundle_id>")
+def bundle_import(bundle_id):
+    """What importing a bundle did, the dossiers the central refused and why, and the ack file to download."""
+    found = _import_or_404(bundle_id)
+    try:
+        ack_file = json.loads((_acks_folder() / f"{bundle_id}.acks.json").read_bytes())
+    except (OSError, ValueError):
+        abort(404)
+    refusals = [{"submission_id": r["document"].get("submission_id"), "code": r["document"].get("code"),
+                 "reason": r["document"].get("reason")} for r in ack_file.get("rejections") or []]
+    received = []
+    for a in ack_file.get("acks") or []:
+        row = _central().store.submission(a["document"].get("submission_id", ""))
+        if row is not None:
+            received.append(row)
+    return render_template_string(BUNDLE_PAGE, title=f"Gói {found['file_name']}", s=found, c=found["counts"],
+                                  refusals=refusals, received=received, statuses=protocol.STATUSES,
+                                  made_at=_safe_local_time(found.get("created_at")), account=session[SESSION_KEY])
+
+
+@staff.get("/bundles/<bundle_id>/acks")
+def bundle_acks(bundle_id):
+    """The ack file of an imported bundle, byte for byte as `kiosk central import` writes it, named
+    ``<bundle file name>.acks.json`` for the station's screen to find on the stick."""
+    found = _import_or_404(bundle_id)
+    try:
+        data = (_acks_folder() / f"{bundle_id}.acks.json").read_bytes()
+    except OSError:
+        abort(404)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", found["file_name"]).strip("-.")[:160] or f"{bundle_id}.acks.json"
+    log.info("staff %s downloaded the ack file of bundle %s", session[SESSION_KEY], bundle_id)
+    return Response(data, 200, {"Content-Disposition": f'attachment; filename="{name}"'},
+                    mimetype="application/json")
+
+
+def _safe_local_time(value) -> str:
+    """A time a station wrote (untrusted), as staff read it, or "?" when it is not a time."""
+    try:
+        return local_time(value)
+    except (TypeError, ValueError):
+        return "?"
 
 
 def _documents(found: dict) -> list[dict]:
@@ -897,6 +1129,10 @@ def set_status(submission_id):
     return redirect(url_for("central_staff.index"), 303)
 
 
+# The fleet's health: the heartbeat endpoint and /staff/stations (sync/station_health.py, docs/fleet.md).
+station_health.add_routes(api, staff)
+
+
 def open_central(data_dir, database: str | None = None, agency_code: str = "000.00.00.H00",
                  max_skew: int = protocol.MAX_CLOCK_SKEW_S, restore_window: int = RESTORE_WINDOW_S,
                  retention_days: float = RETENTION_DAYS) -> Central:
@@ -914,6 +1150,8 @@ def open_central(data_dir, database: str | None = None, agency_code: str = "000.
         if not key_existed:  # a key made just now opens nothing: do not leave it where the right one goes
             key_path.unlink(missing_ok=True)
         raise
+    # Every process of this central (server workers, CLI, USB import) keeps the shared feed board current.
+    store.feed = open_board(data_dir, store)
     return Central(data_dir, store, max_skew, restore_window, retention_days)
 
 
@@ -922,7 +1160,8 @@ def create_central_app(config: dict | None = None) -> Flask:
     or a postgresql:// URL), AGENCY_CODE (starts each mã hồ sơ), MAX_CLOCK_SKEW, RESTORE_WINDOW (seconds: the
     oldest backup its operators may restore; stations keep payloads that long), RETENTION_DAYS (a handed-over
     dossier's document is dropped this long after), SESSION_COOKIE_SECURE (behind TLS), the BLOB_* limits,
-    TRACK_RATE/TRACK_BURST (tracking questions per station) and the NOTIFY_* settings (docs/sync.md). The staff page needs
+    TRACK_RATE/TRACK_BURST (tracking questions per station), FEED_FAST_PATH/FEED_KEY_TTL (idle conditional pulls
+    answered before Flask, sync/feed.py) and the NOTIFY_* settings (docs/sync.md). The staff page needs
     an account (``kiosk central staff add``); the session key is ``DATA_DIR/central-session.key``."""
     app = Flask(__name__)
     data_dir = Path((config or {}).get("DATA_DIR", "var/central"))
@@ -933,7 +1172,8 @@ def create_central_app(config: dict | None = None) -> Flask:
                       SECRET_KEY=keyfile.load_or_create(data_dir / "central-session.key", lambda: secrets.token_bytes(32)),
                       SESSION_COOKIE_NAME="dvc_central_session", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", PERMANENT_SESSION_LIFETIME=timedelta(minutes=30),
-                      WTF_CSRF_TIME_LIMIT=None)  # the session's own 30 idle minutes end old forms
+                      WTF_CSRF_TIME_LIMIT=None,  # the session's own 30 idle minutes end old forms
+                      BUNDLE_UPLOAD_MAX=protocol.MAX_BUNDLE_BYTES)  # a bundle uploaded on the staff page
     app.config.update(config or {})
     if app.config.get("STAFF_PASSWORD"):
         raise ValueError("STAFF_PASSWORD is no longer used: the staff page takes accounts (kiosk central staff add)")
@@ -942,17 +1182,27 @@ def create_central_app(config: dict | None = None) -> Flask:
                                                  int(app.config["RESTORE_WINDOW"]),
                                                  float(app.config["RETENTION_DAYS"]))
     configure_blobs(app.extensions["dvc_central"], app.config)  # blob limits; expired uploads swept at start
-    # Blobs stored before they were sealed (a central upgraded in place, or put back from such a backup).
-    app.extensions["dvc_central"].blobs_sealed_at_start = app.extensions["dvc_central"].blobs.seal_plain()
+    # Blobs stored before they were sealed (a central upgraded in place, or put back from such a backup). It
+    # reads every blob's first bytes: `serve --workers N` does it once before forking (SEAL_BLOBS_AT_START
+    # false in the workers), so a worker started again after a crash serves at once.
+    app.extensions["dvc_central"].blobs_sealed_at_start = (
+        app.extensions["dvc_central"].blobs.seal_plain() if app.config.get("SEAL_BLOBS_AT_START", True) else 0)
     app.extensions["central_login_limiter"] = LoginLimiter()
     app.extensions["central_track_limiter"] = TrackLimiter(float(app.config.get("TRACK_RATE", TRACK_RATE)),
                                                            float(app.config.get("TRACK_BURST", TRACK_BURST)))
     configure_notifications(app)
+    station_health.configure(app)  # heartbeats kept, ALERT_* emails (docs/fleet.md)
+    app.before_request(_bundle_upload_limit)  # before the CSRF check, which reads the form
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # signed by station keys, not a browser session
     app.register_blueprint(api)
     app.register_blueprint(staff)
     app.after_request(_security_headers)
+    if app.config.get("FEED_FAST_PATH", True):  # idle conditional pulls answered before Flask (sync/feed.py)
+        own = [(k, v) for k, v in _security_headers(Response()).headers.items()
+               if k not in ("Content-Type", "Content-Length")]
+        app.wsgi_app = app.extensions["central_feed"] = ConditionalFeed(
+            app.wsgi_app, app.extensions["dvc_central"], own, float(app.config.get("FEED_KEY_TTL", KEY_TTL_S)))
     return app
 
 

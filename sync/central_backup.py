@@ -5,7 +5,9 @@ with the sha256 of every file, checked before anything changes.
 - SQLite: the database copied with the online backup API while the central runs (``integrity_check`` on
   the copy) and the central's private keys ``central.ed25519`` and ``central.x25519``, and
   ``central-documents.key``, the key the dossier documents in the database are sealed with (it is never in
-  the database file itself: a copy of the database alone reveals no document).
+  the database file itself: a copy of the database alone reveals no document), and ``central-catalog.ed25519``,
+  the key catalog releases are signed with (``catalog-releases/`` is not in the archive: after a restore,
+  publish again with ``--release`` above the highest any station has; docs/catalog-releases.md).
 - PostgreSQL: the keys and, when ``pg_dump`` is on PATH, ``pg_dump --format=custom`` of the database as
   ``central.pgdump``; else the pg_dump command to run is printed. The operator restores it with
   ``pg_restore``, then runs ``kiosk central mark-restored`` (docs/deploy.md).
@@ -34,7 +36,7 @@ from kiosk.core.archive import (BackupError, backup_target, install, integrity_p
                                read_archive, snapshot_sqlite, utc_stamp, write_archive)
 
 FORMAT = "dvc-central-backup/1"
-KEYS = ("central.ed25519", "central.x25519", "central-documents.key")
+KEYS = ("central.ed25519", "central.x25519", "central-documents.key", "central-catalog.ed25519")
 FILES = ("central.sqlite3", "central.pgdump", *KEYS)
 
 

@@ -41,11 +41,16 @@ RETENTION_OPTION = click.option(
 # gateway token is never on a command line: DVC_CENTRAL_NOTIFY_SMTP_HOST and the others below.
 NOTIFY_ENVIRONMENT = ("NOTIFY_SMTP_HOST", "NOTIFY_SMTP_PORT", "NOTIFY_SMTP_USER", "NOTIFY_SMTP_PASSWORD",
                       "NOTIFY_EMAIL_FROM", "NOTIFY_SMS_URL", "NOTIFY_SMS_TOKEN")
+# The fleet alerts (docs/fleet.md): DVC_CENTRAL_ALERT_EMAIL_TO and the thresholds, sent over the SMTP path above.
+ALERT_ENVIRONMENT = ("ALERT_EMAIL_TO", "ALERT_SILENT_HOURS", "ALERT_SILENT_HOURS_MOBILE", "ALERT_OUTBOX_HOURS",
+                     "ALERT_CLOCK_MINUTES", "ALERT_DISK_MB", "ALERT_INTERVAL", "HEALTH_HISTORY_DAYS")
 
 
 def notify_settings(environ) -> dict:
-    """The central's NOTIFY_* config from ``DVC_CENTRAL_NOTIFY_*`` environment variables."""
-    settings = {key: environ[f"DVC_CENTRAL_{key}"] for key in NOTIFY_ENVIRONMENT if environ.get(f"DVC_CENTRAL_{key}")}
+    """The central's NOTIFY_* and ALERT_* config from ``DVC_CENTRAL_NOTIFY_*`` and ``DVC_CENTRAL_ALERT_*``
+    environment variables (and DVC_CENTRAL_HEALTH_HISTORY_DAYS)."""
+    settings = {key: environ[f"DVC_CENTRAL_{key}"] for key in NOTIFY_ENVIRONMENT + ALERT_ENVIRONMENT
+                if environ.get(f"DVC_CENTRAL_{key}")}
     if environ.get("DVC_CENTRAL_NOTIFY_SMTP_STARTTLS", "").strip().lower() in ("1", "true", "yes"):
         settings["NOTIFY_SMTP_STARTTLS"] = True
     return settings
@@ -60,24 +65,44 @@ def notify_settings(environ) -> dict:
 @RESTORE_WINDOW_OPTION
 @RETENTION_OPTION
 @click.option("--secure-cookies", is_flag=True, help="Behind TLS: the staff session cookie is never sent over http.")
-def serve_command(data_dir, database, agency_code, host, port, restore_window_days, retention_days, secure_cookies):
-    """Serve the central's API and staff page with waitress; purges documents past the retention at start
-    and every hour. The staff page needs an account (`kiosk central staff add`). Citizens are told of status
-    changes by email and SMS when DVC_CENTRAL_NOTIFY_SMTP_HOST or DVC_CENTRAL_NOTIFY_SMS_URL is set."""
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (gunicorn, needs the `central` extra); 1: one waitress process. More than one "
+                   "wants PostgreSQL (--db) and a reverse proxy in front: docs/deploy-central.md.")
+@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Threads per worker process (with --workers; one waitress process has 8).")
+@click.option("--behind-proxy", "proxy_hops", type=click.IntRange(min=0), default=0, show_default=True,
+              help="How many reverse proxies in front set X-Forwarded-For/-Proto (nginx: 1), so client addresses "
+                   "and the scheme are the real ones (the login limiter counts per client).")
+def serve_command(data_dir, database, agency_code, host, port, restore_window_days, retention_days, secure_cookies,
+                  workers, threads, proxy_hops):
+    """Serve the central's API and staff page with waitress, or with --workers N as N gunicorn processes;
+    purges documents past the retention at start and every hour (in one process). The staff page needs an
+    account (`kiosk central staff add`). Citizens are told of status changes by email and SMS when
+    DVC_CENTRAL_NOTIFY_SMTP_HOST or DVC_CENTRAL_NOTIFY_SMS_URL is set."""
     from .central import create_central_app, serve
+    from .central_workers import behind_proxy, gunicorn_available, serve_workers
 
     if os.environ.get("DVC_CENTRAL_STAFF_PASSWORD"):
         click.echo("DVC_CENTRAL_STAFF_PASSWORD không còn dùng: tạo tài khoản bằng `kiosk central staff add`. / "
                    "DVC_CENTRAL_STAFF_PASSWORD is no longer used: add accounts with `kiosk central staff add`.",
                    err=True)
-    app = create_central_app({"DATA_DIR": data_dir, "DATABASE": database, "AGENCY_CODE": agency_code,
-                              "RESTORE_WINDOW": int(restore_window_days * 86400),
-                              "RETENTION_DAYS": retention_days, "SESSION_COOKIE_SECURE": secure_cookies,
-                              **notify_settings(os.environ)})
+    if workers > 1 and not gunicorn_available():
+        raise click.ClickException("--workers needs gunicorn: pip install 'dvc-kiosk[central]'")
+    config = {"DATA_DIR": data_dir, "DATABASE": database, "AGENCY_CODE": agency_code,
+              "RESTORE_WINDOW": int(restore_window_days * 86400), "RETENTION_DAYS": retention_days,
+              "SESSION_COOKIE_SECURE": secure_cookies, "PROXY_HOPS": proxy_hops, **notify_settings(os.environ)}
+    # With workers, this app only prepares the data folder and database before the fork (keys, migrations):
+    # no sender thread here, and its connection is closed; each worker builds its own.
+    app = create_central_app({**config, "NOTIFY_INTERVAL": 0} if workers > 1 else config)
     if not app.extensions["dvc_central"].store.staff_accounts():
         click.echo("Chưa có tài khoản cán bộ: trang /staff/ không mở được. / No staff account yet: the staff page "
                    "stays closed (`kiosk central staff add USERNAME`).", err=True)
-    serve(app, host, port, announce=lambda line: click.echo(line, err=False) or None)
+    announce = lambda line: click.echo(line, err=False) or None  # noqa: E731
+    if workers > 1:
+        app.extensions["dvc_central"].store.close()
+        serve_workers(config, workers, threads, host, port, announce=announce)
+        return
+    serve(behind_proxy(app, proxy_hops), host, port, announce=announce)
 
 
 @central.command("purge")
@@ -219,19 +244,21 @@ def keys_command(data_dir, database):
 @AGENCY_OPTION
 @click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--acks-out", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the ack file for the station (default: beside the bundle, .acks.json).")
+              help="Where to write the ack file for the station (default: beside the bundle, BUNDLE_FILE.acks.json).")
 def import_command(data_dir, database, agency_code, bundle_file, acks_out):
-    """Import a station's USB bundle; importing it again changes nothing and writes the same acks. A bundle
-    that is not right (its form, any dossier item, its signature) is refused whole, naming what is wrong."""
+    """Import a station's USB bundle; importing it again changes nothing and writes the same acks, to
+    BUNDLE_FILE.acks.json (e.g. M01-20261202T070500-1a2b3c4d.dvcbundle.acks.json) unless --acks-out says
+    where. A bundle that is not right (its form, any dossier item, its signature) is refused whole, naming
+    what is wrong."""
     from . import protocol
-    from .bundle import BundleError, import_bundle, read_bounded, write_ack_file
+    from .bundle import BundleError, ack_file_name, import_bundle, read_bounded, write_ack_file
 
     try:
         data = read_bounded(bundle_file, protocol.MAX_BUNDLE_BYTES)
         ack_file, counts = import_bundle(_central(data_dir, database, agency_code), data)
     except BundleError as exc:
         raise click.ClickException(f"{bundle_file}: {exc}") from None
-    out = Path(acks_out) if acks_out else Path(bundle_file).with_suffix(".acks.json")
+    out = Path(acks_out) if acks_out else Path(bundle_file).with_name(ack_file_name(Path(bundle_file).name))
     try:
         write_ack_file(out, ack_file)
     except OSError as exc:
@@ -318,6 +345,40 @@ def mark_restored_command(data_dir, database):
 
     generation = mark_restored(Path(data_dir), database)["generation"]
     click.echo(f"Đã ghi nhận việc khôi phục: thế hệ mới {generation}. / Marked restored: new generation {generation}.")
+
+
+@central.group("catalog")
+def catalog_group():
+    """Catalog releases for the stations (docs/catalog-releases.md)."""
+
+
+@catalog_group.command("publish")
+@DATA_OPTION
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--release", "release", type=click.IntRange(min=1), default=None,
+              help="The release number (default: one above the latest published here); after a restore that "
+                   "lost releases, one above the highest any station has.")
+@click.option("--units-version", default=None,
+              help="The administrative-unit data the definitions expect (default: this central's, e.g. "
+                   "'vietnam-provinces 2025.10.1 (data 2025-10-18)'); stations with other data refuse the release.")
+@click.option("--day-off", "days_off", multiple=True, metavar="YYYY-MM-DD",
+              help="A day off every station adds to its calendar (again for each day).")
+@click.option("--working-day", "working_days", multiple=True, metavar="YYYY-MM-DD",
+              help="A weekend day worked in exchange, added to every station's calendar (again for each day).")
+def catalog_publish_command(data_dir, folder, release, units_version, days_off, working_days):
+    """Check the procedure definitions in FOLDER (*.toml) with the stations' own loader and publish them,
+    signed with the central's catalog key, as the next release; a definition stations would refuse is
+    refused here, naming the file and the field, and nothing is published."""
+    from kiosk.core.catalog import CatalogError
+
+    from .central_catalog import publish
+
+    try:
+        number, path = publish(data_dir, folder, release=release, units_version=units_version,
+                               days_off=days_off, working_days=working_days)
+    except (CatalogError, ValueError) as exc:
+        raise click.ClickException(f"không phát hành / not published: {exc}") from None
+    click.echo(f"Đã phát hành danh mục số {number} / published catalog release {number}: {path}")
 
 
 if __name__ == "__main__":  # ``python -m sync.central_cli serve ...`` (tests run the central this way)

@@ -119,6 +119,22 @@ MIGRATIONS: list[Migration] = [
         rating_id TEXT NOT NULL REFERENCES received_ratings(rating_id), criterion TEXT NOT NULL, level INTEGER NOT NULL,
         PRIMARY KEY (rating_id, criterion))""",
     )),
+    # Station health (sync/station_health.py, docs/fleet.md): each station's latest heartbeat, one row per
+    # station and hour for the fleet page's plots (pruned after 30 days), and the open alert episodes (one
+    # row per station and problem while it lasts: its email is sent once). Codes and counts, nothing personal.
+    Migration("m006_station_health", (
+        """CREATE TABLE station_health (
+        station_id TEXT PRIMARY KEY REFERENCES stations(station_id), received_at TEXT NOT NULL,
+        kind TEXT NOT NULL, province TEXT NOT NULL, heartbeat TEXT NOT NULL)""",
+        """CREATE TABLE station_health_history (
+        station_id TEXT NOT NULL REFERENCES stations(station_id), hour TEXT NOT NULL, received_at TEXT NOT NULL,
+        outbox_pending INTEGER NOT NULL, outbox_oldest_age_s INTEGER, printer TEXT, card_reader INTEGER,
+        disk_free_mb INTEGER, clock_offset_s INTEGER, PRIMARY KEY (station_id, hour))""",
+        "CREATE INDEX station_health_history_hour ON station_health_history(hour)",
+        """CREATE TABLE station_alerts (
+        station_id TEXT NOT NULL, problem TEXT NOT NULL, since TEXT NOT NULL, notified_at TEXT,
+        PRIMARY KEY (station_id, problem))""",
+    )),
 ]
 
 # What a database made before migrations must hold to be adopted as m001_central_schema.

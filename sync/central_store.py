@@ -6,6 +6,7 @@ only the placeholder style differing; the tables are made and changed by sync/ce
 start. Blobs live in a ``BlobStore`` folder.
 """
 import base64
+import fcntl
 import hashlib
 import json
 import logging
@@ -119,6 +120,8 @@ class CentralStore(Protocol):
     def identity(self) -> dict: ...
     def mark_restored(self, at_least: int = 0) -> dict: ...
     def head(self, station_id: str) -> int: ...
+    def station_heads(self) -> list[tuple[str, int]]: ...
+    def stations(self) -> list[Station]: ...
     def holds(self, station_id: str, submission_ids: list[str]) -> dict: ...
     def set_status(self, submission_id: str, status: str, actor: str) -> bool: ...
     def purge_documents(self, handed_over_before: str, received_before: str) -> int: ...
@@ -167,6 +170,10 @@ class SqlCentralStore:
         # ``on_queued`` (the sender's wake-up) is called after a transaction that queued one.
         self.notify_channels: frozenset[str] = frozenset()
         self.on_queued = None
+        # The shared board of station heads (sync/feed.py), attached by open_central: every change raises
+        # its station's slot before it commits, enrolment and revocation bump its stations generation, and
+        # mark_restored writes the new identity, so no central process answers an idle pull from stale memory.
+        self.feed = None
         # The schema, and the store's identity (made once, with the database): sync/central_migrations.py.
         migrate(self._conn(), dialect)
         self.sealed_at_start = self._seal_plain_documents() if document_key is not None else 0
@@ -334,6 +341,12 @@ class SqlCentralStore:
         mark_restored (a restore is done with the central stopped; store_meta.restored_at says when)."""
         return dict(self._identity)
 
+    def reload_identity(self) -> dict:
+        """The identity read again from the database: another process marked it restored while this one ran
+        (the feed board tells, sync/feed.py)."""
+        self._identity = self._read_identity()
+        return self.identity()
+
     def mark_restored(self, at_least: int = 0) -> dict:
         """Record that this database was restored from a backup: a new generation, which every station
         sees in its next exchange and answers by resending what the central no longer holds."""
@@ -344,6 +357,8 @@ class SqlCentralStore:
             cur.execute("INSERT INTO store_meta (name, value) VALUES ('restored_at', ?) ON CONFLICT (name) "
                         "DO UPDATE SET value = excluded.value", (now_iso(),))
         self._identity = self._read_identity()
+        if self.feed is not None:
+            self.feed.set_identity(self._identity)
         self._write_watermark()
         return self.identity()
 
@@ -456,6 +471,12 @@ class SqlCentralStore:
                           "WHERE station_id = ?", (station_id,))
         return Station(*row) if row else None
 
+    def stations(self) -> list[Station]:
+        """Every enrolled station (revoked ones too), in one read: the feed's key cache is filled from it."""
+        with self._tx() as cur:
+            rows = cur.all("SELECT station_id, public_key, name, enrolled_at, revoked_at FROM stations", ())
+        return [Station(*row) for row in rows]
+
     def enrol(self, station_id: str, public_key: str, name: str = "") -> Station:
         """Enrol (or re-key and un-revoke) a station."""
         with self._tx() as cur:
@@ -463,12 +484,33 @@ class SqlCentralStore:
                         "ON CONFLICT (station_id) DO UPDATE SET public_key = excluded.public_key, "
                         "name = excluded.name, enrolled_at = excluded.enrolled_at, revoked_at = NULL",
                         (station_id, public_key, name, now_iso()))
+            (last_change,) = cur.one("SELECT last_change FROM stations WHERE station_id = ?", (station_id,))
+        if self.feed is not None:  # after the commit: a process reading the key again reads the new one
+            self.feed.raise_head(station_id, int(last_change))  # a slot from the start: idle pulls answered
+            self.feed.stations_changed()
         return self.station(station_id)
 
     def revoke(self, station_id: str) -> bool:
         with self._tx() as cur:
-            return cur.execute("UPDATE stations SET revoked_at = ? WHERE station_id = ? AND revoked_at IS NULL",
-                               (now_iso(), station_id)) > 0
+            revoked = cur.execute("UPDATE stations SET revoked_at = ? WHERE station_id = ? AND revoked_at IS NULL",
+                                  (now_iso(), station_id)) > 0
+        if self.feed is not None:  # after the commit: every process reads the station again on its next request
+            self.feed.stations_changed()
+        return revoked
+
+    def station_heads(self) -> list[tuple[str, int]]:
+        """(station_id, last_change) of every station, read without taking SQLite's write lock (the feed
+        board is rebuilt from it while writers may wait on the board's lock)."""
+        conn = self._conn()
+        if self.dialect == "sqlite":
+            return [(r[0], int(r[1])) for r in conn.execute("SELECT station_id, last_change FROM stations")]
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT station_id, last_change FROM stations")
+                rows = [(r[0], int(r[1])) for r in cur.fetchall()]
+        finally:
+            conn.rollback()  # end the read's implicit transaction
+        return rows
 
     # -- submissions ------------------------------------------------------------------------------------
     def _next_code(self, cur, received: datetime) -> str:
@@ -500,6 +542,10 @@ class SqlCentralStore:
         # and a reader of ``since=N`` never skips one that commits later with a smaller number.
         (seq,) = cur.one("UPDATE stations SET last_change = last_change + 1 WHERE station_id = ? "
                          "RETURNING last_change", (station_id,))
+        if self.feed is not None:
+            # Raised before the commit: a reader may see the slot ahead of the database (it reads the
+            # database then), never behind it. A rollback leaves it ahead: an extra read, nothing missed.
+            self.feed.raise_head(station_id, seq)
         cur.execute("INSERT INTO changes (station_id, seq, submission_id, status, at, actor) "
                     "VALUES (?, ?, ?, ?, ?, ?)", (station_id, seq, submission_id, status, at, actor))
         queued = 0
@@ -864,6 +910,63 @@ BLOB_OVERHEAD = len(BLOB_SEALED_MAGIC) + 12 + 16
 log = logging.getLogger("sync.central")
 
 
+class ProcessLock:
+    """A lock that holds between the threads of a process and between processes (the workers of ``kiosk
+    central serve --workers N`` share one blob folder): a thread lock, then ``flock`` on a file opened for
+    this acquisition (a descriptor of its own, so a fork never shares it). The OS frees it when the holder
+    dies, even by SIGKILL. Not re-entrant."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+
+    def __enter__(self):
+        self._thread.acquire()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            self._thread.release()
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        fd, self._fd = self._fd, None
+        os.close(fd)  # releases the flock
+        self._thread.release()
+
+
+class NamingLock:
+    """Shared for receipts checking the blobs their document names (``with lock.shared():``), exclusive for
+    the retention deciding which blobs no held document names (``with lock.exclusive():``), between threads
+    and processes: an flock on a file opened for each acquisition (two descriptors of one process conflict
+    like those of two processes), so receipts run side by side and wait only for a purge."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @contextmanager
+    def _held(self, mode: int):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield self
+        finally:
+            os.close(fd)  # releases the flock
+
+    def shared(self):
+        return self._held(fcntl.LOCK_SH)
+
+    def exclusive(self):
+        return self._held(fcntl.LOCK_EX)
+
+
 class BlobDamaged(Exception):
     """A stored blob does not open with the key, or its bytes do not hash to its name."""
 
@@ -907,8 +1010,16 @@ class BlobStore:
         # Without the key (a tool that only counts) blobs are read when plain and never completed.
         self._aead = AESGCM(blob_key(documents_key)) if documents_key is not None else None
         (self.root / "partial").mkdir(parents=True, exist_ok=True)
-        self._locks = tuple(threading.Lock() for _ in range(64))  # by sha256, a fixed set: no growth
-        self._start_lock = threading.Lock()  # a new upload's quota check and creation, one at a time
+        # Several central processes (``kiosk central serve --workers N``) share this folder: each lock is a
+        # thread lock and an flock on a file in locks/, so it holds between threads and between processes.
+        locks = self.root / "locks"
+        locks.mkdir(exist_ok=True)
+        self._locks = tuple(ProcessLock(locks / f"{i:02d}.lock") for i in range(64))  # by sha256, a fixed set
+        # A new upload's quota check and creation, one at a time.
+        self._start_lock = ProcessLock(locks / "start.lock")
+        # Shared by receipts that check the blobs they name, exclusive for the retention dropping blobs no
+        # held document names (Central.purge): a blob is never dropped under a receipt in any process.
+        self.naming = NamingLock(locks / "naming.lock")
         self._sweep_lock = threading.Lock()
         self._next_sweep = 0.0  # the first blob request sweeps (``configure`` does it at start)
         self.max_bytes, self.quota_bytes, self.partial_ttl = max_bytes, quota_bytes, partial_ttl
@@ -948,7 +1059,7 @@ class BlobStore:
     def _owned(self, station_id: str) -> Path:
         return self.root / "owners" / self._folder_name(station_id)
 
-    def lock(self, sha256: str) -> threading.Lock:
+    def lock(self, sha256: str) -> "ProcessLock":
         return self._locks[int(sha256[:4], 16) % len(self._locks)]
 
     @staticmethod

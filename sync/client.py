@@ -264,9 +264,17 @@ class CentralClient:
         return (doc.get("submission_id"), doc.get("payload_sha256"), doc.get("station_id")) == (
             submission_id, payload_sha256, self.station_id)
 
-    def changes(self, since: int, limit: int = 500) -> dict:
-        """The signed status feed after ``since``; raises LinkError or NotGenuine."""
-        resp = self.request("GET", f"/api/v1/stations/{self.station_id}/changes?since={since}&limit={limit}")
+    def changes(self, since: int, limit: int = 500, store: dict | None = None) -> dict | None:
+        """The signed status feed after ``since``; raises LinkError or NotGenuine. With ``store`` (the central
+        store this station last saw, {"store_id", "generation"}) the pull is conditional: None when the
+        central answers 304, nothing after ``since`` in that store (an older central answers 200 as ever)."""
+        tag = protocol.feed_tag(store, since) if store is not None else None
+        resp = self.request("GET", f"/api/v1/stations/{self.station_id}/changes?since={since}&limit={limit}",
+                            headers={protocol.H_IF_NONE_MATCH: tag} if tag else None)
+        if resp.status == 304 and tag is not None:
+            if resp.headers.get("etag") != tag:
+                raise LinkError("changes: HTTP 304 for another store or cursor")
+            return None
         if resp.status != 200:
             raise LinkError(f"changes: HTTP {resp.status}")
         doc = protocol.open_document(self.central_key, resp.body, protocol.CHANGES)

@@ -72,10 +72,15 @@ def x25519_public(text: str) -> X25519PublicKey:
 CENTRAL_KEYS_FORMAT = "dvc-central-keys/1"
 
 
-def central_keys_document(signing_key: Ed25519PrivateKey, bundle_key: X25519PrivateKey) -> dict:
-    """What a station needs to trust the central: given to the station at enrolment (central-keys.json)."""
-    return {"format": CENTRAL_KEYS_FORMAT, "signing_key": public_b64(signing_key),
-            "bundle_key": public_b64(bundle_key)}
+def central_keys_document(signing_key: Ed25519PrivateKey, bundle_key: X25519PrivateKey,
+                          catalog_key: Ed25519PrivateKey | None = None) -> dict:
+    """What a station needs to trust the central: given to the station at enrolment (central-keys.json).
+    ``catalog_key`` signs the catalog releases (sync/catalog_release.py)."""
+    document = {"format": CENTRAL_KEYS_FORMAT, "signing_key": public_b64(signing_key),
+                "bundle_key": public_b64(bundle_key)}
+    if catalog_key is not None:
+        document["catalog_key"] = public_b64(catalog_key)
+    return document
 
 
 def load_central_keys(path: Path) -> tuple[Ed25519PublicKey, X25519PublicKey]:
@@ -84,3 +89,13 @@ def load_central_keys(path: Path) -> tuple[Ed25519PublicKey, X25519PublicKey]:
     if data.get("format") != CENTRAL_KEYS_FORMAT:
         raise ValueError(f"{path}: not a central keys file ({CENTRAL_KEYS_FORMAT})")
     return ed25519_public(data["signing_key"]), x25519_public(data["bundle_key"])
+
+
+def load_catalog_key(path: Path) -> Ed25519PublicKey | None:
+    """The central's catalog public key from the same file, or None when the file has none (a keys file
+    given out before catalog releases: get it again, ``kiosk central keys``). FileNotFoundError, ValueError
+    as ``load_central_keys``."""
+    data = json.loads(Path(path).read_text())
+    if data.get("format") != CENTRAL_KEYS_FORMAT:
+        raise ValueError(f"{path}: not a central keys file ({CENTRAL_KEYS_FORMAT})")
+    return ed25519_public(data["catalog_key"]) if data.get("catalog_key") else None

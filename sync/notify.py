@@ -166,7 +166,11 @@ class EmailNotifier:
         self.starttls, self.username, self.password, self.timeout = starttls, username, password, timeout
 
     def send(self, address: str, tracking_code: str, status: str) -> None:
-        message = email_message(self.sender, address, tracking_code, status)
+        self.deliver(email_message(self.sender, address, tracking_code, status))
+
+    def deliver(self, message: EmailMessage) -> None:
+        """Send one message over this SMTP path (also the fleet alerts', sync/station_health.py);
+        NotifyError when it was not taken."""
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
                 if self.starttls:
@@ -307,15 +311,23 @@ class NotificationSender:
             self.wake.set()
 
 
+def email_from_config(config) -> EmailNotifier | None:
+    """The SMTP path of a central's config (NOTIFY_SMTP_*), or None when NOTIFY_SMTP_HOST is not set."""
+    if not config.get("NOTIFY_SMTP_HOST"):
+        return None
+    return EmailNotifier(
+        config["NOTIFY_SMTP_HOST"], int(config.get("NOTIFY_SMTP_PORT") or 25),
+        config.get("NOTIFY_EMAIL_FROM") or "khong-tra-loi@dvc.local", bool(config.get("NOTIFY_SMTP_STARTTLS")),
+        config.get("NOTIFY_SMTP_USER"), config.get("NOTIFY_SMTP_PASSWORD"),
+        float(config.get("NOTIFY_TIMEOUT") or 15.0))
+
+
 def sender_from_config(store, config) -> NotificationSender | None:
     """The sender for a central's config (docs/sync.md, "Notifications"), or None when no channel is set."""
     channels = {}
-    if config.get("NOTIFY_SMTP_HOST"):
-        channels["email"] = EmailNotifier(
-            config["NOTIFY_SMTP_HOST"], int(config.get("NOTIFY_SMTP_PORT") or 25),
-            config.get("NOTIFY_EMAIL_FROM") or "khong-tra-loi@dvc.local", bool(config.get("NOTIFY_SMTP_STARTTLS")),
-            config.get("NOTIFY_SMTP_USER"), config.get("NOTIFY_SMTP_PASSWORD"),
-            float(config.get("NOTIFY_TIMEOUT") or 15.0))
+    email = email_from_config(config)
+    if email is not None:
+        channels["email"] = email
     if config.get("NOTIFY_SMS_GATEWAY") is not None:  # any SmsGateway object (a province's own)
         channels["sms"] = config["NOTIFY_SMS_GATEWAY"]
     elif config.get("NOTIFY_SMS_URL"):

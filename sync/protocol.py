@@ -117,6 +117,8 @@ H_TIMESTAMP = "X-DVC-Timestamp"
 H_CONTENT = "X-DVC-Content-SHA256"
 H_SIGNATURE = "X-DVC-Signature"
 H_PRIOR_ACK = "X-DVC-Prior-Ack"  # base64 of the central's earlier acknowledgement, resent after a restore
+H_IF_NONE_MATCH = "If-None-Match"  # a conditional status pull: feed_tag() of the store and cursor the station holds
+_TAG_PART = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 ACK = "dvc-central-ack/1"
 REJECT = "dvc-central-reject/1"
@@ -125,6 +127,19 @@ HOLDS = "dvc-central-holds/1"
 BLOB_REFUSAL = "dvc-central-blob-refusal/1"  # a blob refused for good: too large, over the quota (413)
 TRACK = "dvc-central-track/1"  # what any station may tell a citizen of a dossier, by its tracking code
 RATINGS = "dvc-central-ratings/1"  # which ratings of a batch the central holds now, and which it refuses
+
+
+def feed_tag(store, since: int) -> str | None:
+    """The entity tag of a conditional status pull, ``"<store_id>/<generation>/<since>"``: what a station
+    sends as If-None-Match when it holds every change up to ``since`` of that store; the central answers 304
+    (and this tag as ETag) when that is all there is. None for a store it cannot be made of."""
+    if not isinstance(store, dict):
+        return None
+    store_id, generation = store.get("store_id"), store.get("generation")
+    if not isinstance(store_id, str) or not _TAG_PART.fullmatch(store_id) or type(generation) is not int \
+            or generation < 0 or type(since) is not int or since < 0:
+        return None
+    return f'"{store_id}/{generation}/{since}"'
 
 
 def sha256_hex(data: bytes) -> str:

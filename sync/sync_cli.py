@@ -201,7 +201,8 @@ def export_command(folder):
 @sync.command("import-acks")
 @click.argument("ack_file", type=click.Path(exists=True, dir_okay=False))
 def import_acks_command(ack_file):
-    """Apply the central's ack file brought back from a bundle import."""
+    """Apply the central's ack file brought back from a bundle import (BUNDLE_FILE.acks.json, as `kiosk
+    central import` and the central's staff page name it); applying it again changes nothing."""
     from . import protocol
     from .bundle import BundleError, apply_ack_file, read_bounded
 
@@ -216,6 +217,41 @@ def import_acks_command(ack_file):
     finally:
         conn.close()
     click.echo(json.dumps(counts))
+
+
+@sync.command("import-catalog")
+@click.argument("release_file", type=click.Path(exists=True, dir_okay=False))
+def import_catalog_command(release_file):
+    """Install a catalog release file brought on a USB stick (catalog-N.dvccatalog, from the central's
+    catalog-releases folder): checked as one fetched online is (the central's catalog signature, a number
+    above the live one, the checks of `kiosk check`); the web app switches to it within seconds, drafts in
+    progress finish on their own release. A bad one is refused with the reason; the live one stays."""
+    from kiosk.core.config import data_dir
+
+    from .bundle import BundleError, read_bounded
+    from .catalog_release import MAX_RELEASE_BYTES, ReleaseRefused, StationCatalog
+    from .keys import load_catalog_key
+    from .worker import station_paths
+
+    config = _config()
+    _central_keys(config)  # a clear message when the station is not enrolled yet
+    try:
+        data = read_bounded(release_file, MAX_RELEASE_BYTES)
+    except BundleError as exc:
+        raise click.ClickException(f"{release_file}: {exc}") from None
+    conn = _open_db(config)
+    try:
+        installed = StationCatalog(data_dir(config)).install(
+            data, load_catalog_key(station_paths(config)["central_keys"]), "usb", conn, "cli")
+    except ReleaseRefused as exc:
+        raise click.ClickException(f"{release_file}: từ chối / refused: {exc.code}: {exc.reason}") from None
+    finally:
+        conn.close()
+    if installed is None:
+        click.echo("Danh mục này đang dùng rồi / this release is live already")
+    else:
+        click.echo(f"Danh mục số {installed.release} ({installed.created_at}, {len(installed.catalog)} thủ tục) "
+                   f"đã cài / catalog release {installed.release} installed ({len(installed.catalog)} procedures)")
 
 
 @sync.command("key")
@@ -233,6 +269,8 @@ def key_command():
 @click.argument("keys_file", type=click.Path(exists=True, dir_okay=False))
 def trust_command(keys_file):
     """Install the central's public keys file given at enrolment."""
+    from kiosk.core.keyfile import write_durably
+
     from .keys import load_central_keys
     from .worker import station_paths
 
@@ -242,7 +280,7 @@ def trust_command(keys_file):
         raise click.ClickException(f"{keys_file}: {exc}") from None
     target = station_paths(_config())["central_keys"]
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(Path(keys_file).read_text())
+    write_durably(target, Path(keys_file).read_bytes(), 0o600)  # in the data folder: its owner's only
     click.echo(f"trusting the central's keys in {target}")
 
 

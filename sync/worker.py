@@ -65,6 +65,7 @@ class SyncSettings:
     pull_limit: int = 500
     batch_http: bool = True       # many dossiers per request (POST /submissions/batch, gzip); PUT one by one if not
     blob_chunk_bytes: int = 64 * 1024  # a document is uploaded in chunks this big: a cut at 64 kbit/s loses ~8 s
+    heartbeat_seconds: float = 60.0  # at most one heartbeat per this long, sooner when a device changed (sync/heartbeat.py)
 
     @classmethod
     def from_config(cls, config: dict) -> "SyncSettings":
@@ -161,6 +162,8 @@ class SyncWorker:
         self._known_store = None     # the central store last seen (sync_state.central_store)
         self.retry_after = 0.0
         self.storage_trouble = None  # the storage problem of this episode (logged once), or None
+        self.heartbeat = None        # sync/heartbeat.py's Heartbeat (worker_from_config sets it), or None
+        self.catalog = None          # sync/catalog_release.py's CatalogUpdates (worker_from_config sets it), or None
 
     def close(self) -> None:
         self.client.close()
@@ -379,7 +382,9 @@ class SyncWorker:
             if self.stopping():
                 return applied
             since = self.cursor()
-            feed = self.client.changes(since, self.settings.pull_limit)
+            feed = self.client.changes(since, self.settings.pull_limit, self.known_store())
+            if feed is None:
+                return applied  # 304: nothing after the cursor, in the store this station knows
             if self.check_store(feed.get("store"), feed.get("head")):
                 continue  # the central went back in time: the cursor is reset, read its feed again from 0
             with write_transaction(self.conn):
@@ -586,8 +591,14 @@ class SyncWorker:
         self._note_clocks()
         if not (report["transient"] or report["refused"] or self.stopping()):
             report["purged"] = self.purge()
+        if self.catalog is not None and not (report["transient"] or report["refused"] or self.stopping()):
+            report["catalog"] = self.catalog.update(self)  # a newer catalog release; its troubles are its own
         self.link_failures = self.link_failures + 1 if (report["transient"] or report["refused"]) else 0
         self._set_state("last_cycle", json.dumps({"at": iso(utcnow()), **report}))
+        if not (report["transient"] or report["refused"]):
+            self._set_state("last_success", iso(utcnow()))  # the heartbeat's last successful sync
+        if self.heartbeat is not None and not (report["transient"] or self.stopping()):
+            report["heartbeat"] = self.heartbeat.send(self)  # docs/fleet.md; a failure is not the link's
         return report
 
     def _set_state(self, name: str, value: str) -> None:
@@ -670,7 +681,7 @@ def hold_worker_lock(data_folder: Path):
     import os
 
     path = Path(data_folder) / "sync-worker.lock"
-    handle = open(path, "a+", encoding="ascii")
+    handle = open(path, "a+", encoding="ascii", opener=lambda name, flags: os.open(name, flags, 0o600))
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -708,5 +719,14 @@ def worker_from_config(config: dict, rng: random.Random | None = None) -> SyncWo
     central_signing, _bundle = load_central_keys(paths["central_keys"])
     client = CentralClient(config["central"]["url"], config["station"]["id"],
                            load_or_create_signing_key(paths["station_key"]), central_signing, settings.timeout)
-    return SyncWorker(paths["database"], config["station"]["id"], client,
-                      load_or_create_key(paths["payload_key"]), settings, rng)
+    from .heartbeat import Heartbeat
+
+    worker = SyncWorker(paths["database"], config["station"]["id"], client,
+                        load_or_create_key(paths["payload_key"]), settings, rng)
+    worker.heartbeat = Heartbeat(config, paths["database"], settings.heartbeat_seconds)
+    from .catalog_release import CatalogUpdates
+    from .keys import load_catalog_key
+
+    worker.catalog = CatalogUpdates(paths["database"].parent, load_catalog_key(paths["central_keys"]),
+                                    settings.blob_chunk_bytes)
+    return worker

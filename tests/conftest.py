@@ -2,14 +2,13 @@
 plus a real `kiosk serve` process for browser, crash and benchmark tests."""
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
-from tests.support.fake_printer import unused_port
 from kiosk.app import create_app
+from tests.support.postgres import throwaway_postgres
 from tests.support.live_station import LiveStation  # noqa: F401  (tests import it from here)
 from tests.support.sane import sane_sees_nothing  # noqa: F401  (the fixture below uses it)
 from kiosk.core.catalog import load_catalog
@@ -83,37 +82,8 @@ def postgres_admin(server: str | None):
 def postgres_server():
     """A PostgreSQL URL for the central's storage tests: $DVC_TEST_POSTGRES_URL if set, else a throwaway
     server started from Debian's postgresql package (installed by `make test`), else None."""
-    url = os.environ.get("DVC_TEST_POSTGRES_URL")
-    if url:
+    with throwaway_postgres(fsync=False) as url:
         yield url
-        return
-    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not binaries:
-        yield None
-        return
-    import shutil
-    import tempfile
-
-    bin_dir = binaries[-1].parent
-    # Outside pytest's own temporary folder, which only root may enter.
-    folder = Path(tempfile.mkdtemp(prefix="dvc-test-postgres-"))
-    # PostgreSQL refuses to run as root: as root, run it as the package's "postgres" user.
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(folder, "postgres", "postgres")
-    port = unused_port()
-    data = folder / "data"
-    subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                              "--no-sync"], check=True, capture_output=True)
-    subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
-                              "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
-                              "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -234,7 +234,8 @@ def test_a_day_of_mixed_activity_reconciles_exactly(tmp_path, catalog):
     page = supervisor.get("/agent/report")
     assert 'data-k="fees_taken">' + f"{fees_due - 200000:,}".replace(",", ".") in page.text
     supervisor.post("/agent/report/sign", data={"csrf_token": csrf_token(page.text), "day": day})
-    assert "Đã ký xác nhận bởi Hoa" in supervisor.get("/agent/report").text
+    signed = supervisor.get("/agent/report").text
+    assert "Đã ký xác nhận bởi Hoa" in signed and "data-frozen" in signed  # the stored report, its hash checked
     with pytest.raises(ValueError, match="already signed off"):
         report.sign_off(conn, day, conn.execute("SELECT * FROM staff WHERE username = 'hoa'").fetchone())
     assert audit.verify(conn) == []
@@ -273,8 +274,13 @@ def test_rejected_queue_and_waiting_banner(tmp_path, catalog):
     with sqlite3.connect(app.config["DATABASE"]) as conn:
         conn.execute("UPDATE outbox SET state = 'rejected', last_error = 'Thiếu chữ ký số'")
     page = client.get("/agent/rejected")
-    assert code in page.text and "Thiếu chữ ký số" in page.text
-    assert "Mọi hồ sơ đã được gửi đi" in client.get("/agent/").text
+    # A reason sync does not know is never shown raw: a general sentence with what to do.
+    assert code in page.text and "Thiếu chữ ký số" not in page.text
+    assert "Trung tâm từ chối hồ sơ vì một lý do trạm chưa biết" in page.text
+    # Nothing waits, but a refusal is open: the staff bar counts it, and does not say all is sent.
+    home = client.get("/agent/").text
+    assert "Mọi hồ sơ đã được gửi đi" not in home
+    assert 'data-refused="1"' in home and "1 hồ sơ bị trung tâm từ chối — cần sửa và nộp lại" in home
 
 
 def test_mobile_team_exports_a_usb_bundle_from_the_screen(tmp_path, catalog):

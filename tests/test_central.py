@@ -237,7 +237,8 @@ def empty_postgres(postgres_server):
     conn = postgres_admin(postgres_server)
     with conn:
         for table in ("changes", "submissions", "code_sequence", "stations", "store_meta", "schema_migrations",
-                      "central_staff", "notifications", "received_rating_answers", "received_ratings"):
+                      "central_staff", "notifications", "received_rating_answers", "received_ratings",
+                      "station_health", "station_health_history", "station_alerts"):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     return postgres_server
 

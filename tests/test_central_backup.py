@@ -53,8 +53,8 @@ def test_sqlite_restore_raises_the_generation_once_and_never_reissues_a_code(tmp
     (archive,) = tmp_path.glob("central-*.tar.gz")
     assert archive.stat().st_mode & 0o777 == 0o600
     with tarfile.open(archive) as tar:
-        assert sorted(tar.getnames()) == ["central-documents.key", "central.ed25519", "central.sqlite3",
-                                          "central.x25519", "manifest.json"]
+        assert sorted(tar.getnames()) == ["central-catalog.ed25519", "central-documents.key", "central.ed25519",
+                                          "central.sqlite3", "central.x25519", "manifest.json"]
     issued += receive(central, after_backup)  # lost by the restore, but given out
     central.store.close()
     reserved = json.loads((data / "code-watermark.json").read_text())["reserved"]

@@ -54,7 +54,7 @@ def _paper_step(page, stopped: list | None):
         page.locator(".page-thumbnail").first.wait_for()
     else:
         page.get_by_role("button", name="Tôi không có giấy tờ này").click()
-        page.get_by_text("Đã ghi nhận: bạn không có giấy tờ này.").wait_for()
+        page.get_by_text("Đã ghi nhận: công dân không có giấy tờ này.").wait_for()  # staff read "công dân"
 
 
 def _apply_for(page, base, proc, stopped: list | None = None):
@@ -112,6 +112,7 @@ def test_a_counter_day(tmp_path, browser, catalog):
             page.get_by_role("link", name="Quầy tiếp nhận").click()
             page.get_by_label("Tìm hồ sơ").fill(first_code)
             page.get_by_role("button", name="Tìm").click()
+            page.wait_for_url(re.compile(r"/agent/search"))  # the home lists the code too (waiting, today)
             page.get_by_role("link", name=first_code).click()
             page.wait_for_url(re.compile(rf"/agent/d/{first_code}$"))
             assert "200.000 đ · minh" in page.content()
@@ -133,6 +134,8 @@ def test_a_counter_day(tmp_path, browser, catalog):
             page.get_by_role("button", name="Ký xác nhận báo cáo ngày").click()
             page.wait_for_selector("[data-signed]")
             assert "Đã ký xác nhận bởi Lê Thị Hoa" in page.locator("[data-signed]").inner_text()
+            assert page.locator("[data-frozen]").count() == 1  # the stored report, its hash checked
+            assert page.get_by_role("button", name="Mở lại ngày đã ký").count() == 1
         finally:
             context.close()
             station.stop()

@@ -7,8 +7,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kiosk", "agent", "devices", "sync")
 
 # Modules that are neither core, devices, sync nor a view: what the pages share and the services they use.
-SERVICES = {"kiosk.web", "kiosk.receipts", "kiosk.receipt_document", "kiosk.device_words", "kiosk.audio", "kiosk.i18n",
-            "kiosk.backup", "kiosk.simulated_devices", "kiosk.capture", "kiosk.health", "agent.staff",
+SERVICES = {"kiosk.web", "kiosk.receipts", "kiosk.receipt_document", "kiosk.device_words", "kiosk.sync_words", "kiosk.audio", "kiosk.i18n",
+            "kiosk.backup", "kiosk.simulated_devices", "kiosk.capture", "kiosk.health", "kiosk.device_state", "agent.staff",
             "agent.report"}
 # Entry points: the app factory and the commands. Nothing below imports them.
 TOP = {"kiosk", "kiosk.__main__", "kiosk.app", "kiosk.startup", "kiosk.cli", "kiosk.printer_cli", "sync.sync_cli",

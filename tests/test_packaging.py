@@ -110,10 +110,12 @@ def _name(spec: str) -> str:
 
 def _declared() -> set[str]:
     """The distributions pyproject.toml declares, with those its extras bring (python-escpos[usb] brings
-    pyusb): a library reached through a declared extra is declared."""
+    pyusb): a library reached through a declared extra is declared. The central's extras (``postgres``,
+    ``central``: psycopg, gunicorn) count: only a province's central imports them."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
     names = set()
-    for spec in list(project["dependencies"]) + list(project["optional-dependencies"].get("postgres", [])):
+    extras = project["optional-dependencies"]
+    for spec in list(project["dependencies"]) + list(extras.get("postgres", [])) + list(extras.get("central", [])):
         names.add(_name(spec))
         extras = re.search(r"\[([^\]]+)\]", spec)
         for extra in extras.group(1).split(",") if extras else ():

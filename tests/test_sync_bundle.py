@@ -53,7 +53,7 @@ def test_export_import_twice_and_apply_acks_twice(tmp_path, setup):
     assert outbox_states(config) == {"pending": 12}  # bundled, still waiting for an acknowledgement
     first = runner.invoke(central_group, ["import", "--data", str(central_dir), str(bundle)])
     assert first.exit_code == 0 and "12 new" in first.output, first.output
-    ack_path = bundle.with_suffix(".acks.json")
+    ack_path = bundle.with_name(bundle.name + ".acks.json")  # M01-...-1a2b3c4d.dvcbundle.acks.json, beside it
     first_acks = ack_path.read_bytes()
     second = runner.invoke(central_group, ["import", "--data", str(central_dir), str(bundle)])
     assert "0 new, 12 already received" in second.output

@@ -212,6 +212,9 @@ class Procedure:
     # The fee rules (FEE_SCHEMA, with ``reductions`` and ``exemptions`` always present); what is due for
     # given answers is kiosk.core.fees.fee_for's to say, never read from here.
     fee: dict | None = None
+    # The catalog release this definition came in (sync/catalog_release.py), recorded with every draft and
+    # dossier made from it; None for the catalog of paths.procedures (the one shipped, before any release).
+    release: int | None = None
 
     def __post_init__(self):
         if self.fee is None:  # a definition built in code with no fee (loaded ones always have one)

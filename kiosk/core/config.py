@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import jsonschema
 
+from .keyfile import private_folder
+
 SCHEMA = json.loads((Path(__file__).with_name("station_schema.json")).read_text("utf-8"))
 STATION_KINDS = tuple(SCHEMA["properties"]["station"]["properties"]["kind"]["enum"])
 
@@ -34,6 +36,9 @@ DEFAULTS = {
         "public_url": "http://127.0.0.1:8080",
         # The staff pages (/agent): on counter and mobile stations, off on a citizen kiosk unless "on".
         "staff_pages": "auto",
+        # The province (or city) the station serves, as the central's fleet page filters by it (docs/fleet.md);
+        # empty: not said.
+        "province": "",
     },
     # secure_cookies: behind TLS (a reverse proxy with https), cookies are sent over https only.
     # track_limit: tracking lookups per client address, so codes cannot be tried by the thousand.
@@ -62,7 +67,7 @@ DEFAULTS = {
     # The station's self-check (kiosk/health.py, docs/operations.md): below reserve_mb free in the data
     # folder no new application starts (measured: answering an application writes about 85 KB to the WAL,
     # its submit with the receipt record about 70 KB; 50 MB lets every draft in progress finish).
-    "health": {"reserve_mb": 50},
+    "health": {"reserve_mb": 50, "device_check_seconds": 60},
 }
 
 
@@ -241,6 +246,5 @@ def check_station(config: dict) -> None:
 
 
 def data_dir(config: dict) -> Path:
-    path = Path(config["paths"]["data"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The station's data folder (database, keys), made 0700 when missing (kiosk/core/keyfile.py)."""
+    return private_folder(Path(config["paths"]["data"]))

@@ -4,6 +4,7 @@
 The web app's connections (one per server thread, kept between requests) are kiosk/web.py's ``get_db``;
 the sync worker and the commands open their own with ``connect``.
 """
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .keyfile import write_durably
+from .keyfile import FILE_MODE, write_durably
 from .migrations import adopt_previous_sets, migrations
 
 
@@ -55,11 +56,24 @@ def read_marker(folder: Path) -> int:
 def note_incarnation(folder: Path, n: int) -> None:
     """Keep the highest incarnation the station has begun in ``<data>/incarnation`` (never lowered)."""
     if n > read_marker(folder):
-        write_durably(Path(folder) / INCARNATION_MARKER, f"{n}\n".encode(), 0o644)
+        write_durably(Path(folder) / INCARNATION_MARKER, f"{n}\n".encode(), FILE_MODE)
+
+
+def _owner_only(path: str | Path) -> None:
+    """Make a missing database file 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
+    main file's mode, so none of the three is readable by others, whatever the umask. One already there is
+    left as it is (the app narrows an older, wider one at start: keyfile.keep_private)."""
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except OSError:  # there already, or a folder SQLite will say more about
+        pass
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open the database with the settings every connection needs (they are per connection in SQLite)."""
+    _owner_only(path)
     conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")

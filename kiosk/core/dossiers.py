@@ -36,8 +36,18 @@ def canonical_json(document) -> bytes:
 
 
 # Where a dossier is: queued here, then the central's states as its status feed reports them, or
-# refused (quarantined at the station).
-STATUSES = ("queued", *CENTRAL_STATUSES, "rejected")
+# refused (quarantined at the station), then replaced when a correction (or the same dossier under a new
+# tracking code) supersedes the refused one: the refusal is closed, its reason and history kept.
+STATUSES = ("queued", *CENTRAL_STATUSES, "rejected", "replaced")
+
+
+class AlreadyReplaced(Exception):
+    """A dossier is superseded once: a second correction of it is refused. ``newest`` is the tracking code
+    of the newest dossier in its line of corrections, the one to correct instead."""
+
+    def __init__(self, newest: str):
+        super().__init__(f"already replaced by {newest}")
+        self.newest = newest
 
 
 @dataclass(frozen=True)
@@ -67,12 +77,13 @@ def _write(conn: sqlite3.Connection, key: bytes, document: dict, **row) -> None:
     conn.execute(
         "INSERT INTO dossiers (submission_id, tracking_code, station_id, channel, procedure_code, "
         "procedure_slug, procedure_version, submitted_at, payload_sealed, payload_sha256, supersedes, "
-        "staff_id, local_day, fee_due_vnd, applicant_masked, fee_basis) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "staff_id, local_day, fee_due_vnd, applicant_masked, fee_basis, catalog_release) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (sid, document["tracking_code"], document["station_id"], document["channel"], procedure["code"],
          procedure["slug"], procedure["version"], document["submitted_at"], sealing.seal(key, document, sid),
          hashlib.sha256(canonical_json(document)).hexdigest(), row["supersedes"], row["staff_id"],
-         row["local_day"], row["fee_due_vnd"], row["applicant_masked"], row["fee_basis"]))
+         row["local_day"], row["fee_due_vnd"], row["applicant_masked"], row["fee_basis"],
+         procedure.get("catalog_release")))
     outbox.enqueue(conn, sid, document["submitted_at"])
 
 
@@ -140,6 +151,8 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
                  if draft_id is not None else [])
         if draft_id is not None and not drafts.take(conn, draft_id):
             return None
+        if supersedes is not None and (newest := replaced_by(conn, supersedes)) is not None:
+            raise AlreadyReplaced(newest)  # rolls back: the draft stays, nothing is written
         code = next_tracking_code(conn, station["id"], local_day)
         document = {
             "submission_id": submission_id,
@@ -152,6 +165,8 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
             "supersedes": supersedes,
             "fee": fee.basis(),
         }
+        if procedure.release is not None:  # the catalog release it was made with (None: paths.procedures)
+            document["procedure"]["catalog_release"] = procedure.release
         if counter is not None:
             document["counter"] = counter
         if built:
@@ -169,6 +184,8 @@ def submit(conn: sqlite3.Connection, *, key: bytes, station: dict, channel: str,
         audit.append(conn, actor, "dossier.submitted", submission_id,
                      {"tracking_code": code, "procedure": procedure.code, "channel": channel,
                       "fee_vnd": fee.amount_vnd})
+        if supersedes is not None:
+            _close_refusal(conn, supersedes, code, actor)
         if fee_ground is not None and fee.kind is not None:  # recorded by staff: who, which ground, how much
             audit.append(conn, actor, f"fee.{fee.kind}", submission_id,
                          {"ground": fee.ground, "standard_vnd": fee.standard_vnd, "amount_vnd": fee.amount_vnd})
@@ -183,13 +200,15 @@ def reissue_with_new_code(conn: sqlite3.Connection, key: bytes, submission_id: s
     station issued it twice (restored from a backup, or reinstalled under the same id). In one transaction:
     a new incarnation (when the taken code is of the current one, so later codes cannot collide again), a
     new dossier with the same answers under a new tracking code and submission id, pointing back to this
-    one (``supersedes``), queued to send; this one refused with the new code as its reason. Returns the new
-    tracking code, or None when the payload is gone (then it is only refused, for staff)."""
+    one (``supersedes``), queued to send; this one refused with the new code as its reason, and 'replaced'.
+    Returns the new tracking code, or None when the payload is gone (then it is only refused, for staff) or
+    a correction already supersedes it (that one carries the answers on: a dossier is superseded once)."""
     with write_transaction(conn):
         old = conn.execute("SELECT * FROM dossiers WHERE submission_id = ?", (submission_id,)).fetchone()
         document = sealing.open_sealed(key, old["payload_sealed"], submission_id) if old["payload_sealed"] else None
         new_code = None
-        if document is not None:
+        corrected = replaced_by(conn, submission_id)  # a correction already carries its answers on
+        if document is not None and corrected is None:
             if tracking_code.incarnation_of(old["tracking_code"]) == incarnation(conn):
                 begin_incarnation(conn, "tracking_code_taken")
             day = old["tracking_code"].split("-")[1]
@@ -203,10 +222,15 @@ def reissue_with_new_code(conn: sqlite3.Connection, key: bytes, submission_id: s
             documents.copy_to_new_dossier(conn, key, submission_id, new_id)
             audit.append(conn, "sync", "dossier.reissued", new_id,
                          {"tracking_code": new_code, "from": old["tracking_code"]})
-        reason = (f"tracking_code_taken: gửi lại với mã mới {new_code} / sent again as {new_code}" if new_code
-                  else "tracking_code_taken: mã tra cứu đã được dùng / the tracking code was used before")
+        if new_code:
+            reason = f"tracking_code_taken: gửi lại với mã mới {new_code} / sent again as {new_code}"
+        elif corrected:
+            reason = (f"tracking_code_taken: đã có hồ sơ sửa đổi {corrected} / "
+                      f"already corrected by {corrected}")
+        else:
+            reason = "tracking_code_taken: mã tra cứu đã được dùng / the tracking code was used before"
         outbox.withdraw(conn, submission_id, reason)
-        mark_rejected(conn, submission_id)
+        mark_rejected(conn, submission_id)  # 'replaced' when sent again under a new code, or corrected
         audit.append(conn, "sync", "dossier.rejected", submission_id, {"code": "tracking_code_taken"})
     return new_code
 
@@ -219,11 +243,25 @@ def find_by_tracking_code(conn: sqlite3.Connection, text: str) -> sqlite3.Row | 
 
 
 def replaced_by(conn: sqlite3.Connection, submission_id: str) -> str | None:
-    """The tracking code of the newest dossier that supersedes this one (a correction, or the same
-    dossier reissued under a new code), or None."""
-    row = conn.execute("SELECT tracking_code FROM dossiers WHERE supersedes = ? ORDER BY submitted_at DESC, "
-                       "rowid DESC LIMIT 1", (submission_id,)).fetchone()
-    return row[0] if row else None
+    """The tracking code of the newest dossier in this one's line of replacements (a correction, or the
+    same dossier reissued under a new code, and whatever replaced that in turn), or None when nothing
+    supersedes it."""
+    newest, current = None, submission_id
+    for _ in range(1000):  # bounded: a line of corrections, never a cycle (supersedes names an older dossier)
+        row = conn.execute("SELECT submission_id, tracking_code FROM dossiers WHERE supersedes = ? "
+                           "ORDER BY submitted_at DESC, rowid DESC LIMIT 1", (current,)).fetchone()
+        if row is None:
+            break
+        newest, current = row["tracking_code"], row["submission_id"]
+    return newest
+
+
+def _close_refusal(conn: sqlite3.Connection, submission_id: str, by_code: str, actor: str) -> None:
+    """A dossier that supersedes a refused one closes the refusal, in the caller's transaction: the refused
+    dossier is 'replaced' (its outbox row, reason and events stay as they were), audited with the new code."""
+    if conn.execute("UPDATE dossiers SET status = 'replaced' WHERE submission_id = ? AND status = 'rejected'",
+                    (submission_id,)).rowcount:
+        audit.append(conn, actor, "dossier.replaced", submission_id, {"by": by_code})
 
 
 def open_payload(conn: sqlite3.Connection, key: bytes, submission_id: str) -> dict | None:
@@ -283,11 +321,16 @@ def recent(conn: sqlite3.Connection, local_day: str, limit: int = 20) -> list[sq
         "WHERE d.local_day = ? ORDER BY d.submitted_at DESC LIMIT ?", (local_day, limit)).fetchall()
 
 
-def of_day(conn: sqlite3.Connection, local_day: str) -> sqlite3.Cursor:
-    """Every dossier of a local day for its report: staff, procedure, fee due and outbox ``state``."""
+def of_day(conn: sqlite3.Connection, local_day: str, made_from: str = "",
+           made_before: str | None = None) -> sqlite3.Cursor:
+    """The dossiers of a local day for its report (submission id, tracking code, time, staff, procedure,
+    fee due, the dossier it supersedes and the outbox ``state``), oldest first; with ``made_from`` and
+    ``made_before`` (UTC, ``YYYY-MM-DDTHH:MM:SS``), only those submitted in that span, to the second."""
     return conn.execute(
-        "SELECT d.staff_id, d.procedure_code, d.fee_due_vnd, o.state FROM dossiers d "
-        "JOIN outbox o USING (submission_id) WHERE d.local_day = ?", (local_day,))
+        "SELECT d.submission_id, d.tracking_code, d.submitted_at, d.staff_id, d.procedure_code, d.fee_due_vnd, "
+        "d.supersedes, o.state FROM dossiers d JOIN outbox o USING (submission_id) WHERE d.local_day = ? "
+        "AND substr(d.submitted_at, 1, 19) >= ? AND (? IS NULL OR substr(d.submitted_at, 1, 19) < ?) "
+        "ORDER BY d.submitted_at, d.tracking_code", (local_day, made_from, made_before, made_before))
 
 
 def count(conn: sqlite3.Connection) -> int:
@@ -332,7 +375,11 @@ def record_central_code(conn: sqlite3.Connection, submission_id: str, central_co
 
 
 def mark_rejected(conn: sqlite3.Connection, submission_id: str) -> None:
-    conn.execute("UPDATE dossiers SET status = 'rejected' WHERE submission_id = ?", (submission_id,))
+    """Refused: 'rejected', or 'replaced' when a dossier already supersedes it (a correction made while it
+    waited), so its refusal is closed from the start."""
+    conn.execute("UPDATE dossiers SET status = CASE WHEN EXISTS (SELECT 1 FROM dossiers s WHERE s.supersedes = "
+                 "dossiers.submission_id) THEN 'replaced' ELSE 'rejected' END WHERE submission_id = ?",
+                 (submission_id,))
 
 
 def apply_status(conn: sqlite3.Connection, submission_id: str, station_id: str, status: str,

@@ -28,17 +28,31 @@ def purge_idle(conn: sqlite3.Connection, idle_minutes: int) -> int:
         return conn.execute("DELETE FROM drafts WHERE touched_at < ?", (_cutoff(idle_minutes),)).rowcount
 
 
-def create(conn: sqlite3.Connection, key: bytes, slug: str, version: str, answers: dict | None = None) -> str:
+def create(conn: sqlite3.Connection, key: bytes, slug: str, version: str, answers: dict | None = None,
+           release: int | None = None) -> str:
+    """A new draft; a correction's (``answers`` naming the dossier it replaces under ``SUPERSEDES_KEY``)
+    notes that dossier in the clear too, so a second correction of it finds this one (``correction_of``).
+    ``release`` is the catalog release of the definition (``Procedure.release``): the draft finishes on it
+    whatever the station switches to meanwhile (``release_of``)."""
     draft_id = secrets.token_urlsafe(18)
     now = _now().isoformat()
     sealed = sealing.seal(key, answers or {}, draft_id)
+    supersedes = (answers or {}).get(SUPERSEDES_KEY)
     with write_transaction(conn, durable=False):
         conn.execute(
-            "INSERT INTO drafts (id, procedure_slug, procedure_version, answers_sealed, created_at, touched_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (draft_id, slug, version, sealed, now, now),
+            "INSERT INTO drafts (id, procedure_slug, procedure_version, answers_sealed, created_at, touched_at, "
+            "supersedes, catalog_release) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (draft_id, slug, version, sealed, now, now, supersedes, release),
         )
     return draft_id
+
+
+def correction_of(conn: sqlite3.Connection, submission_id: str, idle_minutes: int) -> tuple[str, str] | None:
+    """(draft id, procedure slug) of the newest correction of a dossier still open (not idle too long), or
+    None: a dossier has one correction under way at a time."""
+    row = conn.execute("SELECT id, procedure_slug FROM drafts WHERE supersedes = ? AND touched_at >= ? "
+                       "ORDER BY touched_at DESC LIMIT 1", (submission_id, _cutoff(idle_minutes))).fetchone()
+    return (row[0], row[1]) if row else None
 
 
 def load(conn: sqlite3.Connection, key: bytes, draft_id: str, idle_minutes: int) -> tuple[str, dict] | None:
@@ -48,6 +62,14 @@ def load(conn: sqlite3.Connection, key: bytes, draft_id: str, idle_minutes: int)
     if row is None:
         return None
     return row[0], sealing.open_sealed(key, row[1], draft_id)
+
+
+def release_of(conn: sqlite3.Connection, draft_id: str, idle_minutes: int) -> tuple[bool, int | None]:
+    """(whether the draft can still be opened, as ``load`` says; the catalog release it started on, None
+    for the catalog of paths.procedures)."""
+    row = conn.execute("SELECT catalog_release FROM drafts WHERE id = ? AND touched_at >= ?",
+                       (draft_id, _cutoff(idle_minutes))).fetchone()
+    return (True, row[0]) if row else (False, None)
 
 
 def save(conn: sqlite3.Connection, key: bytes, draft_id: str, answers: dict) -> bool:

@@ -398,3 +398,104 @@ def m012_ratings(db: sqlite_utils.Database):
     )
     db.execute("CREATE INDEX ratings_day ON ratings(local_day)")
     db.execute("CREATE INDEX ratings_state ON ratings(state)")
+
+
+@migrations()
+def m013_carried_fees_and_reopened_days(db: sqlite_utils.Database):
+    # The counter's money after corrections (agent/report.py, docs/counter-money.md). Two more kinds of
+    # ledger line: ``carried`` (what was paid for the dossier a correction replaces, moved to the
+    # correction, ``from_submission_id`` naming the old one) and ``refund`` (money given back when the
+    # correction's fee is lower). SQLite cannot change a CHECK, so the table is rebuilt with its rows and
+    # ids; from now on its lines are never changed or deleted.
+    db.execute(
+        """
+        CREATE TABLE ledger_m013 (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,                        -- UTC, ISO 8601
+            local_day TEXT NOT NULL,                 -- the station's day when it was written
+            staff_id INTEGER NOT NULL REFERENCES staff(id),
+            kind TEXT NOT NULL CHECK (kind IN ('fee', 'reprint', 'carried', 'refund')),
+            submission_id TEXT NOT NULL REFERENCES dossiers(submission_id),
+            amount_vnd INTEGER NOT NULL DEFAULT 0 CHECK (amount_vnd >= 0),
+            from_submission_id TEXT REFERENCES dossiers(submission_id),
+            CHECK ((kind = 'carried') = (from_submission_id IS NOT NULL))
+        )
+        """
+    )
+    db.execute("INSERT INTO ledger_m013 (id, at, local_day, staff_id, kind, submission_id, amount_vnd) "
+               "SELECT id, at, local_day, staff_id, kind, submission_id, amount_vnd FROM ledger ORDER BY id")
+    db.execute("DROP TABLE ledger")
+    db.execute("ALTER TABLE ledger_m013 RENAME TO ledger")
+    db.execute("CREATE INDEX ledger_day ON ledger(local_day, staff_id)")
+    db.execute("CREATE INDEX ledger_dossier ON ledger(submission_id)")
+    db.execute("CREATE INDEX ledger_carried_from ON ledger(from_submission_id) WHERE from_submission_id IS NOT NULL")
+    db.execute("CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger "
+               "BEGIN SELECT RAISE(ABORT, 'ledger lines are never changed'); END")
+    db.execute("CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger "
+               "BEGIN SELECT RAISE(ABORT, 'ledger lines are never deleted'); END")
+    # A signed day can be reopened by a supervisor with a reason, then signed again: every closing is kept
+    # (the history), at most one per day is active (not reopened). Rebuilt to drop UNIQUE(local_day).
+    db.execute(
+        """
+        CREATE TABLE day_closings_m013 (
+            id INTEGER PRIMARY KEY,
+            local_day TEXT NOT NULL,
+            report TEXT NOT NULL,                    -- the day's report as signed (JSON): the frozen snapshot
+            report_sha256 TEXT NOT NULL,             -- of ``report``'s UTF-8 bytes
+            signed_by INTEGER NOT NULL REFERENCES staff(id),
+            signed_at TEXT NOT NULL,                 -- UTC, whole seconds: entries from then on go to a later day
+            reopened_at TEXT,                        -- UTC, whole seconds; NULL while the closing is active
+            reopened_by INTEGER REFERENCES staff(id),
+            reopen_reason TEXT,                      -- the supervisor's words, 5 to 200 characters
+            CHECK ((reopened_at IS NULL) = (reopened_by IS NULL) AND (reopened_at IS NULL) = (reopen_reason IS NULL))
+        )
+        """
+    )
+    db.execute("INSERT INTO day_closings_m013 (id, local_day, report, report_sha256, signed_by, signed_at) "
+               "SELECT id, local_day, report, report_sha256, signed_by, signed_at FROM day_closings ORDER BY id")
+    db.execute("DROP TABLE day_closings")
+    db.execute("ALTER TABLE day_closings_m013 RENAME TO day_closings")
+    db.execute("CREATE UNIQUE INDEX day_closings_active ON day_closings(local_day) WHERE reopened_at IS NULL")
+    db.execute("CREATE INDEX day_closings_day ON day_closings(local_day, signed_at)")
+    db.execute("CREATE TRIGGER day_closings_no_delete BEFORE DELETE ON day_closings "
+               "BEGIN SELECT RAISE(ABORT, 'day closings are kept'); END")
+    db.execute("CREATE TRIGGER day_closings_signed BEFORE UPDATE OF id, local_day, report, report_sha256, "
+               "signed_by, signed_at ON day_closings "
+               "BEGIN SELECT RAISE(ABORT, 'a signed report is frozen'); END")
+    db.execute("CREATE TRIGGER day_closings_reopened_once BEFORE UPDATE OF reopened_at, reopened_by, reopen_reason "
+               "ON day_closings WHEN OLD.reopened_at IS NOT NULL "
+               "BEGIN SELECT RAISE(ABORT, 'a closing is reopened once'); END")
+
+
+@migrations()
+def m014_one_correction_each(db: sqlite_utils.Database):
+    # A dossier is superseded once (kiosk/core/dossiers.py, docs/sync.md "Refusals and corrections"): a
+    # second correction of it is refused here too, whatever the caller checked. A trigger, not a unique
+    # index, so a database that already holds two corrections of one dossier (made before this rule)
+    # migrates and keeps them. The index finds a dossier's correction, and the open refusals, at once.
+    db.execute("CREATE INDEX dossiers_supersedes ON dossiers(supersedes) WHERE supersedes IS NOT NULL")
+    db.execute("CREATE TRIGGER dossiers_superseded_once BEFORE INSERT ON dossiers WHEN NEW.supersedes IS NOT NULL "
+               "AND EXISTS (SELECT 1 FROM dossiers WHERE supersedes = NEW.supersedes) "
+               "BEGIN SELECT RAISE(ABORT, 'this dossier is already superseded'); END")
+    # The dossier a correction's draft replaces, in the clear (its answers are sealed), so starting a
+    # second correction of the same dossier resumes the open one (kiosk/core/drafts.py).
+    db.execute("ALTER TABLE drafts ADD COLUMN supersedes TEXT")
+    db.execute("CREATE INDEX drafts_supersedes ON drafts(supersedes) WHERE supersedes IS NOT NULL")
+
+
+@migrations()
+def m015_outbox_waiting_order(db: sqlite_utils.Database):
+    # The staff home's "waiting to be sent" list (every pending dossier, all days, oldest first, the first
+    # 200: kiosk/core/outbox.py waiting_list) and the banners' oldest waiting time read this index in
+    # order, instead of sorting every pending row on each page.
+    db.execute("CREATE INDEX outbox_waiting ON outbox(state, enqueued_at)")
+
+
+@migrations()
+def m016_catalog_release(db: sqlite_utils.Database):
+    # The catalog release (sync/catalog_release.py) a draft started on and a dossier was made with: a draft
+    # finishes on its own release after the station switches; NULL is the catalog of paths.procedures (the
+    # one shipped, before any release). A dossier's is part of what it is: immutable like the rest.
+    db.execute("ALTER TABLE drafts ADD COLUMN catalog_release INTEGER")
+    db.execute("ALTER TABLE dossiers ADD COLUMN catalog_release INTEGER")
+    _dossier_columns_immutable(db, "staff_id, local_day, fee_due_vnd, applicant_masked, fee_basis, catalog_release")

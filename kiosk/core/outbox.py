@@ -15,15 +15,43 @@ def enqueue(conn: sqlite3.Connection, submission_id: str, now_iso: str) -> None:
 
 
 def waiting(conn: sqlite3.Connection) -> dict:
-    """How many dossiers wait to be sent and since when (the oldest), for banners and `sync status`."""
+    """What the staff bar's waiting banner says, in one read: how many dossiers wait to be sent and since
+    when (``count``, ``oldest``), how many of them were copied to a USB bundle and wait for the central's
+    acknowledgement to come back (``on_stick``; ``on_stick_at``: the latest export that carried one), and
+    how many are on no stick yet (``not_on_stick``, the oldest since ``not_on_stick_oldest``). Which
+    dossiers went out in which bundle is sync's record (``sync_bundle_items``), read here with the rows."""
     row = conn.execute(
-        "SELECT COUNT(*), MIN(enqueued_at) FROM outbox WHERE state = 'pending'"
+        "WITH p AS (SELECT o.enqueued_at, MAX(b.created_at) AS bundled_at FROM outbox o "
+        "LEFT JOIN sync_bundle_items i ON i.submission_id = o.submission_id "
+        "LEFT JOIN sync_bundles b ON b.bundle_id = i.bundle_id WHERE o.state = 'pending' GROUP BY o.submission_id) "
+        "SELECT COUNT(*), MIN(enqueued_at), COUNT(bundled_at), MAX(bundled_at), "
+        "MIN(CASE WHEN bundled_at IS NULL THEN enqueued_at END) FROM p"
     ).fetchone()
-    return {"count": row[0], "oldest": row[1]}
+    return {"count": row[0], "oldest": row[1], "on_stick": row[2], "on_stick_at": row[3],
+            "not_on_stick": row[0] - row[2], "not_on_stick_oldest": row[4]}
 
 
 def pending_count(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+
+def waiting_list(conn: sqlite3.Connection, limit: int = 200) -> list[sqlite3.Row]:
+    """The dossiers waiting to be sent (pending: not yet acknowledged by the central), every day's, oldest
+    first, at most ``limit``, with their dossier's columns and ``sync_state``, for the staff's home. One
+    query along the ``outbox_waiting`` index (state, enqueued_at): no sort, whatever the queue's length."""
+    return conn.execute(
+        "SELECT d.*, o.state AS sync_state, o.enqueued_at FROM outbox o "
+        "JOIN dossiers d USING (submission_id) WHERE o.state = 'pending' "
+        "ORDER BY o.enqueued_at LIMIT ?", (limit,)).fetchall()
+
+
+def pending_station_ids(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many pending dossiers were made under each station id (the dossier row's ``station_id``, the
+    same value its sealed document carries): another id than this station's own means the station was
+    re-identified with dossiers still queued, which the central refuses (``station_mismatch``)."""
+    return dict(conn.execute(
+        "SELECT d.station_id, COUNT(*) FROM outbox o JOIN dossiers d USING (submission_id) "
+        "WHERE o.state = 'pending' GROUP BY d.station_id").fetchall())
 
 
 def pending_with_error(conn: sqlite3.Connection, prefix: str) -> int:
@@ -81,11 +109,33 @@ def pending_payloads(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
         "ORDER BY o.enqueued_at LIMIT ?", (limit,)).fetchall()
 
 
+# A refusal is open until a dossier supersedes the refused one (a correction, or the same dossier sent
+# again under a new code): the outbox row stays 'rejected' with its reason, for the record.
+
 def rejected(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """The refused rows with their dossier's code, procedure and time, for the staff's rejected queue."""
+    """The open refusals, oldest first, with their dossier's code, procedure and time, the reason, and
+    ``correctable`` (its payload is still here), for the staff's rejected queue."""
     return conn.execute(
-        "SELECT d.tracking_code, d.procedure_code, d.submitted_at, o.last_error, o.attempts FROM outbox o "
-        "JOIN dossiers d USING (submission_id) WHERE o.state = 'rejected' ORDER BY d.submitted_at").fetchall()
+        "SELECT d.tracking_code, d.procedure_code, d.submitted_at, o.last_error, o.attempts, "
+        "d.payload_sealed IS NOT NULL AS correctable FROM outbox o JOIN dossiers d USING (submission_id) "
+        "WHERE o.state = 'rejected' AND NOT EXISTS (SELECT 1 FROM dossiers s WHERE s.supersedes = o.submission_id) "
+        "ORDER BY d.submitted_at").fetchall()
+
+
+def rejected_closed(conn: sqlite3.Connection, limit: int = 50) -> list[sqlite3.Row]:
+    """The latest closed refusals, newest first: each refused dossier's code, procedure, time and reason,
+    and the tracking code of the dossier that superseded it (``replaced_by``)."""
+    return conn.execute(
+        "SELECT d.tracking_code, d.procedure_code, d.submitted_at, o.last_error, s.tracking_code AS replaced_by "
+        "FROM outbox o JOIN dossiers d USING (submission_id) JOIN dossiers s ON s.supersedes = o.submission_id "
+        "WHERE o.state = 'rejected' ORDER BY s.submitted_at DESC LIMIT ?", (limit,)).fetchall()
+
+
+def rejected_open_count(conn: sqlite3.Connection) -> int:
+    """How many refusals are open (the staff bar's count): the refused rows (index ``outbox_pending``)
+    that no dossier supersedes (index ``dossiers_supersedes``)."""
+    return conn.execute("SELECT COUNT(*) FROM outbox o WHERE o.state = 'rejected' AND NOT EXISTS "
+                        "(SELECT 1 FROM dossiers s WHERE s.supersedes = o.submission_id)").fetchone()[0]
 
 
 def rejected_reasons(conn: sqlite3.Connection, limit: int = 50) -> list[dict]:

@@ -16,14 +16,15 @@ TARGET_S = 120.0  # a dossier with its papers within two minutes on the weak lin
 
 
 def bench_documents(link: Link | None = WEAK_LINK, seed: int = 1, chunk_bytes: int = 64 * 1024,
-                    mode: str = "gray") -> dict:
+                    mode: str = "gray", central_port: int = 0, proxy_port: int = 0) -> dict:
     """One row: {name, n (pages), seconds, pdf_bytes_per_page, wire_bytes_per_page, requests, acked}; ``mode``
-    is the station's ``[documents] mode`` the pages are cleaned in (gray, the default, or bilevel)."""
+    is the station's ``[documents] mode`` the pages are cleaned in (gray, the default, or bilevel);
+    ``central_port``/``proxy_port``: fixed ports for the central and the shaping proxy (0: a free one)."""
     pages = [distinct_page(1000 + n, mode) for n in range(5)]
     with tempfile.TemporaryDirectory(prefix="dvc-bench-") as tmp:
         folder = Path(tmp)
-        with CentralThread(folder / "central") as central:
-            proxy = FaultyProxy(central.port, link=link, seed=seed).start()
+        with CentralThread(folder / "central", port=central_port) as central:
+            proxy = FaultyProxy(central.port, link=link, seed=seed, port=proxy_port).start()
             try:
                 config = make_station(folder / "station", proxy.url,
                                       sync={"base_delay": 0.2, "max_delay": 2.0, "idle_interval": 0.05,

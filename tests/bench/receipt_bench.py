@@ -80,12 +80,13 @@ def _percentile(sorted_ms: list[float], q: float) -> float:
     return cuts[round(q) - 1]
 
 
-def bench_receipt(n: int = 50, paper_mm: int = 80) -> dict:
-    """Time ``n`` receipts (compose + print with both status checks); milliseconds per receipt."""
+def bench_receipt(n: int = 50, paper_mm: int = 80, printer_port: int = 0) -> dict:
+    """Time ``n`` receipts (compose + print with both status checks); milliseconds per receipt.
+    ``printer_port``: the fake printer's port (0: a free one)."""
     if n < 1:
         raise ValueError("n must be at least 1")
     receipt = sample_receipt()
-    with FakeNetworkPrinter() as fake:
+    with FakeNetworkPrinter(port=printer_port) as fake:
         config = {**fake.config(paper_mm=paper_mm), "payment": SAMPLE_PAYMENT}
         print_receipt(config, receipt)  # warm up: fonts, printer profile
         times = []

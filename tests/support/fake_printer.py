@@ -53,7 +53,7 @@ class FakeNetworkPrinter:
     """
 
     def __init__(self, state: str = "ok", *, after_job: str | None = None, answer_delay_s: float = 0.0,
-                 rate_bps: float | None = None, drop_after_bytes: int | None = None):
+                 rate_bps: float | None = None, drop_after_bytes: int | None = None, port: int = 0):
         if state not in STATES or (after_job is not None and after_job not in STATES):
             raise ValueError(f"state must be one of {', '.join(STATES)}")
         self.state = state
@@ -71,13 +71,13 @@ class FakeNetworkPrinter:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
-        self.port = 0
+        self.port = port  # 0: a free port, chosen at start()
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> "FakeNetworkPrinter":
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
+        self._listener.bind(("127.0.0.1", self.port))
         self._listener.listen(8)
         self._listener.settimeout(0.05)
         self.port = self._listener.getsockname()[1]

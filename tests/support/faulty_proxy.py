@@ -2,21 +2,24 @@
 station or the central in service.
 
 It reads each HTTP/1.1 request from the station, asks a *plan* what to do with it, and then passes it to
-the central, or drops the connection before or after the central saw it, cuts the response short, delays
-it, answers 500/429 itself, or answers a 200 that is not the central's (a captive portal, a forged ack).
+the central, or drops the connection before or after the central saw it, resets it (RST) after the central
+saw it, cuts the response short, delays it, sends it to the central twice at once on two connections (a
+retrying middlebox: with several central processes, two of them take it together), answers 500/429
+itself, or answers a 200 that is not the central's (a captive portal, a forged ack).
 A ``Link`` shapes both directions in Python (bandwidth, round-trip time, packet loss as retransmission
 delays) to stand in for a weak mobile link without tc or network namespaces.
 """
 import http.client
 import random
 import socket
+import struct
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 FAULTS = ("pass", "drop_before", "drop_after", "truncate", "delay", "http500", "http429", "portal200",
-          "forged_ack", "http404", "close_after")
+          "forged_ack", "http404", "close_after", "reset", "duplicate")
 
 PORTAL_PAGE = (b"<!doctype html><html><head><title>Wi-Fi</title></head><body><h1>Dang nhap Wi-Fi mien phi</h1>"
                b"<form><button>Ket noi</button></form></body></html>")
@@ -74,7 +77,7 @@ def _response(status: int, reason: str, body: bytes, headers: dict | None = None
 
 class FaultyProxy:
     def __init__(self, upstream_port: int, plan=None, link: Link | None = None, seed: int = 0,
-                 delay_s: float = 0.3, retry_after: str = "1"):
+                 delay_s: float = 0.3, retry_after: str = "1", port: int = 0):
         self.upstream_port = upstream_port
         self.plan = plan or (lambda *_: "pass")
         self.link = link
@@ -85,7 +88,7 @@ class FaultyProxy:
         self.bytes_up = self.bytes_down = 0
         self._index = 0
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))  # 0: a free port
         self._listener.settimeout(0.1)  # so stop() is noticed: close() does not wake a blocked accept()
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -168,6 +171,9 @@ class FaultyProxy:
                     continue
                 if fault == "delay":
                     time.sleep(self.delay_s)
+                if fault == "duplicate":  # a twin of the request, on its own connection, at the same time
+                    twin = threading.Thread(target=self._twin, args=(method, path, headers, body), daemon=True)
+                    twin.start()
                 try:
                     if upstream is None:
                         upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
@@ -191,7 +197,13 @@ class FaultyProxy:
                     return
                 with self._lock:
                     self.statuses[f"{method} {status}"] += 1
+                if fault == "duplicate":
+                    twin.join(timeout=35)
                 if fault == "drop_after":
+                    return
+                if fault == "reset":  # the connection reset (RST) instead of the answer
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    client.close()  # no FIN first (as shutdown() would send): closed with the reader, an RST
                     return
                 raw = _response(status, reason, resp_body, dict(resp_headers))
                 if fault == "truncate":
@@ -209,6 +221,23 @@ class FaultyProxy:
             with self._lock:
                 self._clients.discard(client)
             _close(client)
+
+    def _twin(self, method: str, path: str, headers, body: bytes) -> None:
+        """Send a request to the central once more on a connection of its own; its answer is dropped."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.endheaders(body if body else None)
+            resp = conn.getresponse()
+            resp.read()
+            with self._lock:
+                self.statuses[f"{method} {resp.status} (twin)"] += 1
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
 
     def _send(self, client: socket.socket, data: bytes) -> None:
         with self._lock:

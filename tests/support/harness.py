@@ -93,16 +93,16 @@ def submit_many(config: dict, n: int, seed: int = 0, procedure: Procedure = PROC
 
 
 class CentralThread:
-    """The central's app under waitress in a thread of this process, on a free port."""
+    """The central's app under waitress in a thread of this process, on a free port (or on ``port``)."""
 
-    def __init__(self, data_dir: Path, **config):
+    def __init__(self, data_dir: Path, port: int = 0, **config):
         import waitress
 
         from sync.central import create_central_app
 
         self.app = create_central_app({"DATA_DIR": str(data_dir), **config})
         self.central = self.app.extensions["dvc_central"]
-        self.server = waitress.create_server(self.app, host="127.0.0.1", port=0, threads=4,
+        self.server = waitress.create_server(self.app, host="127.0.0.1", port=port, threads=4,
                                              asyncore_loop_timeout=0.2)
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}"
