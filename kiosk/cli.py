@@ -68,11 +68,38 @@ def serve(station_file, host, port, threads, simulate_missing):
     waitress.serve(app, host=server["host"], port=server["port"], threads=threads, ident="dvc-kiosk")
 
 
+def _check_counts(database, recount: bool) -> None:
+    """The counts triggers keep (waiting, refusals, papers to send, the purge's marks) against a recount of
+    the rows: equal, or rebuilt with --recount, or exit 1 naming each difference."""
+    from .core import db
+    from .core.migrations import retally, tally_drift
+
+    if not database.exists():
+        return
+    conn = db.connect(database)
+    try:
+        drift = tally_drift(conn)
+        if drift and recount:
+            with db.write_transaction(conn):
+                retally(conn)
+            click.echo("counts: rebuilt from the rows (" + "; ".join(drift) + ")")
+        elif drift:
+            raise click.ClickException("the kept counts differ from a recount: " + "; ".join(drift)
+                                       + " (kiosk check --full --recount rebuilds them)")
+        else:
+            click.echo("counts: kept = recounted")
+    finally:
+        conn.close()
+
+
 @main.command()
 @station_option
 @click.option("--full", is_flag=True, help="Read every page of the database (integrity_check) instead of the "
-                                           "quick check; minutes on a large database.")
-def check(station_file, full):
+                                           "quick check, and recount the counts the staff pages and the sync "
+                                           "worker keep; minutes on a large database.")
+@click.option("--recount", is_flag=True, help="With --full: when the kept counts differ from the recount, "
+                                              "rebuild them from the rows.")
+def check(station_file, full, recount):
     """Run every check `kiosk serve` runs at start (the station file, the procedure catalog, the printer
     settings, the payment account, the card settings, then the station's health: data folder writable, free
     space above the reserve, the database's quick_check, keys, clock); exit 1 with the first problem. Warns
@@ -94,6 +121,8 @@ def check(station_file, full):
             f"trạm tạm ngừng / station paused: {result.reasons[0].detail} (docs/operations.md)")
     click.echo(f"health: ok, {result.free_mb:.0f} MB free (reserve {result.reserve_mb} MB), WAL "
                f"{result.wal_bytes} bytes, database {'integrity_check' if full else 'quick_check'} ok")
+    if full:
+        _check_counts(Path(config["paths"]["data"]) / "station.db", recount)
     mismatch = check_station_id(config, Path(config["paths"]["data"]) / "station.db")
     if mismatch is not None:  # a warning, as at start: the dossiers are safe here, staff decide
         click.echo(f"warning: {mismatch.log_line()}", err=True)

@@ -114,6 +114,23 @@ def record_ack(conn: sqlite3.Connection, document: dict, envelope: dict, via: st
     return True
 
 
+def purge_candidates(conn: sqlite3.Connection, acknowledged_before: str, received_before: str,
+                     limit: int = 500) -> list[sqlite3.Row]:
+    """Sent dossiers that still hold their payload, acknowledged here and received at the central (its
+    acknowledgement says when) no later than the two times given: submission id, payload hash,
+    ``acknowledged_at`` and ``received_at``, the earliest acknowledged first. Read along the index
+    ``sync_acks_to_purge`` (the acknowledgements whose payload is still here, by time; a trigger marks one
+    when its payload is purged) up to the cut: never the dossiers purged before, however many."""
+    return conn.execute(
+        "SELECT * FROM (SELECT d.submission_id, d.payload_sha256, a.acknowledged_at, "
+        "coalesce(json_extract(a.ack, '$.document.received_at'), a.acknowledged_at) AS received_at "
+        "FROM sync_acks a CROSS JOIN outbox o ON o.submission_id = a.submission_id CROSS JOIN dossiers d "
+        "ON d.submission_id = a.submission_id WHERE a.payload_purged = 0 AND a.acknowledged_at <= ? "
+        "AND o.state = 'sent' AND d.payload_sealed IS NOT NULL ORDER BY a.acknowledged_at) "
+        "WHERE received_at <= ? LIMIT ?",
+        (acknowledged_before, received_before, limit)).fetchall()
+
+
 def mark_documents_sent(conn: sqlite3.Connection, submission_id: str) -> int:
     """The central acknowledged the dossier, so it holds every document the dossier names (it receives none
     without them): mark those not marked yet (a dossier that went by USB, or was acknowledged as a duplicate)."""
@@ -420,7 +437,7 @@ class SyncWorker:
         known_window = self._state("restore_window_s")
         if known_window is not None:
             keep = max(keep, timedelta(seconds=float(known_window)))
-        rows = dossiers.purge_candidates(self.conn, *cuts(keep))
+        rows = purge_candidates(self.conn, *cuts(keep))
         if not rows:
             return 0
         try:

@@ -294,7 +294,7 @@ def purge(conn: sqlite3.Connection, submission_id: str) -> None:
 
 
 def pending_bytes(conn: sqlite3.Connection) -> int:
-    """Bytes of documents still to send, for the staff's sync panel."""
-    (total,) = conn.execute("SELECT coalesce(sum(size_bytes), 0) FROM dossier_documents "
-                            "WHERE uploaded_at IS NULL AND pdf_sealed IS NOT NULL").fetchone()
+    """Bytes of documents still to send (kept, not confirmed uploaded), for the staff's sync panel: the
+    count triggers keep in ``document_tally`` (kiosk/core/migrations.py, m017), not a sum over the rows."""
+    (total,) = conn.execute("SELECT unsent_bytes FROM document_tally").fetchone()
     return total

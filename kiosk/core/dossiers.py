@@ -305,13 +305,48 @@ def corrected_by(conn: sqlite3.Connection, submission_id: str) -> list[str]:
                                        (submission_id,)).fetchall()]
 
 
+# A name's match: the masked form whole (``_NAME_EXACT``), or a start as typed (``_NAME_START``, LIKE's
+# comparison: ASCII letters in either case). Each is a range on ``dossiers_applicant`` (NOCASE, as LIKE
+# compares), the exact test after it.
+_NAME_EXACT = "applicant_masked = :masked COLLATE NOCASE AND applicant_masked = :masked"
+_NAME_START = ("applicant_masked >= :start COLLATE NOCASE AND applicant_masked < :end COLLATE NOCASE "
+               "AND applicant_masked LIKE :pattern ESCAPE '\\'")
+SEARCH_SORTED_MIN = 500  # a start's matches sorted at least up to this many; beyond, newest first by time
+
+
 def search_masked_name(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[sqlite3.Row]:
     """Dossiers whose applicant's masked name is the masked form of ``text``, or starts with ``text`` as
-    typed (names are sealed: staff find a dossier by the masked form), newest first."""
-    pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return conn.execute(
-        "SELECT * FROM dossiers WHERE applicant_masked = ? OR applicant_masked LIKE ? ESCAPE '\\' "
-        "ORDER BY submitted_at DESC LIMIT ?", (mask_name(text), pattern, limit)).fetchall()
+    typed (names are sealed: staff find a dossier by the masked form), newest first (the first submitted
+    first among those of the same second).
+
+    Never a read of every dossier. The masked form whole: its newest, in the order of ``dossiers_applicant``
+    (name, then time). A start: its matches counted along that index up to a bound and, when no more, sorted
+    (the index alone); a start so common that more match (a family name alone) is found walking
+    ``dossiers_submitted`` from the newest, where its matches are dense. The bound, sqrt(limit x
+    dossiers), keeps the two ways near their least. The newest ``limit`` of both, then their rows."""
+    params = {"start": text, "end": text + "\U0010ffff", "masked": mask_name(text),
+              "pattern": text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",
+              "limit": limit}
+    (last,) = conn.execute("SELECT coalesce(MAX(rowid), 0) FROM dossiers").fetchone()
+    params["bound"] = bound = max(SEARCH_SORTED_MIN, int((limit * last) ** 0.5))
+    found = conn.execute(f"SELECT rowid, submitted_at FROM dossiers WHERE {_NAME_EXACT} "
+                         f"ORDER BY submitted_at DESC, rowid LIMIT :limit", params).fetchall()
+    (starting,) = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM dossiers WHERE {_NAME_START} "
+                               f"LIMIT :bound + 1)", params).fetchone()
+    along = "" if starting <= bound else "INDEXED BY dossiers_submitted "
+    found += conn.execute(f"SELECT rowid, submitted_at FROM dossiers {along}WHERE {_NAME_START} "
+                          f"ORDER BY submitted_at DESC, rowid LIMIT :limit", params).fetchall()
+    newest = sorted({(at, rowid) for rowid, at in found}, key=lambda e: (_descending(e[0]), e[1]))[:limit]
+    if not newest:
+        return []
+    marks = ",".join("?" * len(newest))
+    return conn.execute(f"SELECT * FROM dossiers WHERE rowid IN ({marks}) ORDER BY submitted_at DESC, rowid",
+                        [rowid for _at, rowid in newest]).fetchall()
+
+
+def _descending(text: str) -> tuple:
+    """A sort key that orders strings as SQLite's BINARY collation does, backwards."""
+    return tuple(-b for b in text.encode()) + (1,)
 
 
 def recent(conn: sqlite3.Connection, local_day: str, limit: int = 20) -> list[sqlite3.Row]:
@@ -346,20 +381,6 @@ def one_sealed_payload(conn: sqlite3.Connection) -> tuple | None:
     """(submission id, sealed payload) of any dossier that still has one, to try a key on."""
     return conn.execute("SELECT submission_id, payload_sealed FROM dossiers WHERE payload_sealed IS NOT NULL "
                         "LIMIT 1").fetchone()
-
-
-def purge_candidates(conn: sqlite3.Connection, acknowledged_before: str, received_before: str,
-                     limit: int = 500) -> list[sqlite3.Row]:
-    """Sent dossiers that still hold their payload, acknowledged here (``sync_acks``) and received at the
-    central (its acknowledgement says when) no later than the two times given: submission id, payload hash,
-    ``acknowledged_at`` and ``received_at``."""
-    return conn.execute(
-        "SELECT * FROM (SELECT d.submission_id, d.payload_sha256, a.acknowledged_at, "
-        "coalesce(json_extract(a.ack, '$.document.received_at'), a.acknowledged_at) AS received_at "
-        "FROM dossiers d JOIN sync_acks a USING (submission_id) JOIN outbox o USING (submission_id) "
-        "WHERE o.state = 'sent' AND d.payload_sealed IS NOT NULL) "
-        "WHERE acknowledged_at <= ? AND received_at <= ? LIMIT ?",
-        (acknowledged_before, received_before, limit)).fetchall()
 
 
 # -- what sync and purge change, each inside the caller's transaction ---------------------------------------

@@ -499,3 +499,185 @@ def m016_catalog_release(db: sqlite_utils.Database):
     db.execute("ALTER TABLE drafts ADD COLUMN catalog_release INTEGER")
     db.execute("ALTER TABLE dossiers ADD COLUMN catalog_release INTEGER")
     _dossier_columns_immutable(db, "staff_id, local_day, fee_due_vnd, applicant_masked, fee_basis, catalog_release")
+
+
+# The counts the staff bar, the home and the sync worker read on every page and cycle, kept by triggers in
+# the transaction that changes the rows (m017): rebuilt from the rows by ``retally`` (the migration, and
+# ``kiosk check --full --recount``), compared with a recount by ``kiosk check --full``.
+OUTBOX_TALLY_TRIGGERS = (
+    # One outbox row's part of the tally: its state and dossier's station id, on a stick or not, superseded
+    # or not. An insert adds it, a delete takes it away, a change of state or of ``superseded`` moves it.
+    """CREATE TRIGGER outbox_tally_insert AFTER INSERT ON outbox BEGIN
+        INSERT OR IGNORE INTO outbox_tally (state, station_id) VALUES (NEW.state,
+            coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), ''));
+        UPDATE outbox_tally SET n = n + 1,
+            on_stick = on_stick + EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = NEW.submission_id),
+            superseded = superseded + (NEW.superseded != 0)
+        WHERE state = NEW.state
+          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), '');
+    END""",
+    """CREATE TRIGGER outbox_tally_delete AFTER DELETE ON outbox BEGIN
+        UPDATE outbox_tally SET n = n - 1,
+            on_stick = on_stick - EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = OLD.submission_id),
+            superseded = superseded - (OLD.superseded != 0)
+        WHERE state = OLD.state
+          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = OLD.submission_id), '');
+    END""",
+    """CREATE TRIGGER outbox_tally_update AFTER UPDATE OF state, superseded ON outbox
+    WHEN OLD.state IS NOT NEW.state OR OLD.superseded IS NOT NEW.superseded BEGIN
+        UPDATE outbox_tally SET n = n - 1,
+            on_stick = on_stick - EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = OLD.submission_id),
+            superseded = superseded - (OLD.superseded != 0)
+        WHERE state = OLD.state
+          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = OLD.submission_id), '');
+        INSERT OR IGNORE INTO outbox_tally (state, station_id) VALUES (NEW.state,
+            coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), ''));
+        UPDATE outbox_tally SET n = n + 1,
+            on_stick = on_stick + EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = NEW.submission_id),
+            superseded = superseded + (NEW.superseded != 0)
+        WHERE state = NEW.state
+          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), '');
+    END""",
+    # A dossier's first bundle puts its row on a stick; its last bundle line gone takes it off.
+    """CREATE TRIGGER outbox_tally_bundled AFTER INSERT ON sync_bundle_items
+    WHEN NOT EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = NEW.submission_id
+                     AND bundle_id != NEW.bundle_id) BEGIN
+        UPDATE outbox_tally SET on_stick = on_stick + 1
+        WHERE state = (SELECT state FROM outbox WHERE submission_id = NEW.submission_id)
+          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), '');
+    END""",
+    """CREATE TRIGGER outbox_tally_unbundled AFTER DELETE ON sync_bundle_items
+    WHEN NOT EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = OLD.submission_id) BEGIN
+        UPDATE outbox_tally SET on_stick = on_stick - 1
+        WHERE state = (SELECT state FROM outbox WHERE submission_id = OLD.submission_id)
+          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = OLD.submission_id), '');
+    END""",
+    # A dossier that names the one it supersedes marks that one's outbox row (which moves it in the tally).
+    """CREATE TRIGGER outbox_superseded AFTER INSERT ON dossiers WHEN NEW.supersedes IS NOT NULL BEGIN
+        UPDATE outbox SET superseded = 1 WHERE submission_id = NEW.supersedes AND superseded = 0;
+    END""",
+    # The documents' bytes still to send (kept, not confirmed uploaded): the staff bar's "papers waiting".
+    """CREATE TRIGGER document_tally_insert AFTER INSERT ON dossier_documents
+    WHEN NEW.uploaded_at IS NULL AND NEW.pdf_sealed IS NOT NULL BEGIN
+        UPDATE document_tally SET unsent = unsent + 1, unsent_bytes = unsent_bytes + NEW.size_bytes;
+    END""",
+    """CREATE TRIGGER document_tally_delete AFTER DELETE ON dossier_documents
+    WHEN OLD.uploaded_at IS NULL AND OLD.pdf_sealed IS NOT NULL BEGIN
+        UPDATE document_tally SET unsent = unsent - 1, unsent_bytes = unsent_bytes - OLD.size_bytes;
+    END""",
+    """CREATE TRIGGER document_tally_update AFTER UPDATE OF uploaded_at, pdf_sealed, size_bytes ON dossier_documents
+    WHEN (OLD.uploaded_at IS NULL AND OLD.pdf_sealed IS NOT NULL)
+      OR (NEW.uploaded_at IS NULL AND NEW.pdf_sealed IS NOT NULL)
+    BEGIN
+        UPDATE document_tally SET
+            unsent = unsent - (OLD.uploaded_at IS NULL AND OLD.pdf_sealed IS NOT NULL)
+                            + (NEW.uploaded_at IS NULL AND NEW.pdf_sealed IS NOT NULL),
+            unsent_bytes = unsent_bytes
+                - CASE WHEN OLD.uploaded_at IS NULL AND OLD.pdf_sealed IS NOT NULL THEN OLD.size_bytes ELSE 0 END
+                + CASE WHEN NEW.uploaded_at IS NULL AND NEW.pdf_sealed IS NOT NULL THEN NEW.size_bytes ELSE 0 END;
+    END""",
+    # A payload purged: its acknowledgement leaves the purge's index (and one recorded after the purge is
+    # not put in it).
+    """CREATE TRIGGER sync_acks_payload_purged AFTER UPDATE OF payload_sealed ON dossiers
+    WHEN NEW.payload_sealed IS NULL AND OLD.payload_sealed IS NOT NULL BEGIN
+        UPDATE sync_acks SET payload_purged = 1 WHERE submission_id = NEW.submission_id;
+    END""",
+    """CREATE TRIGGER sync_acks_after_purge AFTER INSERT ON sync_acks
+    WHEN (SELECT payload_sealed IS NULL FROM dossiers WHERE submission_id = NEW.submission_id) BEGIN
+        UPDATE sync_acks SET payload_purged = 1 WHERE submission_id = NEW.submission_id;
+    END""",
+)
+
+# What the tallies are, counted from the rows: ``retally`` writes these, the full check compares them.
+OUTBOX_RECOUNT = (
+    "SELECT o.state, coalesce(d.station_id, '') AS station_id, COUNT(*) AS n, "
+    "coalesce(SUM(EXISTS (SELECT 1 FROM sync_bundle_items i WHERE i.submission_id = o.submission_id)), 0) AS on_stick, "
+    "coalesce(SUM(EXISTS (SELECT 1 FROM dossiers s WHERE s.supersedes = o.submission_id)), 0) AS superseded "
+    "FROM outbox o LEFT JOIN dossiers d USING (submission_id) GROUP BY o.state, coalesce(d.station_id, '')")
+DOCUMENT_RECOUNT = ("SELECT COUNT(*), coalesce(SUM(size_bytes), 0) FROM dossier_documents "
+                    "WHERE uploaded_at IS NULL AND pdf_sealed IS NOT NULL")
+
+
+def retally(conn) -> None:
+    """Rebuild the kept counts and marks from the rows, in the caller's transaction: each outbox row's
+    ``superseded``, each acknowledgement's ``payload_purged``, ``outbox_tally`` and ``document_tally``."""
+    conn.execute("UPDATE outbox SET superseded = EXISTS (SELECT 1 FROM dossiers s WHERE s.supersedes = "
+                 "outbox.submission_id) WHERE superseded != EXISTS (SELECT 1 FROM dossiers s "
+                 "WHERE s.supersedes = outbox.submission_id)")
+    conn.execute("UPDATE sync_acks SET payload_purged = coalesce((SELECT payload_sealed IS NULL FROM dossiers d "
+                 "WHERE d.submission_id = sync_acks.submission_id), 0)")
+    conn.execute("DELETE FROM outbox_tally")
+    conn.execute("INSERT INTO outbox_tally (state, station_id, n, on_stick, superseded) " + OUTBOX_RECOUNT)
+    conn.execute("UPDATE document_tally SET (unsent, unsent_bytes) = (" + DOCUMENT_RECOUNT + ")")
+
+
+@migrations()
+def m017_flat_queries(db: sqlite_utils.Database):
+    # Queries that stay flat as dossiers pile up (issue 18, docs/architecture.md "Counts and indexes"): every
+    # page and every sync cycle reads an index range or a kept count, never every dossier or pending row.
+    # Staff search a masked name by its start: a range on this index (NOCASE, as LIKE compares), the newest
+    # first from the second column or, for a common start, along ``dossiers_submitted``.
+    db.execute("CREATE INDEX dossiers_applicant ON dossiers(applicant_masked COLLATE NOCASE, submitted_at)")
+    db.execute("CREATE INDEX dossiers_submitted ON dossiers(submitted_at)")
+    # The latest refusals closed by a correction: the corrections, newest first.
+    db.execute("CREATE INDEX dossiers_corrections ON dossiers(submitted_at) WHERE supersedes IS NOT NULL")
+    # The staff bar's notices: the latest official codes changed and dossiers reissued, not a walk back
+    # through every audit event.
+    db.execute("CREATE INDEX audit_code_changed ON audit_events(seq) WHERE action = 'dossier.code_changed'")
+    db.execute("CREATE INDEX audit_reissued ON audit_events(seq) WHERE action = 'dossier.reissued'")
+    # The purge reads the acknowledgements whose payload is still here, oldest first.
+    db.execute("ALTER TABLE sync_acks ADD COLUMN payload_purged INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX sync_acks_to_purge ON sync_acks(acknowledged_at) WHERE payload_purged = 0")
+    # An outbox row whose dossier another supersedes (a refusal closed): the open refusals are an index.
+    db.execute("ALTER TABLE outbox ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX outbox_open_refusals ON outbox(enqueued_at) WHERE state = 'rejected' AND superseded = 0")
+    # A blob the central confirmed marks every document with those bytes sent.
+    db.execute("CREATE INDEX dossier_documents_sha256 ON dossier_documents(sha256)")
+    # The worker's wait: the latest time a pending row was put back; the notices' "being sent again" count.
+    db.execute("CREATE INDEX outbox_deferred ON outbox(deferred_at) WHERE state = 'pending'")
+    db.execute("CREATE INDEX outbox_pending_errors ON outbox(last_error) WHERE state = 'pending' "
+               "AND last_error IS NOT NULL")
+    db.execute(
+        """
+        CREATE TABLE outbox_tally (
+            state TEXT NOT NULL,
+            station_id TEXT NOT NULL,                -- the dossier's (another than the station's: re-identified)
+            n INTEGER NOT NULL DEFAULT 0,            -- outbox rows in this state
+            on_stick INTEGER NOT NULL DEFAULT 0,     -- of them, copied to at least one USB bundle
+            superseded INTEGER NOT NULL DEFAULT 0,   -- of them, rows whose dossier another supersedes
+            PRIMARY KEY (state, station_id)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE TABLE document_tally (unsent INTEGER NOT NULL, unsent_bytes INTEGER NOT NULL)")
+    db.execute("INSERT INTO document_tally (unsent, unsent_bytes) VALUES (0, 0)")
+    for trigger in OUTBOX_TALLY_TRIGGERS:
+        db.execute(trigger)
+    retally(db.conn)
+
+
+def tally_drift(conn) -> list[str]:
+    """Where the kept counts and marks differ from a recount of the rows (none, since triggers keep them in
+    the transaction that changes the rows): one line per difference, [] when they agree."""
+    kept = {(r[0], r[1]): tuple(r[2:]) for r in conn.execute(
+        "SELECT state, station_id, n, on_stick, superseded FROM outbox_tally")
+        if any(r[2:])}
+    counted = {(r[0], r[1]): tuple(r[2:]) for r in conn.execute(OUTBOX_RECOUNT)}
+    none = (0, 0, 0)
+    drift = [f"outbox {state} ({station or '-'}): kept (rows, on a stick, superseded) {kept.get(k, none)}, "
+             f"counted {counted.get(k, none)}"
+             for k in sorted(set(kept) | set(counted)) for state, station in [k]
+             if kept.get(k, none) != counted.get(k, none)]
+    (marks,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE superseded != EXISTS (SELECT 1 FROM dossiers s "
+                            "WHERE s.supersedes = outbox.submission_id)").fetchone()
+    if marks:
+        drift.append(f"outbox: {marks} row(s) marked superseded wrongly")
+    (marks,) = conn.execute("SELECT COUNT(*) FROM sync_acks a JOIN dossiers d USING (submission_id) "
+                            "WHERE a.payload_purged != (d.payload_sealed IS NULL)").fetchone()
+    if marks:
+        drift.append(f"sync_acks: {marks} acknowledgement(s) marked purged wrongly")
+    kept_documents = tuple(conn.execute("SELECT unsent, unsent_bytes FROM document_tally").fetchone())
+    counted_documents = tuple(conn.execute(DOCUMENT_RECOUNT).fetchone())
+    if kept_documents != counted_documents:
+        drift.append(f"documents to send (count, bytes): kept {kept_documents}, counted {counted_documents}")
+    return drift

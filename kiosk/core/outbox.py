@@ -2,7 +2,12 @@
 
 This module owns the ``outbox`` table: sync, the staff pages and the commands read and change it through
 these functions, each inside the caller's transaction (a query that also needs a dossier's columns is one
-query here, not one per row)."""
+query here, not one per row).
+
+Counts are kept, not recounted (issue 18): ``outbox_tally`` holds, per state and the dossier's station id, how
+many rows there are, how many went out on a USB stick and how many a later dossier supersedes; triggers
+(kiosk/core/migrations.py, m017) keep it in the transaction that changes the rows, so a rollback takes the
+change back with them. ``kiosk check --full`` compares it with a recount."""
 import sqlite3
 
 
@@ -19,20 +24,31 @@ def waiting(conn: sqlite3.Connection) -> dict:
     when (``count``, ``oldest``), how many of them were copied to a USB bundle and wait for the central's
     acknowledgement to come back (``on_stick``; ``on_stick_at``: the latest export that carried one), and
     how many are on no stick yet (``not_on_stick``, the oldest since ``not_on_stick_oldest``). Which
-    dossiers went out in which bundle is sync's record (``sync_bundle_items``), read here with the rows."""
-    row = conn.execute(
-        "WITH p AS (SELECT o.enqueued_at, MAX(b.created_at) AS bundled_at FROM outbox o "
-        "LEFT JOIN sync_bundle_items i ON i.submission_id = o.submission_id "
-        "LEFT JOIN sync_bundles b ON b.bundle_id = i.bundle_id WHERE o.state = 'pending' GROUP BY o.submission_id) "
-        "SELECT COUNT(*), MIN(enqueued_at), COUNT(bundled_at), MAX(bundled_at), "
-        "MIN(CASE WHEN bundled_at IS NULL THEN enqueued_at END) FROM p"
-    ).fetchone()
-    return {"count": row[0], "oldest": row[1], "on_stick": row[2], "on_stick_at": row[3],
-            "not_on_stick": row[0] - row[2], "not_on_stick_oldest": row[4]}
+    dossiers went out in which bundle is sync's record (``sync_bundle_items``), read here with the rows.
+
+    The counts are the tally's; the oldest is the first entry of the ``outbox_waiting`` index. Only when
+    some are on a stick (a mobile team's) are the bundles read, over the pending rows: the latest bundle
+    holding one, and the oldest pending row on none (along the index, past those on a stick)."""
+    count, on_stick = conn.execute("SELECT coalesce(SUM(n), 0), coalesce(SUM(on_stick), 0) FROM outbox_tally "
+                                   "WHERE state = 'pending'").fetchone()
+    oldest = oldest_pending(conn) if count else None
+    on_stick_at = not_on_stick_oldest = None
+    if on_stick:
+        on_stick_at = conn.execute(
+            "SELECT MAX(b.created_at) FROM outbox o JOIN sync_bundle_items i USING (submission_id) "
+            "JOIN sync_bundles b USING (bundle_id) WHERE o.state = 'pending'").fetchone()[0]
+    if count > on_stick:
+        not_on_stick_oldest = oldest if not on_stick else conn.execute(
+            "SELECT o.enqueued_at FROM outbox o WHERE o.state = 'pending' AND NOT EXISTS (SELECT 1 FROM "
+            "sync_bundle_items i WHERE i.submission_id = o.submission_id) ORDER BY o.enqueued_at LIMIT 1"
+        ).fetchone()[0]
+    return {"count": count, "oldest": oldest, "on_stick": on_stick, "on_stick_at": on_stick_at,
+            "not_on_stick": count - on_stick, "not_on_stick_oldest": not_on_stick_oldest}
 
 
 def pending_count(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+    """How many rows wait to be sent (the tally's count)."""
+    return conn.execute("SELECT coalesce(SUM(n), 0) FROM outbox_tally WHERE state = 'pending'").fetchone()[0]
 
 
 def waiting_list(conn: sqlite3.Connection, limit: int = 200) -> list[sqlite3.Row]:
@@ -48,21 +64,21 @@ def waiting_list(conn: sqlite3.Connection, limit: int = 200) -> list[sqlite3.Row
 def pending_station_ids(conn: sqlite3.Connection) -> dict[str, int]:
     """How many pending dossiers were made under each station id (the dossier row's ``station_id``, the
     same value its sealed document carries): another id than this station's own means the station was
-    re-identified with dossiers still queued, which the central refuses (``station_mismatch``)."""
-    return dict(conn.execute(
-        "SELECT d.station_id, COUNT(*) FROM outbox o JOIN dossiers d USING (submission_id) "
-        "WHERE o.state = 'pending' GROUP BY d.station_id").fetchall())
+    re-identified with dossiers still queued, which the central refuses (``station_mismatch``). Read from
+    the tally, kept per state and station id."""
+    return dict(conn.execute("SELECT station_id, n FROM outbox_tally WHERE state = 'pending' AND n > 0").fetchall())
 
 
 def pending_with_error(conn: sqlite3.Connection, prefix: str) -> int:
-    """How many pending rows were put back with a reason that starts with ``prefix``."""
-    return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND last_error LIKE ?",
-                        (prefix + "%",)).fetchone()[0]
+    """How many pending rows were put back with a reason that starts with ``prefix`` (exactly: a range on
+    the ``outbox_pending_errors`` index, which holds only the pending rows with a reason)."""
+    return conn.execute("SELECT COUNT(*) FROM outbox INDEXED BY outbox_pending_errors WHERE state = 'pending' "
+                        "AND last_error >= ? AND last_error < ?", (prefix, prefix + "\U0010ffff")).fetchone()[0]
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """How many rows are in each state (a state with none is missing)."""
-    return dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+    """How many rows are in each state (a state with none is missing), from the tally."""
+    return dict(conn.execute("SELECT state, SUM(n) FROM outbox_tally GROUP BY state HAVING SUM(n) > 0").fetchall())
 
 
 def oldest_pending(conn: sqlite3.Connection) -> str | None:
@@ -77,9 +93,11 @@ def latest_error(conn: sqlite3.Connection) -> str | None:
 
 
 def next_due(conn: sqlite3.Connection) -> sqlite3.Row:
-    """(the earliest retry time, the latest time a row was put back) of the pending rows; NULLs if none."""
-    return conn.execute("SELECT MIN(next_attempt_at), MAX(deferred_at) FROM outbox "
-                        "WHERE state = 'pending'").fetchone()
+    """(the earliest retry time, the latest time a row was put back) of the pending rows; NULLs if none.
+    Each is one end of an index (``outbox_pending``, ``outbox_deferred``)."""
+    return conn.execute("SELECT (SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'), "
+                        "(SELECT MAX(deferred_at) FROM outbox INDEXED BY outbox_deferred "
+                        "WHERE state = 'pending')").fetchone()
 
 
 def get(conn: sqlite3.Connection, submission_id: str) -> sqlite3.Row | None:
@@ -114,28 +132,31 @@ def pending_payloads(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
 
 def rejected(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """The open refusals, oldest first, with their dossier's code, procedure and time, the reason, and
-    ``correctable`` (its payload is still here), for the staff's rejected queue."""
+    ``correctable`` (its payload is still here), for the staff's rejected queue. The open ones only, from
+    the ``outbox_open_refusals`` index (``superseded`` is set when a dossier supersedes the row's)."""
     return conn.execute(
         "SELECT d.tracking_code, d.procedure_code, d.submitted_at, o.last_error, o.attempts, "
-        "d.payload_sealed IS NOT NULL AS correctable FROM outbox o JOIN dossiers d USING (submission_id) "
-        "WHERE o.state = 'rejected' AND NOT EXISTS (SELECT 1 FROM dossiers s WHERE s.supersedes = o.submission_id) "
+        "d.payload_sealed IS NOT NULL AS correctable FROM outbox o INDEXED BY outbox_open_refusals "
+        "JOIN dossiers d USING (submission_id) WHERE o.state = 'rejected' AND o.superseded = 0 "
         "ORDER BY d.submitted_at").fetchall()
 
 
 def rejected_closed(conn: sqlite3.Connection, limit: int = 50) -> list[sqlite3.Row]:
     """The latest closed refusals, newest first: each refused dossier's code, procedure, time and reason,
-    and the tracking code of the dossier that superseded it (``replaced_by``)."""
+    and the tracking code of the dossier that superseded it (``replaced_by``): the corrections newest first
+    (index ``dossiers_corrections``), those of a refused dossier."""
     return conn.execute(
         "SELECT d.tracking_code, d.procedure_code, d.submitted_at, o.last_error, s.tracking_code AS replaced_by "
-        "FROM outbox o JOIN dossiers d USING (submission_id) JOIN dossiers s ON s.supersedes = o.submission_id "
-        "WHERE o.state = 'rejected' ORDER BY s.submitted_at DESC LIMIT ?", (limit,)).fetchall()
+        "FROM outbox o JOIN dossiers s INDEXED BY dossiers_corrections ON s.supersedes = o.submission_id "
+        "JOIN dossiers d ON d.submission_id = o.submission_id WHERE s.supersedes IS NOT NULL AND o.state = 'rejected' "
+        "ORDER BY s.submitted_at DESC LIMIT ?", (limit,)).fetchall()
 
 
 def rejected_open_count(conn: sqlite3.Connection) -> int:
-    """How many refusals are open (the staff bar's count): the refused rows (index ``outbox_pending``)
-    that no dossier supersedes (index ``dossiers_supersedes``)."""
-    return conn.execute("SELECT COUNT(*) FROM outbox o WHERE o.state = 'rejected' AND NOT EXISTS "
-                        "(SELECT 1 FROM dossiers s WHERE s.supersedes = o.submission_id)").fetchone()[0]
+    """How many refusals are open (the staff bar's count): the refused rows that no dossier supersedes,
+    from the tally."""
+    return conn.execute("SELECT coalesce(SUM(n - superseded), 0) FROM outbox_tally "
+                        "WHERE state = 'rejected'").fetchone()[0]
 
 
 def rejected_reasons(conn: sqlite3.Connection, limit: int = 50) -> list[dict]:

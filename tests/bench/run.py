@@ -104,12 +104,12 @@ def bench_page_load(rounds: int = 5, port: int = 0) -> list[dict]:
                         url = page.url
                         measure(page, "question", url)
                         fill_page_in_browser(page, proc)
-                        page.locator("#main form button[type=submit]").click()
+                        page.locator("#main").get_by_role("button", name="Tiếp tục").click()
                         page.wait_for_function("url => location.href !== url", arg=url)
                     measure(page, "check answers", f"{base}/p/{proc.slug}/check")
                     measure(page, "consent", f"{base}/p/{proc.slug}/submit")
                     page.locator("#consent").check()
-                    page.locator("#main form button[type=submit]").click()
+                    page.locator("#main").get_by_role("button", name="Nộp hồ sơ").click()
                     page.wait_for_url(lambda url: url.endswith("/done"))
                     measure(page, "confirmation", f"{base}/done")
                     context.close()
@@ -176,6 +176,7 @@ class Options:
     think_ms: int = 0
     min_seconds: float = 10.0  # rate rows: each run sends at least this long
     repeat: int = 3            # rate rows: runs, reported as the median with min–max
+    scale_max: int = 100_000   # scale: dossiers loaded for the last checkpoint (the first is 10k)
     ports: Ports = field(default_factory=Ports)
 
 
@@ -275,6 +276,19 @@ def _idle_pull(o: Options) -> Section:
     return Section(tables=[table])
 
 
+def _scale(o: Options) -> Section:
+    from tests.bench.scale_bench import bench_scale, print_scale_rows
+
+    result = bench_scale(scale_max=o.scale_max)
+
+    def table() -> None:
+        print(f"scale: one counter station loaded through dossiers.submit to {result['checkpoints'][0]:,} then "
+              f"{result['checkpoints'][-1]:,} dossiers (the mix of tests/bench/scale_bench.py); median ms of 20 "
+              "requests through the Flask test client (pages) or 20 calls (the worker's queries)")
+        print_scale_rows(result)
+    return Section(tables=[table])
+
+
 # The bench groups, in the order they run: name -> (what it measures, function). To add one, write a
 # function of Options returning a Section and add its line here; --only and --list follow.
 GROUPS: dict[str, tuple[str, Callable[[Options], Section]]] = {
@@ -288,6 +302,8 @@ GROUPS: dict[str, tuple[str, Callable[[Options], Section]]] = {
                   _documents),
     "idle-pull": ("the central's CPU per idle status pull, plain and conditional, in-process and over HTTP",
                   _idle_pull),
+    "scale": ("each staff and citizen page and the sync worker's queries at 10k and 100k dossiers (--scale-max), "
+              "loaded through the submit path (~2 min)", _scale),
     "central-load": ("2,000 stations' pulls and dossiers against the central's worker processes on PostgreSQL "
                      "behind nginx (~1 min)", _central_load),
 }
@@ -336,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="wizard: each client's pause before a request (0: back to back, the station saturated)")
     parser.add_argument("--min-seconds", type=float, default=10.0,
                         help="sync: each run sends for at least this long (default 10)")
+    parser.add_argument("--scale-max", type=int, default=100_000,
+                        help="scale: dossiers loaded for the last checkpoint (default 100000; the first is 10000)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="sync: runs of each row, reported as the median with min–max (default 3)")
     args = parser.parse_args(argv)
@@ -352,9 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--port-base must be between 1 and 65532 (it uses N to N+3)")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.scale_max < 1000:
+        parser.error("--scale-max must be at least 1000")
     if args.min_seconds < 0:
         parser.error("--min-seconds cannot be negative")
     ports = Ports.from_base(args.port_base) if args.port_base is not None else Ports()
     options = Options(clients=args.clients, rounds=args.rounds, think_ms=args.think_ms,
-                      min_seconds=args.min_seconds, repeat=args.repeat, ports=ports)
+                      min_seconds=args.min_seconds, repeat=args.repeat, ports=ports, scale_max=args.scale_max)
     return run_all(options, only)
