@@ -24,8 +24,8 @@ from kiosk.core.answers import active_answers, first_unanswered, normalise
 from kiosk.core.catalog import DELIVERY_FIELDS
 from kiosk.core.db import storage_problem, write_transaction
 from kiosk.receipts import on_screen_png, prints_of, record_request
-from kiosk.web import (current_draft, get_db, idle_minutes, local_target, passive, print_receipt_for, procedure_or_404,
-                       receipt_of, wipe_session)
+from kiosk.web import (current_draft, get_db, idle_minutes, local_target, passive, print_receipt_for, procedure_in,
+                       procedure_or_404, receipt_of, wipe_session)
 from sync import notices
 
 from . import report, staff
@@ -403,10 +403,18 @@ def _dossier_or_404(code: str):
     return row
 
 
+def _dossier_procedure(row):
+    """The definition a dossier was made with: of its recorded catalog release (``procedure_in``, the same
+    lookup a draft's pages use), so a dossier made on an older release keeps its name, fee and questions on
+    the staff pages and its receipt after the station switched; the live one when that release is no
+    longer kept; None when neither has it."""
+    return procedure_in(row["procedure_slug"], row["catalog_release"])
+
+
 def _dossier_receipt(code: str):
     """(dossier row, its receipt) for a dossier whose procedure this station still knows."""
     row = _dossier_or_404(code)
-    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
+    proc = _dossier_procedure(row)
     if proc is None:
         abort(404)
     return row, receipt_of(proc, row["submission_id"], row["tracking_code"])
@@ -417,7 +425,7 @@ def _dossier_receipt(code: str):
 def dossier(code):
     conn = get_db()
     row = _dossier_or_404(code)
-    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
+    proc = _dossier_procedure(row)
     document = dossiers.open_payload(conn, current_app.config["PAYLOAD_KEY"], row["submission_id"])
     sync = outbox.get(conn, row["submission_id"])
     prints = prints_of(conn, row["submission_id"])
@@ -459,10 +467,16 @@ def correct(code):
     """A submitted dossier never changes: a correction is a new application that starts from the old
     answers (and, at the counter, the delivery chosen and the originals seen) and names the dossier it
     replaces. One correction per dossier: one already replaced sends staff to the newest of its line, and
-    a correction already under way (not submitted, not idle) is resumed rather than started twice."""
+    a correction already under way (not submitted, not idle) is resumed rather than started twice.
+
+    Being a new application, a correction starts on the live catalog release (its questions and fee as
+    they are today), not on the release the old dossier was made with; a procedure the live release no
+    longer has cannot be corrected here (404)."""
     conn = get_db()
     row = _dossier_or_404(code)
-    proc = procedure_or_404(row["procedure_slug"])
+    proc = current_app.config["CATALOG"].get(row["procedure_slug"])
+    if proc is None:
+        abort(404)
     newest = dossiers.replaced_by(conn, row["submission_id"])
     if newest is not None:
         flash(i18n.t("correction_exists", code=row["tracking_code"], newest=newest))
@@ -515,7 +529,9 @@ def reprint(code):
     more, and gets the same answer. A POST without a usable key (an old form) counts as a new request."""
     conn = get_db()
     row = _dossier_or_404(code)
-    proc = procedure_or_404(row["procedure_slug"])
+    proc = _dossier_procedure(row)  # the receipt as first printed: the dossier's own release
+    if proc is None:
+        abort(404)
     key = request.form.get("reprint_key", "")
     if not REPRINT_KEY.fullmatch(key):
         key = secrets.token_urlsafe(16)

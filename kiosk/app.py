@@ -122,6 +122,7 @@ def create_app(config: dict | None = None, station_file: str | None = None) -> F
                               AUDIO_PROMPTS=audio.all_prompts(releases.catalog))
             app.extensions["calendar"] = releases.calendar
             logging.getLogger("kiosk").info("catalog release %s is live", releases.info["release"])
+            app.extensions["device_state"].catalog_changed()  # the heartbeat names it at the next cycle
         monitor.refresh()  # at most every 30 s; a request never waits for another thread's check
 
     @web.passive

@@ -83,7 +83,8 @@ class DeviceWatch:
     """Keeps ``device-state.json`` current for one web app: ``check()`` asks the devices and writes;
     ``printed(status)`` records a print job's answer at once; ``start()`` checks every ``every_s`` seconds in
     a daemon thread. ``printer_status`` is called on the printing thread (``ReceiptPrinter.ask``).
-    ``catalog`` is called at each write: the catalog in use changes when a release is switched to."""
+    ``catalog`` is called at each write: the catalog in use changes when a release is switched to, and
+    the app calls ``catalog_changed()`` at the switch so the heartbeat names the new one at once."""
 
     def __init__(self, folder: Path, station: dict, catalog, printer=None, every_s: float = 60.0):
         self.folder, self.station, self.catalog = Path(folder), station, catalog
@@ -93,6 +94,7 @@ class DeviceWatch:
         self._printer_status: str | None = None
         self._reader: bool | None = None
         self._stop = threading.Event()
+        self._started = False
 
     def state(self) -> dict:
         with self._lock:
@@ -128,11 +130,18 @@ class DeviceWatch:
         if changed:
             self._write()
 
+    def catalog_changed(self) -> None:
+        """The app switched to another catalog release: write the file now (the next check is up to
+        ``every_s`` away). Only once started: an app made in a test writes nothing unasked."""
+        if self._started:
+            self._write()
+
     def start(self) -> None:
         """Check now and every ``every_s`` seconds (`kiosk serve` starts it; an app made in a test does not
         ask its printer unasked), and hear every print job's answer."""
         if self.printer is not None:
             self.printer.on_status = self.printed
+        self._started = True
 
         def run():
             while not self._stop.is_set():

@@ -43,7 +43,8 @@ NOTIFY_ENVIRONMENT = ("NOTIFY_SMTP_HOST", "NOTIFY_SMTP_PORT", "NOTIFY_SMTP_USER"
                       "NOTIFY_EMAIL_FROM", "NOTIFY_SMS_URL", "NOTIFY_SMS_TOKEN")
 # The fleet alerts (docs/fleet.md): DVC_CENTRAL_ALERT_EMAIL_TO and the thresholds, sent over the SMTP path above.
 ALERT_ENVIRONMENT = ("ALERT_EMAIL_TO", "ALERT_SILENT_HOURS", "ALERT_SILENT_HOURS_MOBILE", "ALERT_OUTBOX_HOURS",
-                     "ALERT_CLOCK_MINUTES", "ALERT_DISK_MB", "ALERT_INTERVAL", "HEALTH_HISTORY_DAYS")
+                     "ALERT_CLOCK_MINUTES", "ALERT_DISK_MB", "ALERT_DEVICES_MINUTES", "ALERT_INTERVAL",
+                     "HEALTH_HISTORY_DAYS")
 
 
 def notify_settings(environ) -> dict:

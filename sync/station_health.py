@@ -38,6 +38,7 @@ PRUNE_EVERY_S = 3600  # every station's history past the window is dropped this 
 # Problems, worst first (the page's order), with staff's words.
 PROBLEMS = {
     "silent": {"vi": "Mất liên lạc", "en": "Silent"},
+    "app_down": {"vi": "Ứng dụng trên máy không chạy", "en": "Station app not running"},
     "outbox_old": {"vi": "Hồ sơ chờ gửi quá lâu", "en": "Outbox too old"},
     "printer_down": {"vi": "Máy in không hoạt động", "en": "Printer down"},
     "paper_low": {"vi": "Sắp hết giấy in", "en": "Paper low"},
@@ -62,13 +63,14 @@ class Thresholds:
     outbox_hours: float = 24.0          # the oldest dossier waiting to be sent
     clock_minutes: float = 5.0          # the station's clock off the central's
     disk_mb: float = 200.0              # free space in the station's data folder
+    devices_minutes: float = 15.0       # the web app's device-state.json older than this at a heartbeat
 
     @classmethod
     def from_config(cls, config) -> "Thresholds":
         found = cls()
         for key, attr in (("ALERT_SILENT_HOURS", "silent_hours"), ("ALERT_SILENT_HOURS_MOBILE", "silent_hours_mobile"),
                           ("ALERT_OUTBOX_HOURS", "outbox_hours"), ("ALERT_CLOCK_MINUTES", "clock_minutes"),
-                          ("ALERT_DISK_MB", "disk_mb")):
+                          ("ALERT_DISK_MB", "disk_mb"), ("ALERT_DEVICES_MINUTES", "devices_minutes")):
             if config.get(key) not in (None, ""):
                 setattr(found, attr, float(config[key]))
         return found
@@ -143,19 +145,25 @@ class StationHealth:
         return [{"station_id": r[0], "name": r[1], "enrolled_at": r[2], "received_at": r[3],
                  "heartbeat": json.loads(r[4]) if r[4] else None} for r in rows]
 
-    def plots(self, since: datetime) -> dict[str, dict]:
-        """Per station: dossiers received and the outbox's oldest age (the worst reported) per UTC hour since
-        ``since``: {station: {"dossiers": {hour: n}, "outbox_age_s": {hour: s}}}."""
+    def plots(self, since: datetime, station_ids: list[str] | None = None) -> dict[str, dict]:
+        """Per station (every one, or those of ``station_ids``: one page's): dossiers received and the
+        outbox's oldest age (the worst reported) per UTC hour since ``since``:
+        {station: {"dossiers": {hour: n}, "outbox_age_s": {hour: s}}}."""
         found: dict[str, dict] = {}
+        only, ids = "", ()
+        if station_ids is not None:
+            if not station_ids:
+                return found
+            only, ids = f" AND station_id IN ({', '.join('?' for _ in station_ids)})", tuple(station_ids)
         with self.store._tx() as cur:
             # Counted per hour in SQL (a province has many dossiers); the page adds hours into local days.
             for station_id, hour, number in cur.all(
-                    "SELECT station_id, substr(received_at, 1, 13), COUNT(*) FROM submissions WHERE received_at >= ? "
-                    "GROUP BY 1, 2", (_iso(since),)):
+                    "SELECT station_id, substr(received_at, 1, 13), COUNT(*) FROM submissions WHERE received_at >= ?"
+                    f"{only} GROUP BY 1, 2", (_iso(since), *ids)):
                 found.setdefault(station_id, {"dossiers": {}, "outbox_age_s": {}})["dossiers"][hour] = number
             for station_id, hour, age in cur.all(
-                    "SELECT station_id, hour, outbox_oldest_age_s FROM station_health_history WHERE hour >= ?",
-                    (_hour(since),)):
+                    f"SELECT station_id, hour, outbox_oldest_age_s FROM station_health_history WHERE hour >= ?{only}",
+                    (_hour(since), *ids)):
                 found.setdefault(station_id, {"dossiers": {}, "outbox_age_s": {}})["outbox_age_s"][hour] = age or 0
         return found
 
@@ -170,6 +178,8 @@ class StationHealth:
             found.append("silent")
         if doc is None:
             return found
+        if not found and self._app_down(station, doc):
+            found.append("app_down")
         if (doc["outbox_oldest_age_s"] or 0) > t.outbox_hours * 3600:
             found.append("outbox_old")
         if doc["printer"] in PRINTER_DOWN:
@@ -183,6 +193,18 @@ class StationHealth:
         if doc["disk_free_mb"] is not None and doc["disk_free_mb"] < t.disk_mb:
             found.append("disk_low")
         return found
+
+    def _app_down(self, station: dict, doc: dict) -> bool:
+        """Heartbeats come (the sync worker runs) but the web app stopped writing device-state.json: its
+        ``devices_at`` is older than ``devices_minutes`` at the heartbeat's own ``sent_at`` (both the
+        station's clock), or it never wrote one and the station was enrolled longer ago than that."""
+        limit = timedelta(minutes=self.thresholds.devices_minutes)
+        try:
+            if doc["devices_at"] is None:
+                return datetime.fromisoformat(doc["sent_at"]) - datetime.fromisoformat(station["enrolled_at"]) > limit
+            return datetime.fromisoformat(doc["sent_at"]) - datetime.fromisoformat(doc["devices_at"]) > limit
+        except (TypeError, ValueError):
+            return False
 
     def overview(self, now: datetime | None = None, province: str | None = None, kind: str | None = None) -> list[dict]:
         """The stations (of one province and kind), with their problems, problems first (worst first)."""
@@ -418,9 +440,12 @@ STATIONS_PAGE = """
 <label for="kind">Loại trạm <span class="en">Kind</span></label> <select id="kind" name="kind">
 <option value="">Tất cả / All</option>{% for k, w in kinds.items() %}<option value="{{ k }}"{% if k == kind %} selected{% endif %}>{{ w.vi }} / {{ w.en }}</option>{% endfor %}</select>
 <button type="submit">Xem <span lang="en">Show</span></button></form>
-<p data-summary>{{ troubled }} trạm có vấn đề trên {{ rows|length }} trạm. <span class="en">{{ troubled }} of {{ rows|length }} stations need attention.</span>
+<p data-summary>{{ troubled }} trạm có vấn đề trên {{ total }} trạm. <span class="en">{{ troubled }} of {{ total }} stations need attention.</span>
 Ngưỡng <span class="en">Thresholds</span>: mất liên lạc &gt; {{ t.silent_hours }} giờ (lưu động {{ t.silent_hours_mobile }} giờ), hồ sơ chờ &gt; {{ t.outbox_hours }} giờ,
-lệch giờ &gt; {{ t.clock_minutes }} phút, đĩa trống &lt; {{ t.disk_mb }} MB.</p>
+lệch giờ &gt; {{ t.clock_minutes }} phút, đĩa trống &lt; {{ t.disk_mb }} MB, ứng dụng không ghi trạng thái thiết bị &gt; {{ t.devices_minutes }} phút.</p>
+{% macro pager() %}{% if pages > 1 %}<nav data-pages="{{ pages }}" aria-label="Trang / Pages">Trang <span class="en">Page</span> {{ page }} / {{ pages }}:
+{% for n in range(1, pages + 1) %}{% if n == page %}<strong aria-current="page">{{ n }}</strong>{% else %}<a href="{{ url_for('central_staff.stations', province=province, kind=kind, page=n) }}" data-page-link="{{ n }}">{{ n }}</a>{% endif %} {% endfor %}</nav>{% endif %}{% endmacro %}
+{{ pager() }}
 <p class="en">Biểu đồ {{ days }} ngày: cột xanh = hồ sơ tiếp nhận mỗi ngày; đường đỏ = hồ sơ chờ gửi lâu nhất (giờ); nét đứt = ngưỡng.
 Last {{ days }} days: blue bars = dossiers received per day; red line = oldest waiting dossier (hours); dashed = threshold.</p>
 <table data-stations><thead><tr><th>Trạm <span class="en">Station</span></th><th>Vấn đề <span class="en">Problems</span></th>
@@ -428,7 +453,7 @@ Last {{ days }} days: blue bars = dossiers received per day; red line = oldest w
 <th>Đầu đọc thẻ <span class="en">Card reader</span></th><th>Hồ sơ chờ gửi <span class="en">Outbox</span></th>
 <th>Đĩa, đồng hồ <span class="en">Disk, clock</span></th><th>Phiên bản <span class="en">Versions</span></th>
 <th>{{ days }} ngày <span class="en">days</span></th></tr></thead><tbody>
-{% for s in rows %}{% set h = s.heartbeat or {} %}<tr data-station="{{ s.station_id }}" data-problems="{{ s.problems|join(' ') }}">
+{% for s in rows %}{% set h = s.heartbeat or {} %}<tr data-station="{{ s.station_id }}" data-problems="{{ s.problems|join(' ') }}" data-catalog="{{ h.catalog or '' }}">
 <td><strong>{{ s.station_id }}</strong> {{ s.name }}<br><span class="en">{% if h %}{{ kinds[h.kind].vi }}, {{ h.province or '—' }}{% endif %}</span></td>
 <td>{% for p in s.problems %}<span class="error">{{ problems[p].vi }}</span> <span class="en">{{ problems[p].en }}</span><br>{% else %}Bình thường <span class="en">OK</span>{% endfor %}</td>
 <td class="code">{% if s.received_at %}{{ s.received_at | local_time }}{% else %}Chưa bao giờ <span class="en">never</span>{% endif %}</td>
@@ -436,14 +461,19 @@ Last {{ days }} days: blue bars = dossiers received per day; red line = oldest w
 <td>{% if not h or not h.card_reader_expected %}—{% elif h.card_reader %}Có <span class="en">present</span>{% elif h.card_reader is none %}? {% else %}Không thấy <span class="en">missing</span>{% endif %}</td>
 <td>{% if h %}{{ h.outbox_pending }}{% if h.outbox_oldest_age_s %} ({{ '%.1f' % (h.outbox_oldest_age_s / 3600) }} giờ / h){% endif %}{% else %}—{% endif %}</td>
 <td>{% if h %}{{ h.disk_free_mb if h.disk_free_mb is not none else '?' }} MB; {{ h.clock_offset_s if h.clock_offset_s is not none else '?' }} s{% else %}—{% endif %}</td>
-<td>{% if h %}{{ h.software }}<br><span class="en">{{ h.catalog or '?' }}</span>{% else %}—{% endif %}</td>
+<td>{% if h %}{{ h.software }}<br>{% if h.catalog and h.catalog.isdigit() %}Danh mục số {{ h.catalog }} <span class="en">catalog release {{ h.catalog }}</span>{% else %}<span class="en">{{ h.catalog or '?' }}</span>{% endif %}{% else %}—{% endif %}</td>
 <td>{{ plots[s.station_id] | safe }}</td></tr>
 {% else %}<tr><td colspan="9">Không có trạm nào. <span class="en">No stations.</span></td></tr>{% endfor %}
-</tbody></table></body></html>"""
+</tbody></table>{{ pager() }}</body></html>"""
+
+
+PAGE_SIZE = 100  # stations per page of /staff/stations (each row draws a chart)
 
 
 def stations_page():
-    """``/staff/stations``: every station, problems first, filtered by ``?province=`` and ``?kind=``."""
+    """``/staff/stations``: every station, problems first, filtered by ``?province=`` and ``?kind=``, in
+    pages of ``PAGE_SIZE`` (``?page=``, plain links: no script), so a province's thousands of stations do
+    not draw thousands of charts; only the page's stations are charted."""
     from .central import _HEAD, SESSION_KEY, _central
 
     province = request.args.get("province", "").strip()[:100] or None
@@ -452,11 +482,20 @@ def stations_page():
         abort(400)
     health = current_app.extensions["station_health"]
     now = datetime.now(timezone.utc)
-    rows = health.overview(now, province, kind)
+    try:
+        page = int(request.args.get("page", "1"))
+    except ValueError:
+        abort(400)
+    if page < 1:
+        abort(400)
+    everyone = health.overview(now, province, kind)
+    pages = max(1, -(-len(everyone) // PAGE_SIZE))
+    page = min(page, pages)  # past the end (stations revoked meanwhile): the last page
+    rows = everyone[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
     zone = _central().store.zone
     days = _local_days(zone, now)
     since = datetime.combine(days[0], datetime.min.time(), zone)
-    per_hour = health.plots(since)
+    per_hour = health.plots(since, [s["station_id"] for s in rows])
     limit = health.thresholds.outbox_hours
     plots = {}
     for s in rows:
@@ -468,7 +507,8 @@ def stations_page():
     return render_template_string(_HEAD + STATIONS_PAGE, title="Tình trạng các trạm", rows=rows, plots=plots,
                                   province=province, kind=kind, provinces=provinces, kinds=KIND_WORDS,
                                   problems=PROBLEMS, printer_words=PRINTER_WORDS, t=health.thresholds,
-                                  troubled=sum(1 for s in rows if s["problems"]), days=PLOT_DAYS,
+                                  troubled=sum(1 for s in everyone if s["problems"]), total=len(everyone),
+                                  page=page, pages=pages, days=PLOT_DAYS,
                                   account=session[SESSION_KEY])
 
 

@@ -418,3 +418,58 @@ def test_a_draft_finishes_on_a_procedure_the_new_release_dropped(world):
     done = client.get("/done")  # the confirmation, with the definition the dossier was made with
     assert done.status_code == 200 and code in done.text
     assert dossier_row(app, code)[1:] == (OLD_VERSION, None)
+
+
+NEW_NAME = "Cấp Phiếu lý lịch tư pháp (mẫu mới)"
+
+
+def test_staff_screens_show_a_dossier_with_the_release_it_was_made_with(world):
+    """The staff dossier page, its receipt and a reprint use the procedure of the dossier's own release (not
+    the live one); a correction, a new application, starts on the live release."""
+    from agent import views as agent_views
+
+    worker = world["worker"]
+    publish(world["data"], definitions(world["tmp"], "r1"))
+    worker.cycle()
+    app = create_app({"station": {"kind": "counter"}}, station_file=world["config"]["source"])
+    app.extensions["catalog_releases"].check_every = 0
+    citizen = app.test_client()
+    assert citizen.get("/").status_code == 200
+    first = app.config["CATALOG"][SLUG]
+    assert first.release == 1 and first.processing_days == 10
+    answer_all(citizen, first)
+    assert submit(citizen, first).status_code == 303
+    code = submitted_code(citizen)
+    app.extensions["receipts"].wait()
+
+    # Release 2 renames the procedure, shortens it and changes its fee.
+    folder = definitions(world["tmp"], "r2")
+    path = folder / f"{SLUG}.toml"
+    text = path.read_text("utf-8")
+    text = text.replace('name = { vi = "Cấp Phiếu lý lịch tư pháp cho công dân Việt Nam"', f'name = {{ vi = "{NEW_NAME}"', 1)
+    text = re.sub(r"^processing_days = 10$", "processing_days = 3", text, count=1, flags=re.M)
+    text = text.replace("[fee]\namount_vnd = 200000", "[fee]\namount_vnd = 250000", 1)
+    path.write_text(text, "utf-8")
+    publish(world["data"], folder)
+    assert worker.cycle()["catalog"] == 1
+    staff = staff_client(app)  # its requests switch the app to release 2
+    live = app.config["CATALOG"][SLUG]
+    assert (live.release, live.name["vi"], live.processing_days, live.fee["amount_vnd"]) == (2, NEW_NAME, 3, 250000)
+
+    page = staff.get(f"/agent/d/{code}").text
+    assert first.name["vi"] in page and NEW_NAME not in page
+    assert 'data-dossier-release="1"' in page and "bản số 1 (thủ tục phiên bản r1)" in page
+    with app.test_request_context():
+        row, receipt = agent_views._dossier_receipt(code)
+    assert (receipt.procedure_name, receipt.processing_days) == (first.name["vi"], 10)
+    assert receipt.fee_vnd == row["fee_due_vnd"] != 250000
+    assert staff.get(f"/agent/d/{code}/receipt.png").status_code == 200
+    # A reprint composes the same receipt (no printer here: it says so, nothing fails).
+    assert staff.post(f"/agent/d/{code}/reprint", data={"csrf_token": csrf_token(page)}).status_code == 303
+
+    # A correction is a new application: it starts on the live release.
+    response = staff.post(f"/agent/d/{code}/correct", data={"csrf_token": csrf_token(page)})
+    assert response.status_code == 303
+    with sqlite3.connect(app.config["DATABASE"]) as conn:
+        assert conn.execute("SELECT catalog_release FROM drafts WHERE supersedes IS NOT NULL").fetchall() == [(2,)]
+    assert NEW_NAME in staff.get(f"/p/{SLUG}/check", follow_redirects=True).text

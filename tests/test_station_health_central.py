@@ -1,15 +1,15 @@
 """Station health at the central (docs/fleet.md): real station processes (`kiosk serve` and `kiosk sync run`)
 send signed heartbeats to a central on 127.0.0.1; a station whose printer fails is listed first on
 /staff/stations within one sync cycle and an email (a real SMTP server, aiosmtpd) goes out once per episode;
-a tampered heartbeat is refused; filters; history pruning; no personal data anywhere on the way."""
+a tampered heartbeat is refused; filters; history pruning; no personal data anywhere on the way; the page
+in pages of 100 (250 stations), problems first; a web app that stopped writing its device state is a
+problem. The real stations' harness is tests/support/fleet.py (shared with tests/test_fleet_live.py)."""
 import email
 import email.policy
 import http.client
 import json
 import random
 import re
-import socket
-import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -19,8 +19,6 @@ from aiosmtpd.controller import Controller
 
 from devices.printer import Status
 from kiosk import device_state
-from kiosk.core.config import load_station
-from kiosk.core.db import migrate
 from sync import heartbeat as hb
 from sync import protocol
 from sync.central import create_central_app
@@ -30,8 +28,11 @@ from sync.station_health import Alerter, StationHealth, Thresholds
 from sync.worker import station_paths, worker_from_config
 from tests.conftest import postgres_admin
 from tests.support.fake_printer import FakeNetworkPrinter
-from tests.support.harness import CentralThread, enrol, sample_answers, submit_many, worker_command
-from tests.support.live_station import LiveStation
+from tests.support.fleet import FleetStation
+from tests.support.fleet import free_port as _free_port
+from tests.support.fleet import station_folder as _station_folder
+from tests.support.fleet import until as _until
+from tests.support.harness import CentralThread, enrol, sample_answers, submit_many
 from tests.test_central import logged_in
 
 
@@ -47,12 +48,6 @@ class Inbox:
         return [m for m in self.messages if f"Trạm {station_id}:" in m["Subject"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def smtp():
     inbox = Inbox()
@@ -61,16 +56,6 @@ def smtp():
     inbox.port = controller.port
     yield inbox
     controller.stop()
-
-
-def _until(check, timeout: float = 30.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def _good(station_id: str = "K01", **changes) -> dict:
@@ -135,21 +120,6 @@ def test_the_heartbeat_knows_every_printer_status_and_nothing_of_the_dossiers(tm
         stored = json.dumps(central.app.extensions["station_health"].latest(), ensure_ascii=False)
         answers = sample_answers(random.Random(7))
         assert answers["full_name"] not in stored and answers["id_number"] not in stored
-
-
-def _station_folder(folder, central_url: str, station_id: str, province: str, kind: str = "kiosk",
-                    devices: str = 'card_reader = "none"\nprinter = "none"\n', printer: str = "", port: int = 0) -> dict:
-    folder.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
-    (folder / "fleet-station.toml").write_text(
-        f'[station]\nid = "{station_id}"\nkind = "{kind}"\nprovince = "{province}"\npublic_url = "http://127.0.0.1:{port}"\n'
-        f'[server]\nport = {port}\n[paths]\ndata = "{folder / "var"}"\n[central]\nurl = "{central_url}"\n'
-        f'[devices]\n{devices}{printer}'
-        '[sync]\nidle_interval = 0.2\nbase_delay = 0.05\nmax_delay = 0.5\nheartbeat_seconds = 0\n'
-        '[health]\ndevice_check_seconds = 0.3\n', "utf-8")
-    config = load_station(folder / "fleet-station.toml")
-    migrate(station_paths(config)["database"])
-    return config
 
 
 # -- refused heartbeats ------------------------------------------------------------------------------------
@@ -290,24 +260,17 @@ def test_real_stations_report_and_a_failed_printer_is_listed_first_within_one_cy
     printers = {sid: FakeNetworkPrinter(state="ok").start() for sid, _, _ in STATIONS[:2]}
     central = CentralThread(tmp_path / "central", NOTIFY_SMTP_HOST="127.0.0.1", NOTIFY_SMTP_PORT=smtp.port,
                             ALERT_EMAIL_TO="truc-ban@example.vn", ALERT_INTERVAL=0.2).__enter__()
-    webs, workers, configs = [], [], {}
+    stations = []
     try:
-        for sid, kind, province in STATIONS:
-            port = _free_port()
+        for n, (sid, kind, province) in enumerate(STATIONS, start=1):
             if sid in printers:
                 devices = 'card_reader = "none"\nprinter = "network"\n'
                 extra = f'[printer]\nhost = "127.0.0.1"\nport = {printers[sid].port}\ntimeout_s = 1.0\n'
             else:  # a mobile team whose card reader is not plugged in (no reader of that name anywhere)
                 devices, extra = 'card_reader = "Reader that is not plugged in"\nprinter = "none"\n', ""
-            config = _station_folder(tmp_path / sid, central.url, sid, province, kind, devices, extra, port)
-            configs[sid] = config
-            enrol(central.central, config)
-            submit_many(config, 2, seed=len(configs))
-            web = LiveStation(tmp_path / sid, port=port, kind=kind, station_id=sid)
-            web.station_file = tmp_path / sid / "fleet-station.toml"  # ours (central, devices), not its own
-            webs.append(web.start())
-            workers.append(subprocess.Popen(worker_command(config), stdout=subprocess.DEVNULL,
-                                            stderr=open(tmp_path / sid / "sync.log", "ab")))
+            station = FleetStation(tmp_path / sid, central, sid, kind, province, devices=devices, printer=extra,
+                                   submitted=2, seed=n)
+            stations.append(station.start())
         health = central.app.extensions["station_health"]
 
         def reported():
@@ -371,11 +334,81 @@ def test_real_stations_report_and_a_failed_printer_is_listed_first_within_one_cy
             for key in ("full_name", "id_number", "phone", "residence"):
                 assert answers[key] not in everything
     finally:
-        for proc in workers:
-            proc.terminate()
-            proc.wait(10)
-        for web in webs:
-            web.stop()
+        for station in stations:
+            station.stop()
         central.stop()
         for printer in printers.values():
             printer.stop()
+
+
+# -- a province's worth of stations ----------------------------------------------------------------------------
+
+def test_the_stations_page_comes_in_pages_problems_first(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sync.station_health import PAGE_SIZE
+
+    app = create_central_app({"DATA_DIR": str(tmp_path / "central")})
+    central, health = app.extensions["dvc_central"], app.extensions["station_health"]
+    now = datetime.now(timezone.utc)
+    fresh = now.isoformat(timespec="seconds")
+    for i in range(250):
+        sid = f"K{i:04d}"
+        central.store.enrol(sid, public_b64(Ed25519PrivateKey.generate()))
+        changes = {"sent_at": fresh, "devices_at": fresh}
+        if i % 10 == 3:
+            changes.update(printer="paper_out", paper="out")
+        if i % 50 == 7:  # the worker sends, the web app stopped writing its device state half an hour ago
+            changes["devices_at"] = (now - timedelta(minutes=30)).isoformat(timespec="seconds")
+        health.record(sid, _good(sid, **changes), now - timedelta(hours=7) if i in (11, 12) else now)
+    silent, app_down = ["K0011", "K0012"], [f"K{i:04d}" for i in range(7, 250, 50)]
+    printer_down = [f"K{i:04d}" for i in range(3, 250, 10)]
+    fine = sorted({f"K{i:04d}" for i in range(250)} - set(silent + app_down + printer_down))
+    client = logged_in(app)
+
+    def page(query=""):
+        resp = client.get(f"/staff/stations{query}")
+        assert resp.status_code == 200
+        html = resp.get_data(as_text=True)
+        return html, [(m.group(1), m.group(2)) for m in
+                      re.finditer(r'data-station="(\w+)" data-problems="([^"]*)"', html)]
+
+    assert PAGE_SIZE == 100
+    first, rows = page()
+    assert len(rows) == 100 and first.count("<svg") == 100  # one chart per row of the page, not 250
+    assert rows[:2] == [(sid, "silent") for sid in silent]
+    assert rows[2:7] == [(sid, "app_down") for sid in app_down]
+    assert rows[7:32] == [(sid, "printer_down") for sid in printer_down]
+    assert "Ứng dụng trên máy không chạy" in first and "Station app not running" in first
+    assert "32 trạm có vấn đề trên 250 trạm" in first  # the summary counts every page
+    assert 'data-pages="3"' in first and 'data-page-link="2"' in first and 'href="/staff/stations?page=3"' in first
+    second, rows2 = page("?page=2")
+    third, rows3 = page("?page=3")
+    assert len(rows2) == 100 and len(rows3) == 50 and third.count("<svg") == 50
+    assert [sid for sid, _ in rows + rows2 + rows3] == silent + app_down + printer_down + fine
+    assert all(problems == "" for _, problems in rows2 + rows3)
+    assert page("?page=9")[1] == rows3  # past the end: the last page
+    # The filter stays in the page links (a plain GET form and plain links: no script).
+    filtered, _ = page("?kind=kiosk&province=H%C3%A0+N%E1%BB%99i")
+    assert re.search(r'href="/staff/stations\?[^"]*kind=kiosk[^"]*page=2"', filtered)
+    assert "<script" not in filtered
+    for bad in ("?page=0", "?page=x", "?page=-1"):
+        assert client.get(f"/staff/stations{bad}").status_code == 400
+
+
+def test_a_station_whose_web_app_stopped_is_a_problem_after_the_threshold(tmp_path):
+    app = create_central_app({"DATA_DIR": str(tmp_path / "central"), "ALERT_DEVICES_MINUTES": "10"})
+    central, health = app.extensions["dvc_central"], app.extensions["station_health"]
+    assert health.thresholds.devices_minutes == 10
+    central.store.enrol("K01", public_b64(load_or_create_signing_key(tmp_path / "k.key")))
+    now = datetime.now(timezone.utc)
+
+    def problems(devices_at):
+        health.record("K01", _good(sent_at=now.isoformat(), devices_at=devices_at), now)
+        return health.overview(now)[0]["problems"]
+
+    assert problems((now - timedelta(minutes=9)).isoformat()) == []
+    assert problems((now - timedelta(minutes=11)).isoformat()) == ["app_down"]
+    # Never written: a problem only once the station was enrolled longer ago than the threshold.
+    assert problems(None) == []
+    assert "app_down" in health.problems({**health.latest()[0], "enrolled_at": (now - timedelta(hours=1)).isoformat()}, now)

@@ -504,40 +504,25 @@ def m016_catalog_release(db: sqlite_utils.Database):
 # The counts the staff bar, the home and the sync worker read on every page and cycle, kept by triggers in
 # the transaction that changes the rows (m017): rebuilt from the rows by ``retally`` (the migration, and
 # ``kiosk check --full --recount``), compared with a recount by ``kiosk check --full``.
+def _tally_row(row: str, sign: str) -> str:
+    """The statements that add (``sign`` "+") or take away ("-") one outbox row (``NEW`` or ``OLD``) in
+    ``outbox_tally``: its state and dossier's station id, on a stick or not, superseded or not."""
+    station = f"coalesce((SELECT station_id FROM dossiers WHERE submission_id = {row}.submission_id), '')"
+    make = (f"INSERT OR IGNORE INTO outbox_tally (state, station_id) VALUES ({row}.state, {station});\n"
+            if sign == "+" else "")
+    return make + f"""UPDATE outbox_tally SET n = n {sign} 1,
+            on_stick = on_stick {sign} EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = {row}.submission_id),
+            superseded = superseded {sign} ({row}.superseded != 0)
+        WHERE state = {row}.state AND station_id = {station};"""
+
+
 OUTBOX_TALLY_TRIGGERS = (
-    # One outbox row's part of the tally: its state and dossier's station id, on a stick or not, superseded
-    # or not. An insert adds it, a delete takes it away, a change of state or of ``superseded`` moves it.
-    """CREATE TRIGGER outbox_tally_insert AFTER INSERT ON outbox BEGIN
-        INSERT OR IGNORE INTO outbox_tally (state, station_id) VALUES (NEW.state,
-            coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), ''));
-        UPDATE outbox_tally SET n = n + 1,
-            on_stick = on_stick + EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = NEW.submission_id),
-            superseded = superseded + (NEW.superseded != 0)
-        WHERE state = NEW.state
-          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), '');
-    END""",
-    """CREATE TRIGGER outbox_tally_delete AFTER DELETE ON outbox BEGIN
-        UPDATE outbox_tally SET n = n - 1,
-            on_stick = on_stick - EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = OLD.submission_id),
-            superseded = superseded - (OLD.superseded != 0)
-        WHERE state = OLD.state
-          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = OLD.submission_id), '');
-    END""",
-    """CREATE TRIGGER outbox_tally_update AFTER UPDATE OF state, superseded ON outbox
+    # An insert adds its row's part, a delete takes it away, a change of state or of ``superseded`` moves it.
+    f"CREATE TRIGGER outbox_tally_insert AFTER INSERT ON outbox BEGIN {_tally_row('NEW', '+')} END",
+    f"CREATE TRIGGER outbox_tally_delete AFTER DELETE ON outbox BEGIN {_tally_row('OLD', '-')} END",
+    f"""CREATE TRIGGER outbox_tally_update AFTER UPDATE OF state, superseded ON outbox
     WHEN OLD.state IS NOT NEW.state OR OLD.superseded IS NOT NEW.superseded BEGIN
-        UPDATE outbox_tally SET n = n - 1,
-            on_stick = on_stick - EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = OLD.submission_id),
-            superseded = superseded - (OLD.superseded != 0)
-        WHERE state = OLD.state
-          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = OLD.submission_id), '');
-        INSERT OR IGNORE INTO outbox_tally (state, station_id) VALUES (NEW.state,
-            coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), ''));
-        UPDATE outbox_tally SET n = n + 1,
-            on_stick = on_stick + EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = NEW.submission_id),
-            superseded = superseded + (NEW.superseded != 0)
-        WHERE state = NEW.state
-          AND station_id = coalesce((SELECT station_id FROM dossiers WHERE submission_id = NEW.submission_id), '');
-    END""",
+        {_tally_row('OLD', '-')} {_tally_row('NEW', '+')} END""",
     # A dossier's first bundle puts its row on a stick; its last bundle line gone takes it off.
     """CREATE TRIGGER outbox_tally_bundled AFTER INSERT ON sync_bundle_items
     WHEN NOT EXISTS (SELECT 1 FROM sync_bundle_items WHERE submission_id = NEW.submission_id
