@@ -10,7 +10,7 @@ import threading
 import time
 
 from kiosk.app import create_app
-from sync.worker import worker_from_config
+from sync.worker import station_paths, worker_from_config
 from tests.support.fake_printer import FakeNetworkPrinter
 from tests.support.harness import CentralThread, enrol, make_station, submit_many
 from tests.support.small_disk import small_disk  # noqa: F401
@@ -216,7 +216,13 @@ def test_the_sync_worker_waits_out_a_full_disk_then_sends_everything_once(small_
         assert thread.is_alive(), "the worker gave up on a full disk"
         waiting = [r.getMessage() for r in caplog.records if "disk is full; waiting" in r.getMessage()]
         assert len(waiting) == 1  # once per episode, not once per cycle
-        assert worker.pending() == len(ids)  # nothing recorded as sent that was not
+        # Nothing recorded as sent that was not: read as committed, through a connection of its own (the
+        # worker's may be inside a transaction that the full disk is about to roll back).
+        committed = sqlite3.connect(f"file:{station_paths(config)['database']}?mode=ro", uri=True)
+        try:
+            assert committed.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()[0] == len(ids)
+        finally:
+            committed.close()
         disk.free()
         deadline = time.monotonic() + 20
         while worker.pending() and time.monotonic() < deadline:
