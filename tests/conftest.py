@@ -86,6 +86,27 @@ def postgres_server():
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def central_database(request):
+    """Each central storage test twice: None (SQLite in the data folder), then the URL of a fresh schema on
+    the test PostgreSQL (``postgres_server``), dropped after the test."""
+    if request.param == "sqlite":
+        yield None
+        return
+    import uuid
+
+    server = request.getfixturevalue("postgres_server")
+    admin = postgres_admin(server)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in server else "?"
+    try:
+        yield f"{server}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args():
     """Debian's Chromium, headless, with nothing that reaches outside this machine."""

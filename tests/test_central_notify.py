@@ -23,7 +23,6 @@ from sync.central import create_central_app
 from sync.central_cli import notify_settings
 from sync.keys import load_or_create_signing_key, public_b64
 from sync.worker import station_paths, worker_from_config
-from tests.conftest import postgres_admin
 from tests.support.harness import CentralThread, enrol, make_station
 
 NAME, ID_NUMBER, PHONE, EMAIL = "Trần Thị Mai", "001190012345", "0912345678", "mai.tran@example.vn"
@@ -89,22 +88,12 @@ def sms_gateway():
     gateway.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request):
-    """None (SQLite in the data folder) or a fresh PostgreSQL schema's URL (conftest.postgres_server)."""
-    if request.param == "sqlite":
-        yield None
-        return
-    server = request.getfixturevalue("postgres_server")
-    admin = postgres_admin(server)
-    schema = f"notify_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in server else "?"
-    try:
-        yield f"{server}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+
+
+@pytest.fixture
+def database(central_database):
+    """SQLite, then PostgreSQL (tests/conftest.py's ``central_database``)."""
+    return central_database
 
 
 def _central(tmp_path, database=None, **config):

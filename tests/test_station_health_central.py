@@ -11,7 +11,6 @@ import json
 import random
 import re
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -26,7 +25,6 @@ from sync.client import CentralClient
 from sync.keys import load_central_keys, load_or_create_signing_key, public_b64
 from sync.station_health import Alerter, StationHealth, Thresholds
 from sync.worker import station_paths, worker_from_config
-from tests.conftest import postgres_admin
 from tests.support.fake_printer import FakeNetworkPrinter
 from tests.support.fleet import FleetStation
 from tests.support.fleet import free_port as _free_port
@@ -168,22 +166,11 @@ def test_a_tampered_or_foreign_heartbeat_is_refused(tmp_path):
         client.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request):
-    """None (SQLite in the data folder) or a fresh PostgreSQL schema's URL (conftest.postgres_server)."""
-    if request.param == "sqlite":
-        yield None
-        return
-    server = request.getfixturevalue("postgres_server")
-    admin = postgres_admin(server)
-    schema = f"fleet_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in server else "?"
-    try:
-        yield f"{server}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+
+@pytest.fixture
+def database(central_database):
+    """SQLite, then PostgreSQL (tests/conftest.py's ``central_database``)."""
+    return central_database
 
 
 # -- history -------------------------------------------------------------------------------------------------
